@@ -1,0 +1,1 @@
+"""inspectd: industrial edge inspection daemon."""
