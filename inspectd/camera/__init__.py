@@ -1,0 +1,1 @@
+"""Image sources: synthetic parts, replayed folders, GenICam cameras."""

@@ -1,0 +1,39 @@
+"""The Source protocol every image source implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+from inspectd.types import Frame
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A camera or anything that acts like one.
+
+    `grab` never blocks longer than its timeout: acquisition must not be able to
+    hang the pipeline. `fire` issues a software trigger (sources that free-run
+    ignore it and the next frame is taken).
+    """
+
+    name: str
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def grab(self, timeout: float) -> Frame | None:
+        """The next frame, or None when none arrived within `timeout` seconds."""
+        ...
+
+    def fire(self) -> None:
+        """Software trigger: ask for one frame now."""
+        ...
+
+    def apply_features(self, features: Mapping[str, object]) -> None:
+        """Apply a product's camera settings between parts (no-op where there are none)."""
+        ...
+
+    @property
+    def connected(self) -> bool: ...

@@ -1,0 +1,87 @@
+"""Synthetic camera: procedurally generated parts with their true label, deterministic by seed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import Field
+
+from inspectd.camera.parts import make_part, random_kind, to_pixel_format
+from inspectd.config.base import Model
+from inspectd.types import Frame
+
+
+class SyntheticConfig(Model):
+    type: Literal["synthetic"]
+    size: int = Field(448, ge=32, le=8192, description="square frame edge, pixels")
+    pixel_format: Literal["Mono8", "Mono10", "Mono12", "BayerRG8", "BayerGB8", "BayerGR8", "BayerBG8",
+                          "RGB8", "BGR8"] = Field("Mono8", description="PFNC pixel format of the frames")
+    defect_rate: float = Field(0.3, ge=0, le=1, description="fraction of defective parts")
+    seed: int = Field(0, description="same seed, same sequence of parts")
+    bank: int = Field(64, ge=1, le=100_000, description="distinct parts generated at open and served in turn")
+    rate_hz: float | None = Field(None, gt=0, description="frames per second; null = as fast as asked")
+    software_trigger: bool = Field(False, description="deliver a frame only after fire()")
+
+
+class SyntheticSource:
+    name = "synthetic"
+
+    def __init__(self, cfg: SyntheticConfig) -> None:
+        self.cfg = cfg
+        self._bank: list[tuple[object, str, str]] = []
+        self._i = 0
+        self._next_t = 0.0
+        self._fired = threading.Event()
+        self._open = False
+
+    def open(self) -> None:
+        import numpy as np
+
+        rng = np.random.default_rng(self.cfg.seed)
+        bank = []
+        for _ in range(self.cfg.bank):
+            kind = random_kind(rng, self.cfg.defect_rate)
+            mono, _ = make_part(rng, self.cfg.size, kind)
+            image = to_pixel_format(mono, self.cfg.pixel_format)
+            image.setflags(write=False)  # frames are shared by every lap of the bank
+            bank.append((image, "reject" if kind else "pass", kind or "good"))
+        self._bank = bank
+        self._next_t = time.monotonic()
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+
+    @property
+    def connected(self) -> bool:
+        return self._open
+
+    def fire(self) -> None:
+        self._fired.set()
+
+    def apply_features(self, features: Mapping[str, object]) -> None:
+        return None  # nothing to set on a synthetic camera
+
+    def grab(self, timeout: float) -> Frame | None:
+        if not self._open:
+            return None
+        if self.cfg.software_trigger:
+            if not self._fired.wait(timeout):
+                return None
+            self._fired.clear()
+        elif self.cfg.rate_hz:
+            wait = self._next_t - time.monotonic()
+            if wait > timeout:
+                time.sleep(timeout)
+                return None
+            if wait > 0:
+                time.sleep(wait)
+            self._next_t = max(self._next_t + 1 / self.cfg.rate_hz, time.monotonic() - 1 / self.cfg.rate_hz)
+        image, truth, kind = self._bank[self._i % len(self._bank)]
+        frame_id = self._i
+        self._i += 1
+        return Frame(image=image, pixel_format=self.cfg.pixel_format, t_grab=time.monotonic(),
+                     frame_id=frame_id, truth=truth, meta={"kind": kind})

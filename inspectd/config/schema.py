@@ -1,0 +1,186 @@
+"""Schema of the station file and of the per-product recipes.
+
+Every field has a description: `inspectd check-config` and the README quote them,
+so a technician learns what a key means from the message that rejects it.
+Plugin configs (cameras, backends, PLC transports) live beside their plugin and
+are gathered here into discriminated unions on their `type` key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from inspectd.camera.registry import CameraConfig
+from inspectd.config.base import Model
+from inspectd.infer.registry import BackendConfig
+from inspectd.plc.config import PlcConfig
+
+# ----------------------------------------------------------------------------- product (recipe)
+
+
+class Roi(Model):
+    x: int = Field(0, ge=0, description="left edge of the region of interest, pixels")
+    y: int = Field(0, ge=0, description="top edge of the region of interest, pixels")
+    width: int = Field(0, ge=0, description="ROI width in pixels; 0 = to the right edge of the frame")
+    height: int = Field(0, ge=0, description="ROI height in pixels; 0 = to the bottom edge of the frame")
+
+
+class InputSpec(Model):
+    name: str = Field("input", description="name of the model's input tensor")
+    width: int = Field(..., gt=0, le=8192, description="model input width, pixels")
+    height: int = Field(..., gt=0, le=8192, description="model input height, pixels")
+    channels: Literal[1, 3] = Field(3, description="model input channels (1 mono, 3 colour)")
+    dtype: Literal["float32", "float16"] = Field("float32", description="model input element type")
+
+
+class ModelRef(Model):
+    path: Path = Field(..., description="ONNX model or TensorRT engine, relative to this file")
+    input: InputSpec
+    scores_output: str = Field("logits", description="name of the output holding per-class scores")
+    activation: Literal["softmax", "sigmoid", "none"] = Field(
+        "softmax", description="how scores_output becomes probabilities"
+    )
+    heatmap_output: str | None = Field(None, description="optional output with a per-cell defect map")
+
+
+class Preprocess(Model):
+    roi: Roi = Field(default_factory=Roi, description="crop applied to the camera frame first")
+    resize: Literal["area", "stretch", "letterbox"] = Field(
+        "area",
+        description="area: box-average downscale that keeps thin defects; stretch: linear to the input "
+        "size; letterbox: keep aspect ratio and pad",
+    )
+    color: Literal["rgb", "bgr", "mono"] = Field("rgb", description="channel order the model expects")
+    scale: float = Field(1 / 255, gt=0, description="pixel values are multiplied by this before mean/std")
+    mean: tuple[float, ...] = Field((0.485, 0.456, 0.406), description="per-channel mean (after scale)")
+    std: tuple[float, ...] = Field((0.229, 0.224, 0.225), description="per-channel std (after scale)")
+
+    @model_validator(mode="after")
+    def _std_positive(self) -> Preprocess:
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must all be > 0")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+        return self
+
+
+class Rule(Model):
+    """Reject when the named class's probability reaches min_score."""
+
+    name: str = Field(..., min_length=1, description="reject reason written to the journal and logs")
+    class_name: str = Field(..., alias="class", description="class whose score the rule looks at")
+    min_score: float = Field(..., gt=0, le=1, description="reject when the class score is >= this")
+    result_code: int = Field(1, ge=1, le=999, description="RESULT_CODE sent to the PLC for this reject")
+
+
+class GoldenImage(Model):
+    image: Path = Field(..., description="reference image, relative to the product file")
+    expect: Literal["pass", "reject"] = Field(..., description="verdict this image must get")
+
+
+class ProductConfig(Model):
+    name: str = Field(..., min_length=1, description="product name; also the file's stem by convention")
+    plc_id: int = Field(..., ge=0, le=65535, description="RECIPE_NO the PLC uses to select this product")
+    model: ModelRef
+    preprocess: Preprocess = Field(default_factory=Preprocess)
+    classes: list[str] = Field(..., min_length=2, description="class names in model output order")
+    rules: list[Rule] = Field(..., min_length=1, description="reject rules, checked in order")
+    failsafe: Literal["reject", "pass"] = Field(
+        "reject", description="what the PLC is told when no verdict is ready in time (keep reject)"
+    )
+    camera_features: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="GenICam SFNC features applied when this product is active"
+    )
+    golden: list[GoldenImage] = Field(
+        default_factory=list, description="reference images checked at start and after every change"
+    )
+
+    @model_validator(mode="after")
+    def _rules_name_classes(self) -> ProductConfig:
+        for rule in self.rules:
+            if rule.class_name not in self.classes:
+                raise ValueError(f"rule {rule.name!r} names class {rule.class_name!r}, not one of {self.classes}")
+        channels = self.model.input.channels
+        if len(self.preprocess.mean) not in (1, channels):
+            raise ValueError(f"preprocess.mean needs 1 or {channels} values for a {channels}-channel input")
+        return self
+
+
+# ----------------------------------------------------------------------------- station
+
+
+class PipelineConfig(Model):
+    queue_depth: int = Field(2, ge=1, le=64, description="parts that may wait between two stages")
+    overflow: Literal["failsafe_newest", "failsafe_oldest", "block"] = Field(
+        "failsafe_newest",
+        description="when the camera outruns the pipeline: the new part (failsafe_newest) or the oldest "
+        "waiting part (failsafe_oldest) gets a fail-safe verdict; block waits for room (deadline still applies)",
+    )
+    grab_timeout_ms: float = Field(1000, gt=0, description="a trigger with no frame after this is 'no_frame'")
+
+
+class TriggerConfig(Model):
+    source: Literal["free_run", "plc", "hardware"] = Field(
+        "free_run",
+        description="free_run: inspect every frame the camera delivers; plc: the PLC's TRIGGER bit starts "
+        "each part; hardware: the camera is triggered by a line and PART_ID comes from the PLC",
+    )
+
+
+class JournalConfig(Model):
+    path: Path = Field(Path("var/journal.sqlite"), description="SQLite verdict journal (WAL mode)")
+    batch: int = Field(64, ge=1, le=10000, description="rows per transaction")
+    queue: int = Field(100_000, ge=100, description="verdicts that may wait for the writer")
+    retention_days: float | None = Field(90, gt=0, description="delete rows older than this; null keeps all")
+    max_mb: float | None = Field(2048, gt=0, description="delete oldest rows beyond this size; null: no cap")
+
+
+class ArchiveConfig(Model):
+    enabled: bool = Field(True, description="save rejected and fail-safe parts")
+    path: Path = Field(Path("var/archive"), description="folder for archived images")
+    sample_pass: float = Field(0.0, ge=0, le=1, description="fraction of passed parts archived too")
+    quota_mb: float = Field(1024, gt=0, description="size cap of the whole archive")
+    product_quota_mb: float | None = Field(None, gt=0, description="size cap per product")
+    queue: int = Field(32, ge=1, description="images that may wait for the writer; beyond, dropped and counted")
+
+
+class MetricsConfig(Model):
+    enabled: bool = Field(True, description="serve Prometheus metrics, /healthz and /readyz")
+    address: str = Field("127.0.0.1", description="bind address (localhost by default)")
+    port: int = Field(9108, ge=0, le=65535, description="TCP port; 0 picks a free one")
+
+
+class LogConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = Field("json", description="json for journald, console for people")
+    every_part: bool = Field(True, description="one log line per verdict")
+
+
+class WatchdogConfig(Model):
+    stall_s: float = Field(5.0, gt=0, description="a stage busy with one part longer than this is stalled")
+    keep_warm_s: float | None = Field(
+        None, gt=0, description="run a dummy inference after this long without parts (null: off)"
+    )
+
+
+class StationConfig(Model):
+    name: str = Field(..., min_length=1, description="station name, shown in logs and metrics")
+    cycle_budget_ms: float = Field(50, gt=0, le=60_000, description="time from trigger to verdict per part")
+    products_dir: Path = Field(Path("products"), description="folder of product recipes, relative to this file")
+    product: str = Field(..., description="product active at start (file stem in products_dir)")
+    camera: Annotated[CameraConfig, Field(discriminator="type")]
+    backend: Annotated[BackendConfig, Field(discriminator="type")]
+    preprocess: Literal["cpu", "gpu"] = Field("cpu", description="where preprocessing runs")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    plc: Annotated[PlcConfig, Field(discriminator="type")] = Field(
+        default_factory=lambda: {"type": "none"}, validate_default=True
+    )
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)

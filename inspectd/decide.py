@@ -1,0 +1,64 @@
+"""Findings + the product's rules -> pass / reject; and the fail-safe verdict when there are no findings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from inspectd.config.schema import ProductConfig
+from inspectd.types import Findings, Outcome, Part, Reason, Verdict
+
+# RESULT_CODE for fail-safe verdicts, above any rule's code (rules use 1..999).
+FAILSAFE_CODES: dict[Reason, int] = {
+    Reason.DEADLINE: 1001,
+    Reason.OVERFLOW: 1002,
+    Reason.NO_FRAME: 1003,
+    Reason.CAMERA_LOST: 1004,
+    Reason.STAGE_ERROR: 1005,
+    Reason.SHUTDOWN: 1006,
+    Reason.NOT_READY: 1007,
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+    result_code: int
+    score: float
+
+
+def decide(findings: Findings, product: ProductConfig) -> Decision:
+    """First matching rule rejects; the deciding score is the highest score any rule looked at."""
+    score = max(findings.scores.get(r.class_name, 0.0) for r in product.rules)
+    for rule in product.rules:
+        if findings.scores.get(rule.class_name, 0.0) >= rule.min_score:
+            return Decision(Outcome.REJECT, rule.name, rule.result_code, score)
+    return Decision(Outcome.PASS, "", 0, score)
+
+
+def failsafe(reason: Reason) -> Decision:
+    return Decision(Outcome.FAILSAFE, reason.value, FAILSAFE_CODES[reason], 0.0)
+
+
+def make_verdict(part: Part, decision: Decision, product: ProductConfig | None, model_sha256: str) -> Verdict:
+    frame = part.frame
+    plc_ok = decision.outcome is Outcome.PASS or (
+        decision.outcome is Outcome.FAILSAFE and product is not None and product.failsafe == "pass")
+    return Verdict(
+        seq=part.seq,
+        part_id=part.part_id,
+        product=part.product,
+        outcome=decision.outcome,
+        reason=decision.reason,
+        result_code=decision.result_code,
+        plc_ok=plc_ok,
+        score=decision.score,
+        scores=dict(part.findings.scores) if part.findings and decision.outcome is not Outcome.FAILSAFE else {},
+        t_trigger=part.trigger.t_trigger,
+        t_verdict=time.monotonic(),
+        truth=frame.truth if frame else None,
+        model_sha256=model_sha256,
+        stage_ms=part.stage_ms(),
+        wall_time=time.time(),
+    )

@@ -1,0 +1,1 @@
+"""Stage threads joined by bounded queues, per-part deadlines, exactly one verdict per part."""

@@ -1,0 +1,119 @@
+"""Wiring: source -> acquire -> preprocess -> infer -> decide, with the deadline keeper beside them."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from inspectd.camera.base import Source
+from inspectd.config.schema import ProductConfig, StationConfig
+from inspectd.pipeline.runtime import ProductRuntime
+from inspectd.pipeline.stages import AcquireStage, DecideStage, InferStage, PreprocessStage
+from inspectd.pipeline.stamps import StageStamp
+from inspectd.pipeline.stats import PipelineStats
+from inspectd.pipeline.verdicts import DeadlineKeeper, VerdictBus, VerdictSink
+from inspectd.types import Part, Trigger
+
+log = structlog.get_logger("inspectd.pipeline")
+
+STAGES = ("acquire", "preprocess", "infer", "decide")
+
+
+def guard_s(budget_s: float) -> float:
+    """The keeper fires this much before the budget ends, so the fail-safe itself is on time."""
+    return min(2e-3, 0.05 * budget_s)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        station: StationConfig,
+        source: Source,
+        runtime: ProductRuntime,
+        *,
+        products: Callable[[str], ProductConfig | None],
+        sinks: list[VerdictSink] | None = None,
+        triggers: Callable[[float], Trigger | None] | None = None,
+    ) -> None:
+        self.station = station
+        self.source = source
+        self.stats = PipelineStats()
+        self.bus = VerdictBus(self.stats, products)
+        self.bus.sinks.extend(sinks or [])
+        self.keeper = DeadlineKeeper(self.bus)
+        self.stamps = {name: StageStamp(name) for name in STAGES}
+        self._active = runtime
+        self._seq = itertools.count(1)
+        self._budget = station.cycle_budget_ms / 1e3
+        self._guard = guard_s(self._budget)
+        depth = station.pipeline.queue_depth
+        q_pre, q_inf, q_dec = (queue.Queue(maxsize=depth) for _ in range(3))
+        self.queues = {"preprocess": q_pre, "infer": q_inf, "decide": q_dec}
+        self.acquire = AcquireStage(
+            source=source, outq=q_pre, bus=self.bus, stamp=self.stamps["acquire"], new_part=self._new_part,
+            watch=self.keeper.watch, triggers=triggers, overflow=station.pipeline.overflow,
+            grab_timeout=station.pipeline.grab_timeout_ms / 1e3)
+        self.infer = InferStage(q_inf, q_dec, self.bus, self.stamps["infer"],
+                                keep_warm_s=station.watchdog.keep_warm_s, active=lambda: self._active)
+        self.workers = [
+            PreprocessStage(q_pre, q_inf, self.bus, self.stamps["preprocess"]),
+            self.infer,
+            DecideStage(q_dec, None, self.bus, self.stamps["decide"]),
+        ]
+        self._started = False
+
+    # -- parts ----------------------------------------------------------------------------------
+    def _new_part(self, t_trigger: float, part_id: int | None) -> Part:
+        seq = next(self._seq)
+        rt = self._active  # read once: the part keeps this runtime even if the product switches now
+        part = Part(seq, Trigger(seq if part_id is None else part_id, t_trigger), rt.name,
+                    deadline=t_trigger + self._budget - self._guard)
+        part.runtime = rt
+        return part
+
+    @property
+    def active(self) -> ProductRuntime:
+        return self._active
+
+    def switch(self, runtime: ProductRuntime) -> ProductRuntime:
+        """Make `runtime` active for the next part; parts in flight finish with the old one (returned)."""
+        old, self._active = self._active, runtime
+        log.info("product_switched", old=old.name, new=runtime.name)
+        return old
+
+    def set_max_parts(self, n: int | None) -> None:
+        self.acquire.max_parts = n
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.keeper.start()
+        for w in self.workers:
+            w.start()
+        self.acquire.start()
+        self._started = True
+
+    def queue_depths(self) -> dict[str, int]:
+        return {name: q.qsize() for name, q in self.queues.items()}
+
+    @property
+    def idle(self) -> bool:
+        """No part inside the pipeline right now."""
+        return self.keeper.open_parts == 0
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop taking parts, finish every part already taken (each gets its verdict). True if all stopped."""
+        if not self._started:
+            return True
+        self.acquire.stopping.set()
+        threads: list[threading.Thread] = [self.acquire, *self.workers]
+        for t in threads:
+            t.join(timeout)
+        self.keeper.stop()  # returns once every watched part is settled (at the latest at its deadline)
+        ok = not any(t.is_alive() for t in threads)
+        if not ok:
+            log.error("stage_did_not_stop", stages=[t.name for t in threads if t.is_alive()])
+        return ok

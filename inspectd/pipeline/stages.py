@@ -1,0 +1,196 @@
+"""The stage threads: acquire -> preprocess -> infer -> decide.
+
+Each stage takes a Part from its input queue, skips it if its verdict was already
+issued (deadline passed: no point spending the cycle on it), does its work, and
+hands the Part on. An exception in a stage settles that part as fail-safe
+`stage_error` and the stage carries on with the next part.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import structlog
+
+from inspectd.camera.base import Source
+from inspectd.decide import decide
+from inspectd.pipeline.runtime import ProductRuntime
+from inspectd.pipeline.stamps import StageStamp
+from inspectd.pipeline.verdicts import VerdictBus
+from inspectd.types import Part, Reason
+
+log = structlog.get_logger("inspectd.pipeline")
+
+STOP = None  # sentinel passed down the queues on shutdown
+POLL_S = 0.1  # how often an idle stage looks up (and beats its stamp)
+
+
+class Stage(threading.Thread):
+    """A worker thread between two bounded queues."""
+
+    name_: str = "stage"
+
+    def __init__(self, inq: queue.Queue, outq: queue.Queue | None, bus: VerdictBus, stamp: StageStamp) -> None:
+        super().__init__(name=stamp.name, daemon=True)
+        self.inq, self.outq, self.bus, self.stamp = inq, outq, bus, stamp
+
+    def work(self, part: Part) -> None:
+        raise NotImplementedError
+
+    def idle(self) -> None:
+        """Called when no part arrived for POLL_S."""
+
+    def run(self) -> None:
+        self.stamp.thread_id = threading.get_ident()
+        while True:
+            try:
+                part = self.inq.get(timeout=POLL_S)
+            except queue.Empty:
+                self.stamp.idle_beat()
+                self.idle()
+                continue
+            if part is STOP:
+                if self.outq is not None:
+                    self.outq.put(STOP)
+                return
+            if part.settled:  # fail-safe already issued; don't spend the cycle on it
+                continue
+            t0 = self.stamp.begin(part.seq)
+            try:
+                self.work(part)
+            except Exception:
+                self.bus.stats.stage_errors += 1
+                log.exception("stage_error", stage=self.stamp.name, seq=part.seq, part_id=part.part_id)
+                self.bus.fail(part, Reason.STAGE_ERROR, part_runtime(part).backend.model_sha256)
+                self.stamp.end()
+                continue
+            part.stage_t[self.stamp.name] = (t0, self.stamp.end())
+            if self.outq is not None and not part.settled:
+                self.outq.put(part)  # blocking: backpressure goes up to the acquire stage's overflow policy
+
+
+def part_runtime(part: Part) -> ProductRuntime:
+    return part.runtime  # type: ignore[attr-defined, no-any-return]
+
+
+class PreprocessStage(Stage):
+    def work(self, part: Part) -> None:
+        assert part.frame is not None
+        part.tensor = part_runtime(part).preprocess(part.frame)
+
+
+class InferStage(Stage):
+    def __init__(self, *args, keep_warm_s: float | None, active: Callable[[], ProductRuntime], **kw) -> None:
+        super().__init__(*args, **kw)
+        self.keep_warm_s = keep_warm_s
+        self.active = active
+        self.last_infer = time.monotonic()
+        self.warmups = 0
+
+    def work(self, part: Part) -> None:
+        assert part.tensor is not None
+        part.outputs = part_runtime(part).backend.infer(part.tensor)
+        self.last_infer = time.monotonic()
+
+    def idle(self) -> None:
+        # Keep-warm: a dummy inference after a pause, so the next real part does not pay a cold start.
+        if self.keep_warm_s is None or time.monotonic() - self.last_infer < self.keep_warm_s:
+            return
+        rt = self.active()
+        spec = rt.product.model.input
+        dummy = np.zeros((1, spec.channels, spec.height, spec.width), np.dtype(spec.dtype))
+        rt.backend.infer(dummy)
+        self.warmups += 1
+        self.last_infer = time.monotonic()
+
+
+class DecideStage(Stage):
+    def work(self, part: Part) -> None:
+        rt = part_runtime(part)
+        assert part.outputs is not None
+        part.findings = rt.postprocess(part.outputs)
+        decision = decide(part.findings, rt.product)
+        part.stage_t["decide"] = (self.stamp.busy_since or time.monotonic(), time.monotonic())
+        self.bus.settle(part, decision, rt.backend.model_sha256)
+
+
+class AcquireStage(threading.Thread):
+    """Turns triggers into parts: grabs the frame, starts the part's deadline, applies the overflow policy."""
+
+    def __init__(self, *, source: Source, outq: queue.Queue, bus: VerdictBus, stamp: StageStamp,
+                 new_part: Callable[[float, int | None], Part], watch: Callable[[Part], None],
+                 triggers: Callable[[float], object] | None, overflow: str, grab_timeout: float) -> None:
+        super().__init__(name="acquire", daemon=True)
+        self.source, self.outq, self.bus, self.stamp = source, outq, bus, stamp
+        self.new_part, self.watch, self.triggers = new_part, watch, triggers
+        self.overflow, self.grab_timeout = overflow, grab_timeout
+        self.stopping = threading.Event()
+        self.max_parts: int | None = None
+
+    def run(self) -> None:
+        self.stamp.thread_id = threading.get_ident()
+        try:
+            while not self.stopping.is_set():
+                if self.max_parts is not None and self.bus.stats.parts_in >= self.max_parts:
+                    self.stamp.idle_beat()
+                    self.stopping.wait(POLL_S)
+                    continue
+                self._one()
+        finally:
+            self.outq.put(STOP)
+
+    def _one(self) -> None:
+        if self.triggers is None:  # free-run: every frame is a part
+            t_grab0 = time.monotonic()
+            frame = self.source.grab(POLL_S)
+            if frame is None:
+                self.stamp.idle_beat()
+                return
+            part = self.new_part(t_grab0, None)
+        else:  # triggered: a trigger starts the part, the frame must follow within its window
+            trig = self.triggers(POLL_S)
+            if trig is None:
+                self.stamp.idle_beat()
+                return
+            part = self.new_part(trig.t_trigger, trig.part_id)  # type: ignore[attr-defined]
+            t_grab0 = time.monotonic()
+            self.source.fire()
+            frame = self.source.grab(min(self.grab_timeout, max(part.time_left(), 0.0)))
+        self.bus.stats.parts_in += 1
+        self.stamp.begin(part.seq)
+        self.watch(part)
+        if frame is None:
+            self.bus.fail(part, Reason.NO_FRAME if self.source.connected else Reason.CAMERA_LOST)
+            self.stamp.end()
+            return
+        part.frame = frame
+        part.stage_t["grab"] = (t_grab0, frame.t_grab)
+        self._hand_on(part)
+        self.stamp.end()
+
+    def _hand_on(self, part: Part) -> None:
+        try:
+            if self.overflow == "block":  # wait for room, but not past the part's deadline
+                self.outq.put(part, timeout=max(part.time_left(), 0.0))
+            else:
+                self.outq.put_nowait(part)
+            return
+        except queue.Full:
+            pass
+        if self.overflow == "failsafe_oldest":
+            try:
+                oldest = self.outq.get_nowait()
+                self._overflowed(oldest)
+                self.outq.put_nowait(part)
+                return
+            except (queue.Empty, queue.Full):
+                pass  # the consumer took it meanwhile, or the queue refilled: fall through
+        self._overflowed(part)
+
+    def _overflowed(self, part: Part) -> None:
+        self.bus.stats.overflows += 1
+        self.bus.fail(part, Reason.OVERFLOW)

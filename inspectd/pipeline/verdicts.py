@@ -1,0 +1,101 @@
+"""Issuing verdicts: exactly once per part, on time, to every sink without blocking.
+
+A part's verdict is issued by whoever claims it first: the decide stage with the
+real result, or the deadline keeper with the fail-safe. A late real result is
+counted and dropped; it never overwrites an issued verdict.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from inspectd.decide import Decision, failsafe, make_verdict
+from inspectd.pipeline.stats import PipelineStats
+from inspectd.types import Part, Reason, Verdict
+
+log = structlog.get_logger("inspectd.verdicts")
+
+
+class VerdictSink(Protocol):
+    """Receives every verdict. `submit` must return at once (queue it, drop and count if full)."""
+
+    def submit(self, verdict: Verdict, part: Part) -> None: ...
+
+
+class VerdictBus:
+    def __init__(self, stats: PipelineStats, product_lookup: Callable[[str], object | None]) -> None:
+        self.sinks: list[VerdictSink] = []
+        self.stats = stats
+        self._product = product_lookup
+
+    def settle(self, part: Part, decision: Decision, model_sha256: str = "") -> Verdict | None:
+        """Issue `part`'s verdict if nobody has; returns it, or None when it was already issued."""
+        if not part.claim():
+            self.stats.late_results += 1
+            return None
+        verdict = make_verdict(part, decision, self._product(part.product), model_sha256)  # type: ignore[arg-type]
+        self.stats.count(verdict)
+        for sink in self.sinks:
+            try:
+                sink.submit(verdict, part)
+            except Exception:  # a broken sink must not stop the others or the cycle
+                self.stats.sink_errors += 1
+                log.exception("sink_failed", sink=type(sink).__name__, seq=part.seq)
+        return verdict
+
+    def fail(self, part: Part, reason: Reason, model_sha256: str = "") -> Verdict | None:
+        return self.settle(part, failsafe(reason), model_sha256)
+
+
+class DeadlineKeeper:
+    """Issues the fail-safe verdict of every part still open at its deadline."""
+
+    def __init__(self, bus: VerdictBus) -> None:
+        self.bus = bus
+        self._heap: list[tuple[float, int, Part]] = []
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="deadline", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def watch(self, part: Part) -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (part.deadline, part.seq, part))
+            if self._heap[0][2] is part:
+                self._cv.notify()
+
+    @property
+    def open_parts(self) -> int:
+        with self._cv:
+            return sum(1 for _, _, p in self._heap if not p.settled)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and not self._heap:
+                    self._cv.wait()
+                if self._stop and not self._heap:
+                    return
+                deadline, _, part = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0 and not part.settled:
+                    self._cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            if not part.settled and self.bus.fail(part, Reason.DEADLINE) is not None:
+                log.warning("deadline_missed", seq=part.seq, part_id=part.part_id, stages_ms=part.stage_ms())
+
+    def stop(self) -> None:
+        """Stop after the parts being watched are settled (by their stage or their deadline)."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join()

@@ -1,0 +1,1 @@
+"""The vision/PLC handshake and its transports (Modbus TCP server/client, Siemens S7)."""
