@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# System packages the test suite needs (Debian). Called by .ci/run; safe to run again.
+set -euo pipefail
+PKGS=(
+)
+if [ ${#PKGS[@]} -gt 0 ] && ! dpkg -s "${PKGS[@]}" >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${PKGS[@]}" >/dev/null
+fi
