@@ -70,3 +70,16 @@ def setup_logging(level: str = "info", fmt: str = "json", out: TextIO | None = N
     )
     logging.basicConfig(level=_LEVELS[level], stream=writer, format="%(levelname)s %(name)s %(message)s", force=True)
     return writer
+
+
+class VerdictLogger:
+    """A VerdictSink: one JSON event per verdict (seq, part id, verdict, reason, per-stage ms)."""
+
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("inspectd.verdict")
+
+    def submit(self, verdict, part=None) -> None:
+        self._log.info("verdict", seq=verdict.seq, part_id=verdict.part_id, product=verdict.product,
+                       verdict=verdict.outcome.value, reason=verdict.reason, score=round(verdict.score, 4),
+                       latency_ms=round(verdict.latency_ms, 3),
+                       stage_ms={k: round(v, 3) for k, v in verdict.stage_ms.items()}, truth=verdict.truth)

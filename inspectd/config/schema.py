@@ -120,6 +120,10 @@ class PipelineConfig(Model):
         "waiting part (failsafe_oldest) gets a fail-safe verdict; block waits for room (deadline still applies)",
     )
     grab_timeout_ms: float = Field(1000, gt=0, description="a trigger with no frame after this is 'no_frame'")
+    max_in_flight: int | None = Field(
+        None, ge=1, le=64,
+        description="admit a new part only while fewer than this are in flight (sources that can wait: synthetic, "
+        "replay); keeps queues short so latency stays at the sum of the stages. null: no limit")
 
 
 class TriggerConfig(Model):

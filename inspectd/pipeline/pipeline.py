@@ -51,12 +51,17 @@ class Pipeline:
         self._budget = station.cycle_budget_ms / 1e3
         self._guard = guard_s(self._budget)
         depth = station.pipeline.queue_depth
+        limit = station.pipeline.max_in_flight
+        self.slots = threading.BoundedSemaphore(limit) if limit else None
+        if self.slots is not None:
+            self.bus.on_settled = lambda _part: self.slots.release()  # type: ignore[union-attr]
         q_pre, q_inf, q_dec = (queue.Queue(maxsize=depth) for _ in range(3))
         self.queues = {"preprocess": q_pre, "infer": q_inf, "decide": q_dec}
         self.acquire = AcquireStage(
             source=source, outq=q_pre, bus=self.bus, stamp=self.stamps["acquire"], new_part=self._new_part,
             watch=self.keeper.watch, triggers=triggers, overflow=station.pipeline.overflow,
-            grab_timeout=station.pipeline.grab_timeout_ms / 1e3)
+            grab_timeout=station.pipeline.grab_timeout_ms / 1e3, slots=self.slots,
+            fire=station.trigger.source != "hardware")
         self.infer = InferStage(q_inf, q_dec, self.bus, self.stamps["infer"],
                                 keep_warm_s=station.watchdog.keep_warm_s, active=lambda: self._active)
         self.workers = [

@@ -123,11 +123,14 @@ class AcquireStage(threading.Thread):
 
     def __init__(self, *, source: Source, outq: queue.Queue, bus: VerdictBus, stamp: StageStamp,
                  new_part: Callable[[float, int | None], Part], watch: Callable[[Part], None],
-                 triggers: Callable[[float], object] | None, overflow: str, grab_timeout: float) -> None:
+                 triggers: Callable[[float], object] | None, overflow: str, grab_timeout: float,
+                 slots: threading.Semaphore | None = None, fire: bool = True) -> None:
         super().__init__(name="acquire", daemon=True)
         self.source, self.outq, self.bus, self.stamp = source, outq, bus, stamp
         self.new_part, self.watch, self.triggers = new_part, watch, triggers
         self.overflow, self.grab_timeout = overflow, grab_timeout
+        self.slots = slots  # in-flight limit (admission control); released when the part's verdict is issued
+        self.fire = fire  # False with a hardware trigger: the line fires the camera, we only pair the frame
         self.stopping = threading.Event()
         self.max_parts: int | None = None
 
@@ -144,33 +147,46 @@ class AcquireStage(threading.Thread):
             self.outq.put(STOP)
 
     def _one(self) -> None:
+        if self.slots is not None and not self.slots.acquire(timeout=POLL_S):
+            self.stamp.idle_beat()
+            return
+        admitted = False
+        try:
+            admitted = self._admit()
+        finally:
+            if self.slots is not None and not admitted:
+                self.slots.release()
+
+    def _admit(self) -> bool:
+        """Start at most one part; False if none started (the in-flight slot is then given back)."""
         if self.triggers is None:  # free-run: every frame is a part
             t_grab0 = time.monotonic()
             frame = self.source.grab(POLL_S)
             if frame is None:
                 self.stamp.idle_beat()
-                return
-            part = self.new_part(t_grab0, None)
+                return False
+            part = self.new_part(frame.t_grab, None)  # free-run: the part starts when its frame arrives
         else:  # triggered: a trigger starts the part, the frame must follow within its window
             trig = self.triggers(POLL_S)
             if trig is None:
                 self.stamp.idle_beat()
-                return
+                return False
             part = self.new_part(trig.t_trigger, trig.part_id)  # type: ignore[attr-defined]
             t_grab0 = time.monotonic()
-            self.source.fire()
+            if self.fire:
+                self.source.fire()
             frame = self.source.grab(min(self.grab_timeout, max(part.time_left(), 0.0)))
         self.bus.stats.parts_in += 1
         self.stamp.begin(part.seq)
         self.watch(part)
         if frame is None:
             self.bus.fail(part, Reason.NO_FRAME if self.source.connected else Reason.CAMERA_LOST)
-            self.stamp.end()
-            return
-        part.frame = frame
-        part.stage_t["grab"] = (t_grab0, frame.t_grab)
-        self._hand_on(part)
+        else:
+            part.frame = frame
+            part.stage_t["grab"] = (t_grab0, frame.t_grab)
+            self._hand_on(part)
         self.stamp.end()
+        return True
 
     def _hand_on(self, part: Part) -> None:
         try:

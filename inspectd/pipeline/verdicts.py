@@ -32,6 +32,7 @@ class VerdictBus:
     def __init__(self, stats: PipelineStats, product_lookup: Callable[[str], object | None]) -> None:
         self.sinks: list[VerdictSink] = []
         self.stats = stats
+        self.on_settled: Callable[[Part], None] | None = None  # e.g. frees an in-flight slot
         self._product = product_lookup
 
     def settle(self, part: Part, decision: Decision, model_sha256: str = "") -> Verdict | None:
@@ -41,6 +42,8 @@ class VerdictBus:
             return None
         verdict = make_verdict(part, decision, self._product(part.product), model_sha256)  # type: ignore[arg-type]
         self.stats.count(verdict)
+        if self.on_settled is not None:
+            self.on_settled(part)
         for sink in self.sinks:
             try:
                 sink.submit(verdict, part)

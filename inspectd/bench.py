@@ -1,0 +1,126 @@
+"""`inspectd bench`: the real pipeline as fast as it goes, against a naive sequential loop.
+
+Prints per-stage p50/p99/max, end-to-end p50/p99/p99.9, throughput, the slowest-stage
+bound (1 / max stage median) and the pipeline's efficiency against it, and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import threading
+import time
+
+import numpy as np
+
+from inspectd.camera.registry import make_source
+from inspectd.config.load import Config, load_config
+from inspectd.decide import decide
+from inspectd.pipeline.pipeline import Pipeline
+from inspectd.pipeline.runtime import build_runtime
+from inspectd.types import Outcome, Part, Verdict
+
+
+class Collector:
+    """A VerdictSink keeping what the bench needs; signals when `n` verdicts have arrived."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.verdicts: list[Verdict] = []
+        self.done = threading.Event()
+
+    def submit(self, verdict: Verdict, part: Part | None = None) -> None:
+        self.verdicts.append(verdict)
+        if len(self.verdicts) >= self.n:
+            self.done.set()
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def bench_config(cfg: Config, in_flight: int) -> Config:
+    """Same station, but the source runs as fast as asked and admission keeps the queues short."""
+    st = cfg.station
+    camera = st.camera.model_copy(update={"rate_hz": None}) if hasattr(st.camera, "rate_hz") else st.camera
+    pipeline = st.pipeline.model_copy(update={"max_in_flight": in_flight, "overflow": "block"})
+    station = st.model_copy(update={"camera": camera, "pipeline": pipeline})
+    return Config(station, cfg.products, cfg.station_path, cfg.product_paths)
+
+
+def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
+    st = cfg.station
+    rt = build_runtime(st, cfg.products[st.product])
+    source = make_source(st.camera)
+    source.open()
+    col = Collector(parts + warmup)
+    pipe = Pipeline(st, source, rt, products=cfg.products.get, sinks=[col])
+    pipe.set_max_parts(parts + warmup)
+    pipe.start()
+    col.done.wait(timeout=600)
+    pipe.stop()
+    source.close()
+    measured = sorted(col.verdicts, key=lambda v: v.seq)[warmup:]
+    if not measured:
+        raise RuntimeError("no verdicts")
+    span = max(v.t_verdict for v in measured) - min(v.t_trigger for v in measured)
+    names = ["grab", "preprocess", "infer", "decide"]
+    stages = {}
+    for name in names:
+        xs = [v.stage_ms[name] for v in measured if name in v.stage_ms]
+        stages[name] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "max": max(xs) if xs else float("nan")}
+    e2e = [v.latency_ms for v in measured]
+    bound = 1e3 / max(s["p50"] for s in stages.values())
+    fps = len(measured) / span
+    ok = [v for v in measured if v.truth is not None and v.outcome is not Outcome.FAILSAFE]
+    acc = sum((v.outcome.value == v.truth) for v in ok) / len(ok) if ok else None
+    return {
+        "throughput_fps": fps,
+        "bound_fps": bound,
+        "efficiency": fps / bound,
+        "e2e_ms": {"p50": pct(e2e, 50), "p99": pct(e2e, 99), "p999": pct(e2e, 99.9), "max": max(e2e)},
+        "stages": stages,
+        "added_latency_p99_ms": pct(e2e, 99) - sum(s["p50"] for s in stages.values()),
+        "failsafes": sum(v.outcome is Outcome.FAILSAFE for v in measured),
+        "accuracy_vs_truth": acc,
+        "parts": len(measured),
+    }
+
+
+def run_naive(cfg: Config, parts: int, warmup: int = 50) -> float:
+    """grab, preprocess, infer, postprocess, decide one after another: the baseline."""
+    st = cfg.station
+    product = cfg.products[st.product]
+    rt = build_runtime(st, product)
+    source = make_source(st.camera)
+    source.open()
+    t0 = 0.0
+    for i in range(parts + warmup):
+        if i == warmup:
+            t0 = time.monotonic()
+        frame = source.grab(1.0)
+        assert frame is not None
+        decide(rt.postprocess(rt.backend.infer(rt.preprocess(frame))), product)
+    fps = parts / (time.monotonic() - t0)
+    source.close()
+    return fps
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    cfg = bench_config(load_config(args.config), in_flight=args.in_flight)
+    print(f"bench: {args.parts} parts through the pipeline...", file=sys.stderr)
+    out = run_pipeline(cfg, args.parts)
+    print(f"bench: {args.parts} parts through the naive loop...", file=sys.stderr)
+    out["naive_fps"] = run_naive(cfg, args.parts)
+    out["speedup_vs_naive"] = out["throughput_fps"] / out["naive_fps"]
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["config"] = {"station": str(cfg.station_path), "product": cfg.station.product,
+                     "backend": cfg.station.backend.type, "in_flight": args.in_flight}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    return 0

@@ -1,0 +1,225 @@
+"""The daemon: start-up checks, the main loop that acts on signals, reload between parts, ordered shutdown.
+
+Signal handlers only set flags; the main loop does the work (gunicorn's arbiter, Patroni).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from inspectd.camera.base import Source
+from inspectd.camera.registry import make_source
+from inspectd.config.load import Config, load_config
+from inspectd.errors import ConfigError, ExitCode, GoldenCheckError, InspectdError
+from inspectd.journal import Journal
+from inspectd.log import VerdictLogger
+from inspectd.pipeline.pipeline import Pipeline
+from inspectd.pipeline.runtime import ProductRuntime, build_runtime
+from inspectd.supervise.systemd import Notifier
+from inspectd.supervise.watchdog import Watchdog
+from inspectd.types import Outcome
+
+log = structlog.get_logger("inspectd.daemon")
+
+
+@dataclass
+class Options:
+    journal_path: Path | None = None
+    max_parts: int | None = None
+    handle_signals: bool = True
+    extra_sinks: list = field(default_factory=list)
+
+
+def check_golden(rt: ProductRuntime) -> list[str]:
+    """Golden-image gate: the product's reference images must get their expected verdicts."""
+    if not rt.product.golden:
+        return []
+    from inspectd.engines.golden import check_golden as gate
+
+    return gate(rt, rt.product)
+
+
+class Daemon:
+    def __init__(self, config: Config, options: Options | None = None, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.options = options or Options()
+        self.notifier = notifier or Notifier.from_env()
+        self.runtimes: dict[str, ProductRuntime] = {}
+        self.source: Source | None = None
+        self.pipeline: Pipeline | None = None
+        self.journal: Journal | None = None
+        self.watchdog: Watchdog | None = None
+        self.exit_code = ExitCode.OK
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self._switch_lock = threading.Lock()
+
+    # ---------------------------------------------------------------------------------- start-up
+    def _build_runtimes(self, config: Config) -> dict[str, ProductRuntime]:
+        """Load every product's model and run its golden gate, so a switch between parts is instant."""
+        runtimes: dict[str, ProductRuntime] = {}
+        try:
+            for name, product in config.products.items():
+                rt = build_runtime(config.station, product)
+                runtimes[name] = rt
+                failures = check_golden(rt)
+                if failures:
+                    raise GoldenCheckError(f"product {name!r} failed its golden check:\n  " + "\n  ".join(failures))
+        except Exception:
+            for rt in runtimes.values():
+                rt.close()
+            raise
+        return runtimes
+
+    def start(self) -> None:
+        st = self.config.station
+        log.info("starting", station=st.name, product=st.product, products=sorted(self.config.products),
+                 budget_ms=st.cycle_budget_ms, pid=os.getpid())
+        self.runtimes = self._build_runtimes(self.config)
+        self.source = make_source(st.camera)
+        self.source.open()
+        self.source.apply_features(self.config.products[st.product].camera_features)
+        journal_path = self.options.journal_path or st.journal.path
+        self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue)
+        self.journal.start()
+        sinks = [self.journal, *self.options.extra_sinks]
+        if st.log.every_part:
+            sinks.append(VerdictLogger())
+        self.pipeline = Pipeline(st, self.source, self.runtimes[st.product], products=self.config.products.get,
+                                 sinks=sinks, triggers=None)
+        self.pipeline.set_max_parts(self.options.max_parts)
+        self.watchdog = Watchdog(self.pipeline.stamps, st.watchdog.stall_s, self.notifier, self._on_stall)
+        self.pipeline.start()
+        self.watchdog.start()
+        self.notifier.ready(self.status_line())
+        log.info("ready", journal=str(journal_path), run_id=self.journal.run_id,
+                 model_sha256=self.pipeline.active.backend.model_sha256)
+
+    # ---------------------------------------------------------------------------------- signals
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self._wake.set()
+
+    def _on_stall(self, stage: str, stamp) -> None:
+        # Called from the watchdog thread. The stalled thread cannot be stopped: flush what can be flushed, exit.
+        self.exit_code = ExitCode.STALL
+        self.notifier.status(f"stage {stage} stalled on part {stamp.part_seq}; exiting for restart")
+        if self.journal:
+            self.journal.close(timeout=2.0)
+        os._exit(ExitCode.STALL)
+
+    # ---------------------------------------------------------------------------------- products
+    def switch_product(self, name: str) -> bool:
+        """Make `name` active for the next part (parts in flight finish with the old recipe)."""
+        with self._switch_lock:
+            rt = self.runtimes.get(name)
+            if rt is None or self.pipeline is None or self.source is None:
+                log.error("product_switch_refused", product=name, known=sorted(self.runtimes))
+                return False
+            if self.pipeline.active is rt:
+                return True
+            self.source.apply_features(rt.product.camera_features)
+            self.pipeline.switch(rt)
+            return True
+
+    def switch_by_plc_id(self, plc_id: int) -> bool:
+        product = self.config.product_by_plc_id(plc_id)
+        return product is not None and self.switch_product(product.name)
+
+    def reload(self) -> bool:
+        """Validate the whole new config and load its models; on any error keep running the old one."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config.station_path)
+            runtimes = self._build_runtimes(new)
+        except ConfigError as e:
+            log.error("reload_rejected", problems=e.problems)
+            self.notifier.ready(self.status_line())
+            return False
+        except InspectdError as e:
+            log.error("reload_rejected", problems=str(e).splitlines())
+            self.notifier.ready(self.status_line())
+            return False
+        old_runtimes, self.config, self.runtimes = self.runtimes, new, runtimes
+        active = self.pipeline.active.name if self.pipeline else new.station.product
+        self.switch_product(active if active in runtimes else new.station.product)
+        # Old runtimes may still be finishing a part in flight; let them go with the garbage collector.
+        del old_runtimes
+        log.info("reloaded", products=sorted(runtimes))
+        self.notifier.ready(self.status_line())
+        return True
+
+    # ---------------------------------------------------------------------------------- main loop
+    def status_line(self) -> str:
+        p = self.pipeline
+        if p is None:
+            return "starting"
+        s = p.stats
+        elapsed = max(time.monotonic() - s.started, 1e-9)
+        return (f"product={p.active.name} parts={s.verdicts_total} rejects={s.total(Outcome.REJECT)} "
+                f"failsafes={s.total(Outcome.FAILSAFE)} fps={s.verdicts_total / elapsed:.1f}")
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        if self.options.handle_signals:
+            self.install_signal_handlers()
+        try:
+            self.start()
+        except InspectdError as e:
+            log.error("cannot_start", error=str(e), exit_code=int(e.exit_code))
+            self.shutdown()
+            return int(e.exit_code)
+        last_status = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(0.2)
+            self._wake.clear()
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            if self._max_parts_done():
+                break
+            if time.monotonic() - last_status > 2.0:
+                self.notifier.status(self.status_line())
+                last_status = time.monotonic()
+        self.shutdown()
+        return int(self.exit_code)
+
+    def _max_parts_done(self) -> bool:
+        n = self.options.max_parts
+        return n is not None and self.journal is not None and self.journal.written >= n
+
+    def shutdown(self) -> None:
+        """Ordered: stop taking parts, drain every part in flight to its verdict, flush the journal, close."""
+        self.notifier.stopping()
+        if self.watchdog:
+            self.watchdog.stop()
+        if self.pipeline:
+            self.pipeline.stop()
+        if self.journal:
+            self.journal.close()
+        if self.source:
+            self.source.close()
+        for rt in self.runtimes.values():
+            rt.close()
+        if self.pipeline:
+            s = self.pipeline.stats
+            log.info("stopped", parts_in=s.parts_in, verdicts=s.verdicts_total, overflows=s.overflows,
+                     late_results=s.late_results, journaled=self.journal.written if self.journal else 0,
+                     journal_dropped=self.journal.dropped if self.journal else 0)

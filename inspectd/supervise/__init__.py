@@ -1,0 +1,1 @@
+"""Supervision: systemd notify protocol and the internal stage watchdog."""

@@ -1,0 +1,46 @@
+"""Shared fixtures: a station folder built in tmp_path from the demo recipe, with overrides."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.onnx_models import brightness_model
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "configs" / "demo"
+DEMO_MODEL = ROOT / "engines" / "demo_disc.onnx"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_station(folder: Path, station: dict[str, Any] | None = None, product: dict[str, Any] | None = None,
+                  model: Path | None = None) -> Path:
+    """Demo station + disc-a recipe under `folder`, with `station`/`product` overrides merged in."""
+    st = yaml.safe_load((DEMO / "station.yaml").read_text())
+    pr = yaml.safe_load((DEMO / "products" / "disc-a.yaml").read_text())
+    st["journal"] = {"path": str(folder / "journal.sqlite")}
+    st["archive"] = {"path": str(folder / "archive")}
+    st["metrics"] = {"enabled": False}
+    pr["model"]["path"] = str(model or (DEMO_MODEL if DEMO_MODEL.exists() else brightness_model(folder / "b.onnx")))
+    st = _merge(st, station or {})
+    pr = _merge(pr, product or {})
+    (folder / "products").mkdir(parents=True, exist_ok=True)
+    (folder / "products" / "disc-a.yaml").write_text(yaml.safe_dump(pr, sort_keys=False))
+    path = folder / "station.yaml"
+    path.write_text(yaml.safe_dump(st, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def station_file(tmp_path: Path) -> Path:
+    return write_station(tmp_path, {"camera": {"bank": 8}})
