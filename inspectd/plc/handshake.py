@@ -1,0 +1,273 @@
+"""The vision/PLC handshake as a transport-free state machine.
+
+Feed it block A snapshots (`on_inputs`), finished results (`push_result`) and the clock (`tick`);
+read block B from `outputs()` and what happened from `events`. No I/O and no threads: the link
+owns one instance and calls it from its worker only. Timestamps are `time.monotonic()` seconds.
+
+Rules (README "PLC interface" has the timing diagram):
+- READY = healthy, ONLINE, TRIGGER_ENABLE, no trigger being acknowledged, and room in the result
+  buffer for every part already triggered -- so a PLC that waits for READY never overruns it.
+- TRIGGER rising edge while READY -> TRIGGER_ACK + BUSY and a trigger event; while not READY ->
+  MISSED_TRIGGER (latched) and a missed event. TRIGGER_ACK drops once the PLC drops TRIGGER.
+- Results wait in a FIFO; the head is shown with RESULT_VALID, RESULT_SEQ+1 and DONE_TOGGLE flipped.
+  RESULT_ACK clears VALID/OK/NG; the next result is shown once the PLC drops RESULT_ACK. A result
+  arriving with the buffer full is dropped and OVERRUN latched (the PLC rejects the part: no result).
+- LOAD_RECIPE rising edge -> a recipe event; the answer sets RECIPE_ACK (ACTIVE_RECIPE follows)
+  or RECIPE_FAIL; both clear when the PLC drops LOAD_RECIPE.
+- PLC_HEARTBEAT unchanged for 3 periods -> comm lost: ERROR + PLC_COMM_LOST, latched until CLEAR_ERROR.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from inspectd.plc.config import HandshakeConfig
+from inspectd.plc.layout import ErrorCode, PlcInputs, VisionOutputs
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One verdict as the PLC sees it."""
+
+    part_id: int
+    ok: bool
+    code: int
+    score: float
+    inspection_ms: float
+    t_ready: float  # when the verdict was handed to the link (latency origin)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerSeen:
+    part_id: int
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerMissed:
+    part_id: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecipeRequested:
+    recipe_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResultDropped:
+    result: Result
+
+
+@dataclass(frozen=True, slots=True)
+class CommChanged:
+    lost: bool
+
+
+Event = TriggerSeen | TriggerMissed | RecipeRequested | ResultDropped | CommChanged
+
+
+class Handshake:
+    def __init__(self, cfg: HandshakeConfig, now: float) -> None:
+        self.cfg = cfg
+        self.events: deque[Event] = deque()
+        self.published: deque[Result] = deque()  # shown since the link last drained it (latency samples)
+        self._fifo: deque[Result] = deque()
+        self._in_flight: Counter[int] = Counter()  # triggered part ids without a result yet
+        self._prev = PlcInputs()
+        self._healthy, self._health_code = False, 0
+        self._stopped = False
+        self._trigger_ack = False
+        self._shown: Result | None = None  # fields of the last shown result (kept after ACK)
+        self._valid = False
+        self._ack_wait = False  # ACK seen; the next result waits for the PLC to drop it
+        self._seq = 0
+        self._toggle = False
+        self._missed = self._overrun = False
+        self._recipe: str | None = None  # None | "pending" | "ack" | "fail"
+        self._active_recipe = 0
+        self._vhb = 0
+        self._hb_period = cfg.heartbeat_ms / 1e3
+        self._next_hb = now + self._hb_period
+        self._plc_hb: int | None = None
+        self._plc_hb_t = now
+        self._comm_alive = True  # until proven otherwise by the watchdog
+        self._comm_lost = False  # latched
+
+    # ------------------------------------------------------------------ inputs
+    def on_inputs(self, a: PlcInputs, now: float) -> None:
+        p = self._prev
+        if a.plc_heartbeat != self._plc_hb:
+            self._plc_hb, self._plc_hb_t = a.plc_heartbeat, now
+            if not self._comm_alive:
+                self._comm_alive = True
+                self.events.append(CommChanged(lost=False))
+        if a.clear_error and not p.clear_error:
+            self._missed = self._overrun = False
+            if self._comm_alive:
+                self._comm_lost = False
+        if a.trigger and not p.trigger:
+            self._on_trigger(a, now)
+        elif not a.trigger and self._trigger_ack:
+            self._trigger_ack = False
+        if a.result_ack and not p.result_ack and self._valid and self.cfg.result_ack:
+            self._valid = False
+            self._ack_wait = True
+        if not a.result_ack:
+            self._ack_wait = False
+        if a.load_recipe and not p.load_recipe:
+            self._recipe = "pending"
+            self.events.append(RecipeRequested(a.recipe_no))
+        elif not a.load_recipe and p.load_recipe:
+            self._recipe = None
+        self._prev = a
+        self._publish_next()
+
+    def _on_trigger(self, a: PlcInputs, now: float) -> None:
+        why = self._not_ready_reason(a)
+        if why:
+            self._missed = True
+            self.events.append(TriggerMissed(a.part_id, why))
+            return
+        self._trigger_ack = True
+        self._in_flight[a.part_id] += 1
+        self.events.append(TriggerSeen(a.part_id, now))
+
+    def _not_ready_reason(self, a: PlcInputs) -> str:
+        if self._stopped:
+            return "stopped"
+        if not self._healthy:
+            return "not_healthy"
+        if a.set_offline:
+            return "offline"
+        if not a.trigger_enable:
+            return "trigger_not_enabled"
+        if self._trigger_ack:
+            return "previous_trigger_not_dropped"
+        if self._held() + sum(self._in_flight.values()) >= self.cfg.buffer_depth:
+            return "result_buffer_full"
+        return ""
+
+    def _held(self) -> int:
+        return (int(self._valid) + len(self._fifo)) if self.cfg.result_ack else 0
+
+    # ------------------------------------------------------------------ results
+    def push_result(self, r: Result) -> None:
+        if self._in_flight[r.part_id] > 0:
+            self._in_flight[r.part_id] -= 1
+        if self._in_flight[r.part_id] <= 0:
+            del self._in_flight[r.part_id]
+        if not self.cfg.result_ack:
+            self._show(r)
+            return
+        if self._held() >= self.cfg.buffer_depth:
+            self._overrun = True
+            self.events.append(ResultDropped(r))
+            return
+        self._fifo.append(r)
+        self._publish_next()
+
+    def _publish_next(self) -> None:
+        if self._fifo and not self._valid and not self._ack_wait:
+            self._show(self._fifo.popleft())
+
+    def _show(self, r: Result) -> None:
+        self._shown = r
+        self._valid = True
+        self._seq = self._seq % 0xFFFF + 1  # 1..65535: 0 means "no result yet"
+        self._toggle = not self._toggle
+        self.published.append(r)
+
+    # ------------------------------------------------------------------ daemon side
+    def set_health(self, ok: bool, code: int = 0) -> None:
+        self._healthy, self._health_code = ok, (0 if ok else code)
+
+    def set_active_recipe(self, plc_id: int) -> None:
+        self._active_recipe = plc_id
+
+    def recipe_answer(self, recipe_no: int, ok: bool) -> None:
+        if self._recipe != "pending":
+            return  # the PLC dropped LOAD_RECIPE meanwhile: nobody is waiting
+        self._recipe = "ack" if ok else "fail"
+        if ok:
+            self._active_recipe = recipe_no
+
+    def stop(self) -> None:
+        """Safe state: not READY, not VALID, ERROR with SHUTDOWN."""
+        self._stopped = True
+        self._valid = False
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_hb:
+            self._vhb = (self._vhb + 1) & 0xFFFF
+            self._next_hb = max(self._next_hb + self._hb_period, now)  # no burst after a stall
+        period = self.cfg.plc_heartbeat_ms / 1e3
+        if period and self._comm_alive and now - self._plc_hb_t > 3 * period:
+            self._comm_alive = False
+            self._comm_lost = True
+            self.events.append(CommChanged(lost=True))
+
+    def next_deadline(self) -> float:
+        """When `tick` next has something to do."""
+        period = self.cfg.plc_heartbeat_ms / 1e3
+        wd = self._plc_hb_t + 3 * period if period and self._comm_alive else float("inf")
+        return min(self._next_hb, wd)
+
+    # ------------------------------------------------------------------ outputs
+    @property
+    def in_flight(self) -> int:
+        return sum(self._in_flight.values())
+
+    @property
+    def pending(self) -> int:
+        return len(self._fifo)
+
+    @property
+    def comm_alive(self) -> bool:
+        return self._comm_alive
+
+    @property
+    def inputs(self) -> PlcInputs:
+        return self._prev
+
+    def error_code(self) -> int:
+        if self._stopped:
+            return ErrorCode.SHUTDOWN
+        if not self._healthy and self._health_code:
+            return self._health_code
+        if self._comm_lost:
+            return ErrorCode.PLC_COMM_LOST
+        if self._recipe == "fail":
+            return ErrorCode.RECIPE
+        return ErrorCode.NONE
+
+    def outputs(self) -> VisionOutputs:
+        r = self._shown
+        a = self._prev
+        online = not self._stopped and not a.set_offline
+        valid = self._valid and not self._stopped
+        return VisionOutputs(
+            ready=not self._not_ready_reason(a),
+            trigger_ack=self._trigger_ack and not self._stopped,
+            busy=bool(self._in_flight) and not self._stopped,
+            result_valid=valid,
+            result_ok=valid and r is not None and r.ok,
+            result_ng=valid and r is not None and not r.ok,
+            error=self._stopped or self._comm_lost or (not self._healthy and self._health_code != 0),
+            recipe_ack=self._recipe == "ack",
+            recipe_fail=self._recipe == "fail",
+            online=online,
+            overrun=self._overrun,
+            missed_trigger=self._missed,
+            done_toggle=self._toggle,
+            vision_heartbeat=self._vhb,
+            result_part_id=r.part_id if r else 0,
+            result_seq=self._seq,
+            result_code=r.code if r else 0,
+            error_code=self.error_code(),
+            active_recipe=self._active_recipe,
+            score=r.score if r else 0.0,
+            inspection_ms=round(r.inspection_ms) if r else 0,
+            results_pending=len(self._fifo),
+        )
