@@ -80,12 +80,17 @@ def format_error(doc: YamlDoc, loc: Loc, message: str) -> str:
     return f"{doc.path}:{doc.line_of(loc)}: {_key_text(loc)}: {message}"
 
 
+def _num(v: Any) -> Any:
+    """Bounds read as the technician wrote them: 0 not 0.0."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def _message(err: dict[str, Any]) -> str:
     template = _MESSAGES.get(err["type"])
     ctx = err.get("ctx") or {}
     if template:
         try:
-            msg = template.format(**ctx)
+            msg = template.format(**{k: _num(v) for k, v in ctx.items()})
         except KeyError:
             msg = err["msg"]
     else:
@@ -103,7 +108,12 @@ def validate(doc: YamlDoc, model: type[M]) -> M:
     try:
         return model.model_validate(doc.data)
     except ValidationError as e:
-        problems = [format_error(doc, _clean_loc(err["loc"], doc.data), _message(err)) for err in e.errors()]
+        problems = []
+        for err in e.errors():
+            loc = _clean_loc(err["loc"], doc.data)
+            if err["type"] == "union_tag_invalid":  # point at the bad `type:` line, not the section
+                loc = (*loc, "type")
+            problems.append(format_error(doc, loc, _message(err)))
         raise ConfigError(problems) from None
 
 
@@ -132,13 +142,16 @@ def resolve_paths(model: M, base: Path) -> M:
     return model.model_copy(update=updates) if updates else model
 
 
-def load_product(path: Path) -> ProductConfig:
+def _load_product(path: Path) -> tuple[ProductConfig, YamlDoc]:
     doc = _read(path)
-    product = validate(doc, ProductConfig)
-    product = resolve_paths(product, path.parent)
+    product = resolve_paths(validate(doc, ProductConfig), path.parent)
     if not product.model.path.exists():
         raise ConfigError([format_error(doc, ("model", "path"), f"file not found: {product.model.path}")])
-    return product
+    return product, doc
+
+
+def load_product(path: Path) -> ProductConfig:
+    return _load_product(path)[0]
 
 
 def load_station(path: Path) -> StationConfig:
@@ -157,15 +170,16 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([f"{path}: products_dir: folder not found: {station.products_dir}"])
     for file in sorted(station.products_dir.glob("*.y*ml")):
         try:
-            product = load_product(file)
+            product, doc = _load_product(file)
         except ConfigError as e:
             problems.extend(e.problems)
             continue
         if product.name in products:
-            problems.append(f"{file}:1: name: product {product.name!r} is also defined in {paths[product.name]}")
+            problems.append(format_error(doc, ("name",), f"product {product.name!r} is also defined in "
+                                                         f"{paths[product.name]}"))
         clash = next((p for p in products.values() if p.plc_id == product.plc_id), None)
         if clash:
-            problems.append(f"{file}:1: plc_id: {product.plc_id} is also used by product {clash.name!r}")
+            problems.append(format_error(doc, ("plc_id",), f"{product.plc_id} is also used by product {clash.name!r}"))
         products[product.name] = product
         paths[product.name] = file
     if not problems and station.product not in products:
