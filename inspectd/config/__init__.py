@@ -1,6 +1,5 @@
-"""Station and product configuration: schema (pydantic) and loading (YAML with line numbers)."""
+"""Station and product configuration: schema (pydantic, schema.py) and loading with line numbers (load.py).
 
-from inspectd.config.load import Config, load_config, load_product, load_station
-from inspectd.config.schema import ProductConfig, StationConfig
-
-__all__ = ["Config", "ProductConfig", "StationConfig", "load_config", "load_product", "load_station"]
+Import from the submodules; this package stays empty so plugin modules can import `config.base`
+without pulling in the schema that imports them.
+"""

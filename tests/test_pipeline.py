@@ -1,0 +1,175 @@
+"""Pipeline behaviour: deadlines, fail-safes, overload, exactly one verdict per part."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from inspectd.camera.registry import make_source
+from inspectd.config.load import Config, load_config
+from inspectd.pipeline.pipeline import Pipeline
+from inspectd.pipeline.runtime import ProductRuntime, build_runtime
+from inspectd.types import Outcome, Part, Verdict
+from tests.conftest import write_station
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.verdicts: list[Verdict] = []
+        self.lock = threading.Lock()
+
+    def submit(self, verdict: Verdict, part: Part | None = None) -> None:
+        with self.lock:
+            self.verdicts.append(verdict)
+
+    def wait(self, n: int, timeout: float = 30) -> list[Verdict]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and len(self.verdicts) < n:
+            time.sleep(0.01)
+        return self.verdicts
+
+
+class FaultyBackend:
+    """Wraps the real backend; injects a delay or an exception for chosen calls (fault injection, not a mock)."""
+
+    def __init__(self, inner, delay_s=lambda i: 0.0, raise_on=lambda i: False) -> None:
+        self.inner, self.delay_s, self.raise_on = inner, delay_s, raise_on
+        self.name, self.calls = "faulty", 0
+
+    @property
+    def model_sha256(self) -> str:
+        return self.inner.model_sha256
+
+    def load(self) -> None: ...
+
+    def infer(self, tensor):
+        self.calls += 1
+        if self.raise_on(self.calls):
+            raise RuntimeError("injected inference failure")
+        time.sleep(self.delay_s(self.calls))
+        return self.inner.infer(tensor)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def describe(self):
+        return self.inner.describe()
+
+
+def setup(tmp_path: Path, station: dict | None = None, **faults) -> tuple[Config, Pipeline, Collect]:
+    st = {"camera": {"bank": 8, "rate_hz": None}, **(station or {})}
+    cfg = load_config(write_station(tmp_path, st))
+    rt = build_runtime(cfg.station, cfg.products["disc-a"])
+    if faults:
+        rt = ProductRuntime(rt.product, rt.preprocess, FaultyBackend(rt.backend, **faults), rt.postprocess)
+    source = make_source(cfg.station.camera)
+    source.open()
+    col = Collect()
+    pipe = Pipeline(cfg.station, source, rt, products=cfg.products.get, sinks=[col])
+    return cfg, pipe, col
+
+
+def run_parts(pipe: Pipeline, col: Collect, n: int) -> list[Verdict]:
+    pipe.set_max_parts(n)
+    pipe.start()
+    verdicts = col.wait(n)
+    pipe.stop()
+    return verdicts
+
+
+def assert_exactly_once(pipe: Pipeline, verdicts: list[Verdict]) -> None:
+    seqs = Counter(v.seq for v in verdicts)
+    assert all(c == 1 for c in seqs.values()), "a part got two verdicts"
+    assert sorted(seqs) == list(range(1, pipe.stats.parts_in + 1)), "a part got no verdict"
+
+
+def test_every_part_gets_one_verdict(tmp_path: Path) -> None:
+    _, pipe, col = setup(tmp_path, {"pipeline": {"max_in_flight": 2, "overflow": "block"}})
+    verdicts = run_parts(pipe, col, 60)
+    assert len(verdicts) == 60
+    assert_exactly_once(pipe, verdicts)
+    assert all(v.outcome is not Outcome.FAILSAFE for v in verdicts)
+    assert all(set(v.stage_ms) >= {"grab", "preprocess", "infer", "decide"} for v in verdicts)
+
+
+def test_slow_stage_gets_failsafe_on_time_and_late_result_is_dropped(tmp_path: Path) -> None:
+    budget_ms = 80
+    _, pipe, col = setup(tmp_path, {"cycle_budget_ms": budget_ms, "pipeline": {"max_in_flight": 1}},
+                         delay_s=lambda i: 0.3 if i == 3 else 0.0)
+    verdicts = run_parts(pipe, col, 6)
+    assert_exactly_once(pipe, verdicts)
+    late = [v for v in verdicts if v.outcome is Outcome.FAILSAFE]
+    # part 3 stalls inference for 300 ms; parts admitted behind it also miss their budget
+    assert late[0].seq == 3 and {v.reason for v in late} == {"deadline"}
+    assert all(v.result_code == 1001 and v.plc_ok is False for v in late)  # fail-safe default: reject at the PLC
+    assert all(v.latency_ms <= budget_ms * 1.25 for v in late)  # issued at the budget, not when the stage finished
+    assert pipe.stats.late_results == 1  # part 3's real result arrived later and was dropped
+    assert verdicts[-1].outcome is not Outcome.FAILSAFE  # and the line recovers
+
+
+def test_raising_stage_gets_failsafe_and_pipeline_goes_on(tmp_path: Path) -> None:
+    _, pipe, col = setup(tmp_path, {"pipeline": {"max_in_flight": 2}}, raise_on=lambda i: i in (2, 5))
+    verdicts = run_parts(pipe, col, 10)
+    assert_exactly_once(pipe, verdicts)
+    errors = [v for v in verdicts if v.outcome is Outcome.FAILSAFE]
+    assert len(errors) == 2 and {v.reason for v in errors} == {"stage_error"}
+    assert pipe.stats.stage_errors == 2
+
+
+def test_failsafe_pass_product_tells_plc_ok(tmp_path: Path) -> None:
+    st = {"cycle_budget_ms": 60, "pipeline": {"max_in_flight": 1}}
+    cfg = load_config(write_station(tmp_path, st | {"camera": {"bank": 4, "rate_hz": None}}, {"failsafe": "pass"}))
+    rt = build_runtime(cfg.station, cfg.products["disc-a"])
+    rt = ProductRuntime(rt.product, rt.preprocess, FaultyBackend(rt.backend, delay_s=lambda i: 0.2), rt.postprocess)
+    source = make_source(cfg.station.camera)
+    source.open()
+    col = Collect()
+    pipe = Pipeline(cfg.station, source, rt, products=cfg.products.get, sinks=[col])
+    [v] = run_parts(pipe, col, 1)
+    assert v.outcome is Outcome.FAILSAFE and v.plc_ok is True
+
+
+@pytest.mark.parametrize("policy", ["failsafe_newest", "failsafe_oldest", "block"])
+def test_overload_count_in_equals_count_out(tmp_path: Path, policy: str) -> None:
+    # The camera delivers every 2 ms, inference takes 10 ms: the pipeline cannot keep up.
+    _, pipe, col = setup(tmp_path, {"cycle_budget_ms": 100, "camera": {"rate_hz": 500},
+                                    "pipeline": {"overflow": policy, "queue_depth": 2}},
+                         delay_s=lambda i: 0.01)
+    verdicts = run_parts(pipe, col, 80)
+    assert_exactly_once(pipe, verdicts)
+    reasons = Counter(v.reason for v in verdicts if v.outcome is Outcome.FAILSAFE)
+    assert pipe.stats.parts_in == 80 == len(verdicts)
+    if policy == "block":
+        assert pipe.stats.overflows == reasons["overflow"]  # only parts that could not wait past their deadline
+    else:
+        assert reasons["overflow"] == pipe.stats.overflows > 0
+    # bounded queues never grow past their depth
+    assert all(q.maxsize == 2 for q in pipe.queues.values())
+
+
+def test_product_switch_between_parts(tmp_path: Path) -> None:
+    cfg, pipe, col = setup(tmp_path, {"pipeline": {"max_in_flight": 1}, "camera": {"rate_hz": 200}})
+    rt_b = build_runtime(cfg.station, cfg.products["disc-a"].model_copy(update={"name": "disc-b"}))
+    pipe.set_max_parts(40)
+    pipe.start()
+    col.wait(10)
+    pipe.switch(rt_b)
+    verdicts = col.wait(40)
+    pipe.stop()
+    assert_exactly_once(pipe, verdicts)
+    names = [v.product for v in sorted(verdicts, key=lambda v: v.seq)]
+    switch_at = names.index("disc-b")
+    assert set(names[:switch_at]) == {"disc-a"} and set(names[switch_at:]) == {"disc-b"}  # one clean cut
+
+
+def test_stop_drains_parts_in_flight(tmp_path: Path) -> None:
+    _, pipe, col = setup(tmp_path, {"camera": {"rate_hz": 400}, "pipeline": {"queue_depth": 4}},
+                         delay_s=lambda i: 0.005)
+    pipe.start()
+    col.wait(20)
+    pipe.stop()
+    assert_exactly_once(pipe, col.verdicts)  # everything taken in got its verdict before stop() returned
