@@ -69,8 +69,12 @@ class Stage(threading.Thread):
                 self.stamp.end()
                 continue
             part.stage_t[self.stamp.name] = (t0, self.stamp.end())
-            if self.outq is not None and not part.settled:
-                self.outq.put(part)  # blocking: backpressure goes up to the acquire stage's overflow policy
+            if self.outq is None:
+                continue
+            if part.settled:  # its fail-safe went out while we worked: the late result is dropped
+                self.bus.stats.late_results += 1
+                continue
+            self.outq.put(part)  # blocking: backpressure goes up to the acquire stage's overflow policy
 
 
 def part_runtime(part: Part) -> ProductRuntime:
