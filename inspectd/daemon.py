@@ -14,12 +14,14 @@ from pathlib import Path
 
 import structlog
 
+from inspectd.archive import Archive
 from inspectd.camera.base import Source
 from inspectd.camera.registry import make_source
 from inspectd.config.load import Config, load_config
 from inspectd.errors import ConfigError, ExitCode, GoldenCheckError, InspectdError
 from inspectd.journal import Journal
 from inspectd.log import VerdictLogger
+from inspectd.metrics import Metrics
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
 from inspectd.supervise.systemd import Notifier
@@ -55,6 +57,8 @@ class Daemon:
         self.source: Source | None = None
         self.pipeline: Pipeline | None = None
         self.journal: Journal | None = None
+        self.metrics: Metrics | None = None  # PLC transport: self.metrics.observe_plc_write(seconds)
+        self.archive: Archive | None = None
         self.watchdog: Watchdog | None = None
         self.exit_code = ExitCode.OK
         self._stop = threading.Event()
@@ -83,14 +87,24 @@ class Daemon:
         st = self.config.station
         log.info("starting", station=st.name, product=st.product, products=sorted(self.config.products),
                  budget_ms=st.cycle_budget_ms, pid=os.getpid())
+        if st.metrics.enabled:  # first, so /healthz answers (and /readyz says why not) while models load
+            self.metrics = Metrics.for_daemon(self, st.cycle_budget_ms / 1e3)
+            self.metrics.start(st.metrics.address, st.metrics.port)
         self.runtimes = self._build_runtimes(self.config)
         self.source = make_source(st.camera)
         self.source.open()
         self.source.apply_features(self.config.products[st.product].camera_features)
         journal_path = self.options.journal_path or st.journal.path
-        self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue)
+        self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue,
+                               retention_days=st.journal.retention_days, max_mb=st.journal.max_mb)
         self.journal.start()
         sinks = [self.journal, *self.options.extra_sinks]
+        if self.metrics:
+            sinks.append(self.metrics)
+        if st.archive.enabled:
+            self.archive = Archive(st.archive)
+            self.archive.start()
+            sinks.append(self.archive)
         if st.log.every_part:
             sinks.append(VerdictLogger())
         self.pipeline = Pipeline(st, self.source, self.runtimes[st.product], products=self.config.products.get,
@@ -214,6 +228,8 @@ class Daemon:
             self.pipeline.stop()
         if self.journal:
             self.journal.close()
+        if self.archive:
+            self.archive.close()
         if self.source:
             self.source.close()
         for rt in self.runtimes.values():
@@ -223,3 +239,5 @@ class Daemon:
             log.info("stopped", parts_in=s.parts_in, verdicts=s.verdicts_total, overflows=s.overflows,
                      late_results=s.late_results, journaled=self.journal.written if self.journal else 0,
                      journal_dropped=self.journal.dropped if self.journal else 0)
+        if self.metrics:  # last: the endpoint stays up while the parts in flight drain
+            self.metrics.close()

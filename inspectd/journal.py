@@ -60,15 +60,58 @@ def row(run_id: str, v: Verdict) -> tuple:
             json.dumps({k: round(x, 3) for k, x in v.stage_ms.items()}), v.model_sha256, v.truth)
 
 
+def live_bytes(db: sqlite3.Connection) -> int:
+    """Bytes in pages that hold data (the file minus its free list)."""
+    size, pages, free = (db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "freelist_count"))
+    return int((pages - free) * size)
+
+
+def prune(db: sqlite3.Connection, now: float, retention_days: float | None, max_mb: float | None,
+          chunk: int = 5000) -> int:
+    """Delete rows older than `retention_days`, then the oldest rows while live data exceeds `max_mb`.
+
+    No VACUUM (it rewrites the whole file under an exclusive lock): freed pages are reused by later
+    inserts, so the file stops growing at about `max_mb`. Deletes go in chunks so a reader (the shift
+    report) never waits long. Returns the rows deleted.
+    """
+    deleted = 0
+    oldest = "DELETE FROM verdicts WHERE id IN (SELECT id FROM verdicts {where} ORDER BY t_verdict LIMIT ?)"
+    if retention_days is not None:
+        cutoff = now - retention_days * 86400
+        while True:
+            with db:
+                n = db.execute(oldest.format(where="WHERE t_verdict < ?"), (cutoff, chunk)).rowcount
+            deleted += n
+            if n < chunk:
+                break
+    if max_mb is not None:
+        cap = max_mb * 1e6
+        while (used := live_bytes(db)) > cap:
+            rows = db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+            if rows == 0:
+                break
+            # the share over the cap plus 5 %, so the next batch of inserts does not prune again at once
+            k = min(chunk, max(1, int(rows * ((used - cap) / used + 0.05))))
+            with db:
+                deleted += db.execute(oldest.format(where=""), (k,)).rowcount
+    return deleted
+
+
 _STOP = object()
 
 
 class Journal:
     """A VerdictSink. `submit` never blocks; `close` writes everything queued before returning."""
 
-    def __init__(self, path: Path, batch: int = 64, maxsize: int = 100_000) -> None:
+    def __init__(self, path: Path, batch: int = 64, maxsize: int = 100_000, retention_days: float | None = None,
+                 max_mb: float | None = None, prune_every_s: float = 600.0) -> None:
         self.path = path
         self.batch = batch
+        self.retention_days = retention_days
+        self.max_mb = max_mb
+        self.prune_every_s = prune_every_s  # retention runs in the writer thread, never on the hot path
+        self.pruned = 0
+        self._next_prune = 0.0  # first pass right after start
         self.run_id = uuid.uuid4().hex[:12]
         self.written = 0
         self.dropped = 0
@@ -97,7 +140,11 @@ class Journal:
         stop = False
         while not stop:
             rows = []
-            item = self._q.get()
+            try:
+                item = self._q.get(timeout=self._prune_wait())
+            except queue.Empty:
+                self._maybe_prune()
+                continue
             while True:
                 if item is _STOP:
                     stop = True
@@ -111,7 +158,28 @@ class Journal:
                     break
             if rows:
                 self._write(rows)
+            self._maybe_prune()
         self._db.close()
+
+    def _prune_wait(self) -> float | None:
+        if self.retention_days is None and self.max_mb is None:
+            return None
+        return max(0.05, self._next_prune - time.monotonic())
+
+    def _maybe_prune(self) -> None:
+        if (self.retention_days is None and self.max_mb is None) or time.monotonic() < self._next_prune:
+            return
+        assert self._db is not None
+        self._next_prune = time.monotonic() + self.prune_every_s
+        try:
+            n = prune(self._db, time.time(), self.retention_days, self.max_mb)
+        except sqlite3.Error as e:
+            log.error("journal_prune_failed", error=str(e))
+            return
+        if n:
+            self.pruned += n
+            log.info("journal_pruned", rows=n, retention_days=self.retention_days, max_mb=self.max_mb,
+                     live_mb=round(live_bytes(self._db) / 1e6, 3))
 
     def _write(self, rows: list[tuple]) -> None:
         assert self._db is not None

@@ -1,0 +1,326 @@
+"""Prometheus metrics and the HTTP server for /metrics, /healthz and /readyz.
+
+One CollectorRegistry per daemon (never the process-wide default): two daemons in one test process
+must not share counters. The hot path touches this module only through `submit` (a put_nowait on a
+bounded queue; a worker observes the histograms) and `observe_plc_write`. Counters are read at scrape
+time from the pipeline's own PipelineStats, so they equal the verdicts issued exactly, with no second
+bookkeeping that could drift from the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from inspectd.sensors import HostSensors
+from inspectd.types import Part, Verdict
+
+log = structlog.get_logger("inspectd.metrics")
+
+# Verdict.stage_ms keys -> the stage label operators see. The decide stage times
+# postprocess and decide together (one thread, one stamp), so its label says so.
+STAGE_LABELS = {"grab": "grab", "preprocess": "preprocess", "infer": "infer", "decide": "postprocess_decide"}
+PLC_WRITE = "plc_write"
+
+
+def latency_buckets(budget_s: float) -> tuple[float, ...]:
+    """Histogram bounds in seconds, derived from the cycle budget.
+
+    Prometheus interpolates linearly inside a bucket, so a quantile is only as good as the bucket it
+    falls in. Stages take a small share of the budget (geometric steps of 25 % from budget/500 up to
+    half the budget); the cycle's p99/p99.9 sit near the budget (linear steps of 2.5 % of the budget
+    from 50 % to 120 %, i.e. 1.25 ms at 50 ms); overruns need only coarse bounds (1.5x .. 10x).
+    """
+    bounds: set[float] = set()
+    x = budget_s / 500
+    while x < budget_s * 0.5:
+        bounds.add(x)
+        x *= 1.25
+    bounds.update(budget_s * 0.025 * i for i in range(20, 49))
+    bounds.update(budget_s * f for f in (1.5, 2.0, 3.0, 5.0, 10.0))
+    return tuple(sorted({float(f"{b:.6g}") for b in bounds}))
+
+
+def readiness(daemon: Any) -> dict[str, bool]:
+    """/readyz checks. `daemon` is duck-typed (inspectd.daemon imports this module, not the reverse)."""
+    pipeline = getattr(daemon, "pipeline", None)
+    source = getattr(daemon, "source", None)
+    plc = getattr(daemon, "plc", None)
+    return {
+        "camera": bool(source is not None and source.connected),
+        "backend": bool(pipeline is not None and pipeline.active.backend is not None),
+        # Daemon._build_runtimes raises when a golden check fails, so runtimes exist only once all passed.
+        "golden": bool(getattr(daemon, "runtimes", None)),
+        "plc": plc is None or bool(plc.connected),  # no PLC configured counts as up
+    }
+
+
+class DaemonCollector(Collector):
+    """Reads the daemon's live state at scrape time: counters, queue depths, connections, identity."""
+
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.daemon
+        pipeline = getattr(d, "pipeline", None)
+        if pipeline is not None:
+            yield from self._pipeline(pipeline)
+        source = getattr(d, "source", None)
+        yield _gauge("inspectd_camera_connected", "1 while the camera delivers frames",
+                     float(bool(source is not None and source.connected)))
+        plc = getattr(d, "plc", None)
+        yield _gauge("inspectd_plc_configured", "1 when a PLC transport is configured", float(plc is not None))
+        if plc is not None:
+            yield _gauge("inspectd_plc_connected", "1 while the PLC connection is up", float(bool(plc.connected)))
+        checks = readiness(d)
+        ready = GaugeMetricFamily("inspectd_ready_check", "readiness checks (/readyz), 1 = ok", labels=["check"])
+        for name, ok in checks.items():
+            ready.add_metric([name], float(ok))
+        yield ready
+        journal = getattr(d, "journal", None)
+        if journal is not None:
+            yield _counter("inspectd_journal_written", "verdict rows written to the journal", journal.written)
+            yield _counter("inspectd_journal_dropped", "verdicts the journal could not keep", journal.dropped)
+            yield _counter("inspectd_journal_errors", "failed journal writes (each retried)", journal.errors)
+            yield _gauge("inspectd_journal_pending", "verdicts waiting for the journal writer", journal.pending)
+            yield _counter("inspectd_journal_pruned_rows", "rows deleted by retention",
+                           getattr(journal, "pruned", 0))
+        archive = getattr(d, "archive", None)
+        if archive is not None:
+            yield from archive.collect()
+
+    def _pipeline(self, p: Any) -> Iterator[Metric]:
+        s = p.stats
+        parts = CounterMetricFamily("inspectd_parts", "verdicts issued, by product and verdict",
+                                    labels=["product", "verdict"])
+        for (product, outcome), n in sorted(dict(s.verdicts).items()):  # dict(): atomic copy under the GIL
+            parts.add_metric([product, outcome], n)
+        yield parts
+        reasons = CounterMetricFamily("inspectd_failsafes", "fail-safe verdicts by reason", labels=["reason"])
+        for reason, n in sorted(dict(s.failsafe_reasons).items()):
+            reasons.add_metric([reason], n)
+        yield reasons
+        yield _counter("inspectd_deadline_misses", "parts whose verdict was not ready within the cycle budget",
+                       s.failsafe_reasons.get("deadline", 0))
+        yield _counter("inspectd_overflows", "parts the camera delivered faster than the pipeline took them",
+                       s.overflows)
+        yield _counter("inspectd_late_results", "real results that arrived after their fail-safe verdict",
+                       s.late_results)
+        yield _counter("inspectd_stage_errors", "exceptions raised by a stage (part failed safe)", s.stage_errors)
+        yield _counter("inspectd_sink_errors", "exceptions raised by a verdict sink", s.sink_errors)
+        yield _counter("inspectd_parts_in", "parts admitted into the pipeline", s.parts_in)
+        depths = GaugeMetricFamily("inspectd_queue_depth", "parts waiting in front of a stage", labels=["queue"])
+        for name, n in p.queue_depths().items():
+            depths.add_metric([name], n)
+        yield depths
+        if s.last_verdict_t:
+            yield _gauge("inspectd_last_verdict_age_seconds", "time since the last verdict",
+                         time.monotonic() - s.last_verdict_t)
+        rt = p.active
+        described = {k: str(v) for k, v in rt.backend.describe().items()}
+        info = InfoMetricFamily("inspectd_model", "active product's backend and model identity",
+                                labels=["product", *sorted(described)])
+        info.add_metric([rt.name, *(described[k] for k in sorted(described))], {})
+        yield info
+
+
+class SensorCollector(Collector):
+    """Exports the poller's last readings; a scrape never waits for sysfs or nvidia-smi."""
+
+    def __init__(self, sensors: HostSensors) -> None:
+        self.sensors = sensors
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.sensors.latest
+        temp = GaugeMetricFamily("inspectd_temperature_celsius", "host temperatures (thermal zones, GPUs)",
+                                 labels=["sensor"])
+        for name, value in sorted(r.temperature_c.items()):
+            temp.add_metric([name], value)
+        yield temp
+        clock = GaugeMetricFamily("inspectd_clock_hz", "CPU/GPU clocks", labels=["device"])
+        for name, value in sorted(r.clock_hz.items()):
+            clock.add_metric([name], value)
+        yield clock
+        yield _counter("inspectd_sensor_polls", "host sensor polls done", self.sensors.polls)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+_STOP = object()
+
+
+class Metrics:
+    """A VerdictSink that feeds the latency histograms, plus the registry the HTTP server exposes."""
+
+    def __init__(self, budget_s: float, *, collectors: list[Collector] | None = None,
+                 ready: Callable[[], Mapping[str, bool]] = dict, sensors: HostSensors | None = None,
+                 queue_size: int = 10_000) -> None:
+        self.registry = CollectorRegistry()
+        self.ready = ready
+        self.sensors = sensors
+        self.dropped = 0
+        self.started = time.monotonic()
+        buckets = latency_buckets(budget_s)
+        self.stage_seconds = Histogram("inspectd_stage_seconds", "time per pipeline stage and PLC write",
+                                       ["stage"], buckets=buckets, registry=self.registry)
+        self.cycle_seconds = Histogram("inspectd_cycle_seconds", "trigger to verdict, per product",
+                                       ["product"], buckets=buckets, registry=self.registry)
+        self._stages = {k: self.stage_seconds.labels(v) for k, v in STAGE_LABELS.items()}
+        self._plc_write = self.stage_seconds.labels(PLC_WRITE)
+        Gauge("inspectd_cycle_budget_seconds", "configured trigger-to-verdict budget",
+              registry=self.registry).set(budget_s)
+        for c in collectors or []:
+            self.registry.register(c)
+        if sensors is not None:
+            self.registry.register(SensorCollector(sensors))
+        self.registry.register(_SelfCollector(self))
+        self._q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="metrics", daemon=True)
+        self.server: HealthServer | None = None
+
+    @classmethod
+    def for_daemon(cls, daemon: Any, budget_s: float) -> Metrics:
+        return cls(budget_s, collectors=[DaemonCollector(daemon)], ready=lambda: readiness(daemon),
+                   sensors=HostSensors())
+
+    # -- hot path -------------------------------------------------------------------------------
+    def submit(self, verdict: Verdict, part: Part | None = None) -> None:
+        try:
+            self._q.put_nowait((verdict.product, verdict.latency_ms, verdict.stage_ms))
+        except queue.Full:
+            self.dropped += 1
+
+    def observe_plc_write(self, seconds: float) -> None:
+        """For the PLC transport: time of one verdict write (a histogram observe: lock + bisect, microseconds)."""
+        self._plc_write.observe(seconds)
+
+    @property
+    def pending(self) -> int:
+        return self._q.qsize()
+
+    # -- worker ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while (item := self._q.get()) is not _STOP:
+            product, latency_ms, stage_ms = item
+            self.cycle_seconds.labels(product).observe(latency_ms / 1e3)
+            for stage, ms in stage_ms.items():
+                child = self._stages.get(stage)
+                if child is not None:
+                    child.observe(ms / 1e3)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, address: str | None = None, port: int | None = None) -> None:
+        """Start the worker and sensors; serve HTTP when an address is given. A bind failure is logged,
+        not raised: the line keeps inspecting without its metrics endpoint."""
+        self._thread.start()
+        if self.sensors is not None:
+            self.sensors.start()
+        if address is not None and port is not None:
+            server = HealthServer(self, address, port)
+            try:
+                server.start()
+            except OSError as e:
+                log.error("metrics_server_failed", address=address, port=port, error=str(e))
+                return
+            self.server = server
+            log.info("metrics_listening", address=address, port=server.port)
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.sensors is not None:
+            self.sensors.stop()
+        if self._thread.is_alive():
+            self._q.put(_STOP)
+            self._thread.join(timeout)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _SelfCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield _counter("inspectd_metrics_dropped", "verdicts not observed: metrics queue full", self.metrics.dropped)
+
+
+class HealthServer:
+    """HTTP on its own threads: /metrics (Prometheus text), /healthz (alive), /readyz (200 ready / 503 not)."""
+
+    def __init__(self, metrics: Metrics, address: str, port: int) -> None:
+        self.metrics = metrics
+        self.address = address
+        self.requested_port = port
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None
+        return int(self._httpd.server_address[1])
+
+    def start(self) -> None:
+        metrics = self.metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = 5.0  # a client that stalls mid-request frees its thread
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, metrics.exposition(), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    body = {"status": "alive", "pid": os.getpid(),
+                            "uptime_s": round(time.monotonic() - metrics.started, 3)}
+                    self._json(200, body)
+                elif path == "/readyz":
+                    checks = dict(metrics.ready())
+                    ok = bool(checks) and all(checks.values())
+                    self._json(200 if ok else 503, {"ready": ok, "checks": checks})
+                else:
+                    self._json(404, {"error": "not found", "paths": ["/metrics", "/healthz", "/readyz"]})
+
+            def _json(self, code: int, body: dict) -> None:
+                self._send(code, json.dumps(body).encode(), "application/json")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None  # scrapes every few seconds would flood the journal
+
+        httpd = ThreadingHTTPServer((self.address, self.requested_port), Handler)
+        httpd.daemon_threads = True
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="metrics-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
