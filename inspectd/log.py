@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sys
@@ -45,10 +46,8 @@ class QueueWriter:
     def close(self, timeout: float = 5.0) -> None:
         self._q.put(None)
         self._thread.join(timeout)
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self.out.flush()
-        except (OSError, ValueError):
-            pass
 
 
 def setup_logging(level: str = "info", fmt: str = "json", out: TextIO | None = None) -> QueueWriter:
