@@ -1,0 +1,118 @@
+"""Run two models (backends or precisions) on the same images: output differences and verdict agreement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from inspectd.config.schema import ProductConfig
+from inspectd.decide import decide
+from inspectd.infer.base import Backend
+from inspectd.infer.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeConfig
+from inspectd.pipeline.runtime import ProductRuntime
+from inspectd.postprocess import Postprocessor
+from inspectd.preprocess.cpu import CpuPreprocessor
+from inspectd.types import Frame
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def with_model(product: ProductConfig, model: Path) -> ProductConfig:
+    return product.model_copy(update={"model": product.model.model_copy(update={"path": model.resolve()})})
+
+
+def model_precision(model: Path) -> str:
+    """fp32/fp16/int8 as the file declares it: Q/DQ nodes make an ONNX INT8; engines say it in their manifest."""
+    if model.suffix in ENGINE_SUFFIXES:
+        from inspectd.engines.manifest import read_manifest
+
+        return read_manifest(model).precision
+    m = onnx.load(str(model), load_external_data=False)
+    if any(n.op_type == "QuantizeLinear" for n in m.graph.node):
+        return "int8"
+    elem = m.graph.input[0].type.tensor_type.elem_type if m.graph.input else onnx.TensorProto.FLOAT
+    return "fp16" if elem == onnx.TensorProto.FLOAT16 else "fp32"
+
+
+def make_backend_for(product: ProductConfig, threads: int = 1) -> Backend:
+    """ONNX files run on ONNX Runtime (CPU), engine files on TensorRT; chosen by the file name."""
+    if product.model.path.suffix in ENGINE_SUFFIXES:
+        from inspectd.infer.tensorrt import TensorRTBackend, TensorRTConfig
+
+        return TensorRTBackend(TensorRTConfig(type="tensorrt"), product)
+    return OnnxRuntimeBackend(OnnxRuntimeConfig(type="onnxruntime", intra_op_threads=threads), product)
+
+
+def runtime_for_model(product: ProductConfig, model: Path, threads: int = 1) -> ProductRuntime:
+    p = with_model(product, model)
+    backend = make_backend_for(p, threads)
+    backend.load()
+    return ProductRuntime(p, CpuPreprocessor(p.preprocess, p.model.input, ring=2), backend, Postprocessor(p))
+
+
+@dataclass
+class OutputDiff:
+    max_abs: float = 0.0
+    sum_abs: float = 0.0
+    count: int = 0
+
+    @property
+    def mean_abs(self) -> float:
+        return self.sum_abs / self.count if self.count else 0.0
+
+
+@dataclass
+class CompareReport:
+    a: str
+    b: str
+    images: int = 0
+    agree: int = 0
+    diffs: dict[str, OutputDiff] = field(default_factory=dict)
+    disagreements: list[str] = field(default_factory=list)
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.images if self.images else 1.0
+
+    def table(self) -> str:
+        lines = [f"compare {self.a}  vs  {self.b}  on {self.images} image(s)",
+                 f"{'output':<16}{'max |a-b|':>12}{'mean |a-b|':>12}"]
+        lines += [f"{name:<16}{d.max_abs:>12.5f}{d.mean_abs:>12.6f}" for name, d in self.diffs.items()]
+        lines.append(f"verdict agreement: {self.agree}/{self.images} ({100 * self.agreement:.2f} %)")
+        lines += [f"  differs: {d}" for d in self.disagreements[:20]]
+        return "\n".join(lines)
+
+
+def accumulate(diffs: dict[str, OutputDiff], a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    for name in a.keys() & b.keys():
+        x, y = np.asarray(a[name], np.float64), np.asarray(b[name], np.float64)
+        if x.shape != y.shape:
+            raise ValueError(f"output {name!r}: shape {x.shape} vs {y.shape}")
+        d = np.abs(x - y)
+        acc = diffs.setdefault(name, OutputDiff())
+        acc.max_abs = max(acc.max_abs, float(d.max(initial=0.0)))
+        acc.sum_abs += float(d.sum())
+        acc.count += d.size
+
+
+def compare(a: ProductRuntime, b: ProductRuntime, frames: Sequence[Frame], names: tuple[str, str]) -> CompareReport:
+    report = CompareReport(*names)
+    for frame in frames:
+        outs = []
+        for rt in (a, b):
+            out = rt.backend.infer(rt.preprocess(frame))
+            outs.append(({k: np.array(v, copy=True) for k, v in out.items()}, rt))
+        (oa, ra), (ob, rb) = outs
+        accumulate(report.diffs, oa, ob)
+        va = decide(ra.postprocess(oa), ra.product).outcome.value
+        vb = decide(rb.postprocess(ob), rb.product).outcome.value
+        report.images += 1
+        if va == vb:
+            report.agree += 1
+        else:
+            report.disagreements.append(f"{frame.meta.get('file', frame.frame_id)}: {va} vs {vb}")
+    return report

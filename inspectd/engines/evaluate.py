@@ -1,0 +1,113 @@
+"""Accuracy, confusion matrix and inference latency of models on a labelled image folder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from inspectd.decide import decide
+from inspectd.pipeline.runtime import ProductRuntime
+from inspectd.types import Frame
+
+LABELS = ("pass", "reject")
+
+
+@dataclass
+class EvalResult:
+    name: str  # model file
+    backend: str
+    precision: str
+    confusion: np.ndarray  # rows: truth pass/reject; columns: verdict pass/reject
+    latency_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # misclassified files
+
+    @property
+    def images(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion) / self.images) if self.images else 0.0
+
+    def p(self, q: float) -> float:
+        return float(np.percentile(self.latency_ms, q)) if self.latency_ms else float("nan")
+
+
+def evaluate(runtime: ProductRuntime, frames: Sequence[Frame], *, precision: str, repeat: int = 1,
+             warmup: int = 3) -> EvalResult:
+    """Accuracy from one pass over `frames`; latency of backend.infer over `repeat` passes after a warm-up
+    (preprocessing is the same for every backend, so it is left out of the figure)."""
+    labelled = [f for f in frames if f.truth in LABELS]
+    if not labelled:
+        raise ValueError("no labelled images (need pass/ and reject/ sub-folders or labels.csv)")
+    result = EvalResult(runtime.product.model.path.name, runtime.backend.name, precision, np.zeros((2, 2), int))
+    tensors = [np.array(runtime.preprocess(f), copy=True) for f in labelled]
+    for t in tensors[:warmup]:
+        runtime.backend.infer(t)
+    for lap in range(repeat):
+        for frame, tensor in zip(labelled, tensors, strict=True):
+            t0 = time.perf_counter()
+            outputs = runtime.backend.infer(tensor)
+            result.latency_ms.append((time.perf_counter() - t0) * 1e3)
+            if lap:
+                continue
+            verdict = decide(runtime.postprocess(outputs), runtime.product).outcome.value
+            result.confusion[LABELS.index(frame.truth), LABELS.index(verdict)] += 1  # type: ignore[arg-type]
+            if verdict != frame.truth:
+                result.errors.append(f"{frame.meta.get('file', '?')}: truth {frame.truth}, got {verdict}")
+    return result
+
+
+def table(results: Sequence[EvalResult]) -> str:
+    head = f"{'model':<28}{'backend':<13}{'precision':<10}{'accuracy':>9}{'p50 ms':>9}{'p99 ms':>9}  confusion"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        (tp_, fr), (fp_, tr) = r.confusion  # truth pass -> pass/reject, truth reject -> pass/reject
+        lines.append(f"{r.name[:27]:<28}{r.backend:<13}{r.precision:<10}{100 * r.accuracy:>8.2f}%"
+                     f"{r.p(50):>9.3f}{r.p(99):>9.3f}  pass→pass {tp_} pass→reject {fr} "
+                     f"reject→pass {fp_} reject→reject {tr}")
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[EvalResult], path: Path) -> Path:
+    """Accuracy, latency (p50 bar, p99 whisker) and confusion matrices side by side, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: edge boxes and CI have no display
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    fig, axes = plt.subplots(1, 2 + n, figsize=(4 * (2 + n), 3.6), constrained_layout=True)
+    labels = [f"{r.backend}\n{r.precision}" for r in results]
+    x = np.arange(n)
+    acc = [100 * r.accuracy for r in results]
+    axes[0].bar(x, acc, color="tab:blue")
+    axes[0].set_ylim(max(0.0, min(acc) - 5), 100.5)
+    axes[0].set_xticks(x, labels)
+    axes[0].set_ylabel("accuracy (%)")
+    for i, a in enumerate(acc):
+        axes[0].annotate(f"{a:.2f}", (i, a), ha="center", va="bottom", fontsize=8)
+    p50 = np.array([r.p(50) for r in results])
+    p99 = np.array([r.p(99) for r in results])
+    axes[1].bar(x, p50, color="tab:orange", label="p50")
+    axes[1].errorbar(x, p50, yerr=[np.zeros(n), p99 - p50], fmt="none", ecolor="black", capsize=6, label="p99")
+    axes[1].set_xticks(x, labels)
+    axes[1].set_ylabel("inference latency (ms)")
+    axes[1].legend()
+    for ax, r, label in zip(axes[2:], results, labels, strict=True):
+        ax.imshow(r.confusion, cmap="Blues")
+        for (i, j), v in np.ndenumerate(r.confusion):
+            ax.text(j, i, str(v), ha="center", va="center")
+        ax.set_xticks([0, 1], ["pass", "reject"])
+        ax.set_yticks([0, 1], ["pass", "reject"])
+        ax.set_xlabel("verdict")
+        ax.set_ylabel("truth")
+        ax.set_title(label.replace("\n", " "), fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
