@@ -1,0 +1,156 @@
+"""harvesters plumbing: producer files, finding a camera by serial or user id, tearing an acquirer down.
+
+Imports harvesters at module level: only import this once a GenICam source is in use
+(harvesters and genicam are the optional `[genicam]` extra).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+from genicam.gentl import ACQ_STOP_FLAGS_LIST
+from harvesters.core import Harvester, ImageAcquirer
+
+from inspectd.errors import CameraError
+from inspectd.types import Frame
+
+log = structlog.get_logger("inspectd.camera.genicam")
+
+ENV_PATH = "GENICAM_GENTL64_PATH"
+
+
+def producer_files(configured: Sequence[Path], use_env: bool = True) -> list[Path]:
+    """Configured .cti files first, then every .cti in the GENICAM_GENTL64_PATH folders; no duplicates."""
+    found: list[Path] = []
+    for p in configured:
+        if not p.is_file():
+            raise CameraError(f"GenTL producer not found: {p}")
+        found.append(p.resolve())
+    if use_env:
+        for folder in filter(None, os.environ.get(ENV_PATH, "").split(os.pathsep)):
+            d = Path(folder)
+            if d.is_file() and d.suffix == ".cti":
+                found.append(d.resolve())
+            elif d.is_dir():
+                found.extend(sorted(p.resolve() for p in d.glob("*.cti")))
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise CameraError(f"no GenTL producer: set camera.producers or {ENV_PATH}")
+    return unique
+
+
+def info_field(info: Any, attr: str) -> str:
+    """A device-info field, '' where the producer does not provide it (it raises NotAvailableException)."""
+    try:
+        value = getattr(info, attr)
+    except Exception:
+        return ""
+    return "" if value is None else str(value)
+
+
+def describe(info: Any) -> dict[str, str]:
+    return {
+        "vendor": info_field(info, "vendor"),
+        "model": info_field(info, "model"),
+        "serial": info_field(info, "serial_number"),
+        "user_id": info_field(info, "user_defined_name"),
+        "interface": info_field(getattr(info, "parent", None), "display_name") or info_field(info, "tl_type"),
+        "tl_type": info_field(info, "tl_type"),
+        "id": info_field(info, "id_"),
+    }
+
+
+def new_harvester(producers: Sequence[Path]) -> Harvester:
+    h = Harvester()
+    try:
+        for p in producers:
+            h.add_file(str(p), check_existence=True, check_validity=True)
+        h.update()
+    except Exception:
+        h.reset()
+        raise
+    return h
+
+
+def pick(h: Harvester, serial: str | None, user_id: str | None) -> Any:
+    """The one device with this serial or user id. Never by index: enumeration order changes with cabling."""
+    key, want = ("serial", serial) if serial is not None else ("user_id", user_id)
+    matches = [d for d in h.device_info_list if describe(d)[key] == want]
+    if not matches:
+        seen = ", ".join(f"{describe(d)['serial']}/{describe(d)['user_id'] or '-'}" for d in h.device_info_list)
+        raise CameraError(f"no camera with {key} {want!r} (serial/user id seen: {seen or 'none'})")
+    if len(matches) > 1:
+        raise CameraError(f"{len(matches)} cameras have {key} {want!r}; give each a unique one or use serial")
+    return matches[0]
+
+
+def open_acquirer(h: Harvester, serial: str | None, user_id: str | None,
+                  num_buffers: int) -> tuple[ImageAcquirer, dict[str, str]]:
+    info = pick(h, serial, user_id)
+    ia = h.create(info)
+    try:
+        ia.num_buffers = max(num_buffers, int(getattr(ia, "min_num_buffers", 1)))  # producer's floor (TLSimu: 5)
+    except Exception:
+        ia.destroy()
+        raise
+    return ia, describe(info)
+
+
+def stop_streams(ia: ImageAcquirer) -> None:
+    """Stop acquisition even when the device is gone.
+
+    harvesters 1.4.3 only catches GenApi errors around AcquisitionStop; a GenTL IoException from a vanished
+    device escapes ia.stop() before the data streams are stopped, so stop them by hand then.
+    """
+    try:
+        ia.stop()
+        return
+    except Exception as e:
+        log.warning("camera_stop_failed", error=f"{type(e).__name__}: {e}")
+    for ds in list(getattr(ia, "_data_streams", [])):  # private in harvesters 1.4.3; see above
+        try:
+            ds.stop_acquisition(ACQ_STOP_FLAGS_LIST.ACQ_STOP_FLAGS_KILL)
+        except Exception as e:
+            log.warning("camera_stream_stop_failed", error=f"{type(e).__name__}: {e}")
+
+
+def teardown(ia: ImageAcquirer | None, h: Harvester | None) -> None:
+    """Release everything, whatever state the device is in; never raises."""
+    if ia is not None:
+        stop_streams(ia)
+        try:
+            ia.destroy()
+        except Exception as e:
+            log.warning("camera_destroy_failed", error=f"{type(e).__name__}: {e}")
+    if h is not None:
+        try:
+            h.reset()
+        except Exception as e:
+            log.warning("harvester_reset_failed", error=f"{type(e).__name__}: {e}")
+
+
+def buffer_to_frame(buf: Any, serial: str) -> tuple[Frame, int, int]:
+    """Copy the image out of a GenTL buffer (the one copy), so the buffer can go back to the stream at once.
+
+    Returns the frame, the camera's frame id and its timestamp in ns (0 where the producer has none).
+    """
+    comp = buf.payload.components[0]
+    h, w, n = int(comp.height), int(comp.width), int(comp.num_components_per_pixel)
+    fmt = str(comp.data_format)
+    shape = (h, w) if n == 1 else (h, w, n)
+    image = np.array(comp.data[: h * w * n].reshape(shape), copy=True)
+    image.setflags(write=False)
+    frame_id = int(buf.frame_id)
+    try:
+        ts = int(buf.timestamp_ns)
+    except Exception:  # producers without ns timestamps: ticks, unit per producer
+        ts = int(buf.timestamp)
+    frame = Frame(image=image, pixel_format=fmt, t_grab=time.monotonic(), frame_id=frame_id,
+                  meta={"serial": serial, "camera_ts_ns": ts})
+    return frame, frame_id, ts
