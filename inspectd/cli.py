@@ -47,6 +47,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+    from datetime import timezone
+
+    from inspectd.report import build_report, format_report, parse_time, plot_report
+
+    journal, budget_ms = args.journal, args.budget_ms
+    if args.config is not None:  # the station file knows where its journal is and its budget
+        from inspectd.config.load import load_station
+
+        station = load_station(args.config.resolve())
+        journal = journal or station.journal.path
+        budget_ms = budget_ms or station.cycle_budget_ms
+    if journal is None:
+        print("inspectd report: give --journal or --config", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    tz = timezone.utc if args.utc else None
+    now = time.time()
+    try:
+        since, until = parse_time(args.since, now, tz), parse_time(args.until, now, tz)
+        report = build_report(journal, since, until, budget_ms or 50.0, tz)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"inspectd report: {e}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    print(format_report(report), end="")
+    if args.png is not None:
+        print(f"plot: {plot_report(report, args.png)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="inspectd", description="Industrial edge inspection daemon")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -67,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--in-flight", type=int, default=2, help="parts admitted at once (admission control)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="shift report from the journal: yield, reject reasons, latency; PNG plot")
+    p.add_argument("--journal", type=Path, default=None, help="journal file (default: the station's)")
+    p.add_argument("--config", type=Path, default=None, help="station YAML: journal path and cycle budget")
+    p.add_argument("--since", default="8h", help="start: 'now', '8h' / '30m' / '2d' ago, or '2026-11-24 06:00'")
+    p.add_argument("--until", default="now", help="end, same forms as --since")
+    p.add_argument("--budget-ms", type=float, default=None, help="cycle budget (default: station's, else 50)")
+    p.add_argument("--png", type=Path, default=Path("report.png"), help="plot file")
+    p.add_argument("--utc", action="store_true", help="hours and times in UTC instead of local time")
+    p.set_defaults(func=cmd_report)
     return ap
 
 
