@@ -108,6 +108,43 @@ def run_naive(cfg: Config, parts: int, warmup: int = 50) -> float:
     return fps
 
 
+def first_after_pause(cfg: Config, pause_s: float, keep_warm_s: float | None, warm: int = 30) -> float:
+    """Infer-stage ms of the first part after `pause_s` without parts, with or without keep-warm."""
+    import queue
+
+    from inspectd.types import Trigger
+
+    st = cfg.station
+    camera = st.camera.model_copy(update={"software_trigger": True}) if st.camera.type == "synthetic" else st.camera
+    watchdog = st.watchdog.model_copy(update={"keep_warm_s": keep_warm_s})
+    pipeline = st.pipeline.model_copy(update={"max_in_flight": None})
+    st = st.model_copy(update={"camera": camera, "watchdog": watchdog, "pipeline": pipeline, "cycle_budget_ms": 1e4})
+    rt = build_runtime(st, cfg.products[st.product])
+    source = make_source(st.camera)
+    source.open()
+    triggers: queue.Queue[Trigger] = queue.Queue()
+
+    def next_trigger(timeout: float) -> Trigger | None:
+        try:
+            return triggers.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    col = Collector(warm + 1)
+    pipe = Pipeline(st, source, rt, products=cfg.products.get, sinks=[col], triggers=next_trigger)
+    pipe.start()
+    for i in range(warm):
+        triggers.put(Trigger(i, time.monotonic()))
+        while len(col.verdicts) <= i:
+            time.sleep(0.001)
+    time.sleep(pause_s)
+    triggers.put(Trigger(warm, time.monotonic()))
+    col.done.wait(30)
+    pipe.stop()
+    source.close()
+    return max(col.verdicts, key=lambda v: v.seq).stage_ms["infer"]
+
+
 def run_bench(args: argparse.Namespace) -> int:
     cfg = bench_config(load_config(args.config), in_flight=args.in_flight)
     print(f"bench: {args.parts} parts through the pipeline...", file=sys.stderr)
@@ -115,6 +152,12 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"bench: {args.parts} parts through the naive loop...", file=sys.stderr)
     out["naive_fps"] = run_naive(cfg, args.parts)
     out["speedup_vs_naive"] = out["throughput_fps"] / out["naive_fps"]
+    if args.pause:
+        print(f"bench: first part after a {args.pause} s pause, without and with keep-warm...", file=sys.stderr)
+        cold = [first_after_pause(cfg, args.pause, None) for _ in range(args.pause_repeats)]
+        warm = [first_after_pause(cfg, args.pause, args.pause / 4) for _ in range(args.pause_repeats)]
+        out["after_pause_infer_ms"] = {"pause_s": args.pause, "keep_warm_off": cold, "keep_warm_on": warm,
+                                       "steady_p50": out["stages"]["infer"]["p50"]}
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["config"] = {"station": str(cfg.station_path), "product": cfg.station.product,
                      "backend": cfg.station.backend.type, "in_flight": args.in_flight}
