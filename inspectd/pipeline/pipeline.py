@@ -16,7 +16,7 @@ from inspectd.pipeline.stages import AcquireStage, DecideStage, InferStage, Prep
 from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.stats import PipelineStats
 from inspectd.pipeline.verdicts import DeadlineKeeper, VerdictBus, VerdictSink
-from inspectd.types import Part, Trigger
+from inspectd.types import Part, Reason, Trigger
 
 log = structlog.get_logger("inspectd.pipeline")
 
@@ -79,6 +79,13 @@ class Pipeline:
                     deadline=t_trigger + self._budget - self._guard)
         part.runtime = rt
         return part
+
+    def refuse(self, part_id: int, t_trigger: float, reason: Reason) -> None:
+        """A trigger that never became a part (e.g. the PLC triggered while we were not READY) still gets
+        its one recorded fail-safe verdict."""
+        part = self._new_part(t_trigger, part_id)
+        self.stats.refused += 1
+        self.bus.fail(part, reason)
 
     @property
     def active(self) -> ProductRuntime:

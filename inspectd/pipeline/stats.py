@@ -13,7 +13,8 @@ from inspectd.types import Outcome, Verdict
 class PipelineStats:
     """Plain counters. Each is written by one thread only (or under the GIL as a single +=)."""
 
-    parts_in: int = 0
+    parts_in: int = 0  # parts that entered the pipeline (acquire thread)
+    refused: int = 0  # triggers refused before entering (PLC thread); they get a fail-safe verdict too
     overflows: int = 0
     late_results: int = 0
     stage_errors: int = 0
