@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inspectd.plc.link import NoPlcLink
 from inspectd.sensors import HostSensors
 from inspectd.types import Part, Verdict
 
@@ -32,6 +33,16 @@ log = structlog.get_logger("inspectd.metrics")
 # postprocess and decide together (one thread, one stamp), so its label says so.
 STAGE_LABELS = {"grab": "grab", "preprocess": "preprocess", "infer": "infer", "decide": "postprocess_decide"}
 PLC_WRITE = "plc_write"
+# PLC link counters (inspectd.plc.link.LinkStats) exported as they are.
+PLC_COUNTERS = {
+    "reconnects": "PLC sessions lost after being up",
+    "connect_failures": "failed PLC connection attempts",
+    "write_errors": "failed or timed-out PLC requests",
+    "missed_triggers": "triggers refused while not ready",
+    "overruns": "results dropped because the PLC result buffer was full",
+    "comm_lost": "times the PLC heartbeat watchdog fired",
+    "published": "verdicts shown to the PLC",
+}
 
 
 def latency_buckets(budget_s: float) -> tuple[float, ...]:
@@ -52,11 +63,17 @@ def latency_buckets(budget_s: float) -> tuple[float, ...]:
     return tuple(sorted({float(f"{b:.6g}") for b in bounds}))
 
 
+def configured_plc(daemon: Any) -> Any:
+    """The daemon's PLC link, or None when there is none (`plc: {type: none}` gives a NoPlcLink)."""
+    plc = getattr(daemon, "plc", None)
+    return None if plc is None or isinstance(plc, NoPlcLink) else plc
+
+
 def readiness(daemon: Any) -> dict[str, bool]:
     """/readyz checks. `daemon` is duck-typed (inspectd.daemon imports this module, not the reverse)."""
     pipeline = getattr(daemon, "pipeline", None)
     source = getattr(daemon, "source", None)
-    plc = getattr(daemon, "plc", None)
+    plc = configured_plc(daemon)
     return {
         "camera": bool(source is not None and source.connected),
         "backend": bool(pipeline is not None and pipeline.active.backend is not None),
@@ -80,10 +97,14 @@ class DaemonCollector(Collector):
         source = getattr(d, "source", None)
         yield _gauge("inspectd_camera_connected", "1 while the camera delivers frames",
                      float(bool(source is not None and source.connected)))
-        plc = getattr(d, "plc", None)
+        plc = configured_plc(d)
         yield _gauge("inspectd_plc_configured", "1 when a PLC transport is configured", float(plc is not None))
         if plc is not None:
             yield _gauge("inspectd_plc_connected", "1 while the PLC connection is up", float(bool(plc.connected)))
+            stats = getattr(plc, "stats", None)
+            for name, doc in PLC_COUNTERS.items():
+                if hasattr(stats, name):
+                    yield _counter(f"inspectd_plc_{name}", doc, getattr(stats, name))
         checks = readiness(d)
         ready = GaugeMetricFamily("inspectd_ready_check", "readiness checks (/readyz), 1 = ok", labels=["check"])
         for name, ok in checks.items():
