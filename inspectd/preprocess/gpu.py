@@ -1,0 +1,295 @@
+"""GPU preprocessing (pycuda): one fused kernel per chain, written straight into the inference input.
+
+Flow per part (discrete GPU, `staging="copy"`):
+  preprocess thread: frame rows of the ROI -> page-locked staging slot -> async H2D on a copy stream into the
+                     slot's device buffer; returns a `DeviceInput` (nothing launched yet).
+  infer thread:      backend calls `DeviceInput.enqueue_into(input_device_ptr, stream)`: its stream waits for
+                     that H2D, the kernel writes NCHW into the engine's input buffer, then the backend enqueues
+                     the engine on the same stream.
+The H2D of part n+1 (copy stream) thus overlaps inference of part n (engine stream), and the kernel is
+launched by the thread that owns the engine input, so it can never overwrite an input that the engine has
+not consumed yet (launching from the preprocess thread would race with the infer thread).
+
+Interface with a backend (the TensorRT backend implements it; nothing else is needed):
+  backend.accepts_device_input = True     -> we hand it DeviceInput objects instead of numpy arrays
+  backend.cuda_device: int (optional)     -> CUDA device ordinal, default 0
+  in backend.infer(x): if isinstance(x, DeviceInput): x.enqueue_into(self.input_device_ptr, self.stream)
+                       (stream: a pycuda.driver.Stream, or None for the legacy default stream)
+Both sides must use the device's *primary* context (what the CUDA runtime, TensorRT, CuPy and PyTorch use;
+pycuda: `Device(n).retain_primary_context()`, not pycuda.autoinit): device pointers do not cross contexts.
+A backend without device input (ONNX Runtime on the CPU) gets host arrays: the kernel writes a private device
+buffer that is copied back into a page-locked ring (`deliver="host"`), so GPU preprocessing still works there.
+
+Jetson (integrated GPU, one DRAM): `staging="mapped"` (default where the device reports INTEGRATED) makes the
+staging slots page-locked *mapped* memory the kernel reads in place: no H2D copy. `register_host_buffer()`
+maps a camera's own buffers (cuMemHostRegister), so frames that are views into them need no copy at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from inspectd.config.schema import InputSpec, Preprocess, ProductConfig
+from inspectd.errors import BackendUnavailable
+from inspectd.preprocess import gpu_kernels as gk
+from inspectd.preprocess.plan import Plan, make_plan
+from inspectd.types import Frame
+
+try:  # pycuda is optional (the `tensorrt` extra); CPU-only machines run the OpenCV path
+    import pycuda.driver as _cuda
+    from pycuda.compiler import SourceModule
+
+    _cuda_import_error: str | None = None
+except Exception as exc:  # ImportError, or a pycuda built against a libcuda that is absent here
+    _cuda = None  # type: ignore[assignment]
+    SourceModule = None  # type: ignore[assignment,misc]
+    _cuda_import_error = f"{type(exc).__name__}: {exc}"
+
+Staging = Literal["auto", "copy", "mapped"]
+Deliver = Literal["host", "device"]
+
+_HINT = "install the 'tensorrt' extra on a machine with a CUDA device, or set `preprocess: cpu` in the station file"
+
+
+def require_cuda(device: int = 0) -> Any:
+    """The pycuda Device, or BackendUnavailable saying why GPU preprocessing cannot run here."""
+    if _cuda is None:
+        raise BackendUnavailable(f"station asks for `preprocess: gpu` but pycuda cannot be imported "
+                                 f"({_cuda_import_error}); {_HINT}")
+    try:
+        _cuda.init()
+        count = _cuda.Device.count()
+    except _cuda.Error as exc:
+        raise BackendUnavailable(f"station asks for `preprocess: gpu` but CUDA did not initialise ({exc}): "
+                                 f"no driver or no device; {_HINT}") from exc
+    if device >= count:
+        raise BackendUnavailable(f"station asks for `preprocess: gpu` on CUDA device {device} but "
+                                 f"{count} device(s) are present; {_HINT}")
+    return _cuda.Device(device)
+
+
+class Kernel:
+    """One compiled chain: plan, tap tables on the device, and the launch."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        tx, ty = gk.resize_taps(plan)
+        self.rows = gk.row_split(ty)
+        self.source = gk.kernel_source(plan, tx, ty, self.rows)
+        self.module = SourceModule(self.source, no_extern_c=True, options=["-O3"])
+        self.fn = self.module.get_function(gk.kernel_name(plan))
+        self.fn.prepare("PiPPPPP")
+        self._tables = [_cuda.to_device(np.ascontiguousarray(a)) for a in (tx.idx, tx.w, ty.idx, ty.w)]
+        self._table_ptrs = [int(t) for t in self._tables]
+        self.grid, self.block = gk.launch_shape(plan, self.rows)
+        self.out_dtype = np.dtype(np.float16 if plan.dtype == "float16" else np.float32)
+        self.out_shape = (1, plan.channels, plan.out_h, plan.out_w)
+        self.out_nbytes = int(np.prod(self.out_shape)) * self.out_dtype.itemsize
+
+    def launch(self, src_ptr: int, pitch_elems: int, dst_ptr: int, stream: Any = None) -> None:
+        """src_ptr: first ROI row of the frame (any column); writes the NCHW tensor at dst_ptr."""
+        self.fn.prepared_async_call(self.grid, self.block, stream, src_ptr, np.int32(pitch_elems), dst_ptr,
+                                    *self._table_ptrs)
+
+
+@dataclass
+class _Slot:
+    host: np.ndarray  # page-locked staging (mapped in "mapped" mode)
+    src_ptr: int  # what the kernel reads: the device copy, or the mapped host memory
+    dev: Any  # DeviceAllocation in "copy" mode
+    h2d_done: Any
+    kernel_done: Any
+    lock: threading.Lock
+    generation: int = 0
+
+
+class DeviceInput:
+    """A staged frame whose kernel has not run yet; the consumer says where and on which stream."""
+
+    def __init__(self, owner: GpuPreprocessor, kernel: Kernel, slot: _Slot | None, generation: int,
+                 src_ptr: int, pitch: int) -> None:
+        self._owner, self.kernel, self._slot, self._gen = owner, kernel, slot, generation
+        self._src_ptr, self._pitch = src_ptr, pitch
+        self.shape, self.dtype, self.nbytes = kernel.out_shape, kernel.out_dtype, kernel.out_nbytes
+
+    def enqueue_into(self, dst_ptr: int, stream: Any = None) -> None:
+        """Launch the fused kernel on `stream`, writing `nbytes` at device pointer `dst_ptr` (e.g. the engine's
+        input binding). Ordered after this frame's H2D; the slot is released once the kernel has run."""
+        with self._owner.current(), (self._slot.lock if self._slot else contextlib.nullcontext()):
+            if self._slot is not None:
+                if self._slot.generation != self._gen:
+                    raise RuntimeError("GPU preprocessing: staging slot reused before its kernel ran; "
+                                       "more parts in flight than the ring holds (raise `ring`)")
+                if stream is None:
+                    self._slot.h2d_done.synchronize()
+                else:
+                    stream.wait_for_event(self._slot.h2d_done)
+            self.kernel.launch(self._src_ptr, self._pitch, dst_ptr, stream)
+            if self._slot is not None:
+                self._slot.kernel_done.record(stream)
+
+    def to_host(self) -> np.ndarray:
+        """The tensor as a new host array (tests, calibration); not the production path."""
+        return self._owner._run_to_host(self).copy()
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self.to_host()
+        return out if dtype is None else out.astype(dtype)
+
+
+class GpuPreprocessor:
+    """Frame -> model input on the GPU. `deliver="device"` returns DeviceInput for a backend that launches it
+    into its own input buffer; `deliver="host"` returns a page-locked numpy array from a ring of `ring`."""
+
+    def __init__(self, pp: Preprocess, spec: InputSpec, *, device: int = 0, ring: int = 8,
+                 staging: Staging = "auto", deliver: Deliver = "host") -> None:
+        self.pp, self.spec, self.deliver = pp, spec, deliver
+        self._dev = require_cuda(device)
+        self._ctx = self._dev.retain_primary_context()
+        integrated = bool(self._dev.get_attribute(_cuda.device_attribute.INTEGRATED))
+        self.staging = ("mapped" if integrated else "copy") if staging == "auto" else staging
+        self._ring_size = max(2, ring)
+        # host delivery launches at once, so two slots double-buffer; device delivery holds a slot per part in flight
+        self._n_slots = 2 if deliver == "host" else self._ring_size
+        self._kernels: dict[tuple[int, int, str], Kernel] = {}
+        self._slots: list[_Slot] = []
+        self._slot_bytes = 0
+        self._next_slot = 0
+        self._registered: list[tuple[int, int, int, Any]] = []  # (host addr, nbytes, device ptr, keepalive)
+        self._lock = threading.Lock()  # __call__ may come from a preprocess thread and a golden check at once
+        with self.current():
+            self._copy_stream = _cuda.Stream()
+            self._stream = _cuda.Stream()
+            self._out_dev: Any = None
+            self._out_ring: list[np.ndarray] = []
+            self._next_out = 0
+
+    # ------------------------------------------------------------------ context
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """Make the primary context current on this thread for the duration (threads do not inherit it)."""
+        self._ctx.push()
+        try:
+            yield
+        finally:
+            _cuda.Context.pop()
+
+    # ------------------------------------------------------------------ setup per geometry
+
+    def kernel_for(self, frame: Frame) -> Kernel:
+        h, w = frame.image.shape[:2]
+        key = (w, h, frame.pixel_format)
+        k = self._kernels.get(key)
+        if k is None:  # compiled once per frame geometry (nvcc ~1 s; pycuda caches the cubin on disk)
+            with self.current():
+                k = self._kernels[key] = Kernel(make_plan(self.pp, self.spec, w, h, frame.pixel_format))
+        return k
+
+    def _ensure_slots(self, nbytes: int) -> None:
+        if nbytes <= self._slot_bytes:
+            return
+        self._slots = []  # old allocations are freed when their last DeviceInput goes
+        mapped = self.staging == "mapped"
+        for _ in range(self._n_slots):
+            flags = _cuda.host_alloc_flags.DEVICEMAP if mapped else 0
+            host = _cuda.pagelocked_empty(nbytes, np.uint8, mem_flags=flags)
+            dev = None if mapped else _cuda.mem_alloc(nbytes)
+            ptr = host.base.get_device_pointer() if mapped else int(dev)
+            self._slots.append(_Slot(host, ptr, dev, _cuda.Event(_cuda.event_flags.DISABLE_TIMING),
+                                     _cuda.Event(_cuda.event_flags.DISABLE_TIMING), threading.Lock()))
+        self._slot_bytes = nbytes
+
+    # ------------------------------------------------------------------ zero copy
+
+    def register_host_buffer(self, buf: np.ndarray) -> np.ndarray:
+        """Pin and map a camera-owned buffer (cuMemHostRegister, DEVICEMAP) so frames that are views into it
+        are read by the kernel in place, without the staging copy. Returns the array to keep using; the
+        caller must not reuse the memory for a new frame before that frame's kernel has run."""
+        with self.current():
+            reg = _cuda.register_host_memory(buf, _cuda.mem_host_register_flags.DEVICEMAP)
+            dptr = reg.base.get_device_pointer()
+        self._registered.append((reg.ctypes.data, reg.nbytes, int(dptr), reg))
+        return reg
+
+    def _mapped_ptr(self, slab: np.ndarray) -> int | None:
+        if not self._registered or not slab.flags.c_contiguous:
+            return None
+        addr = slab.ctypes.data
+        for base, size, dptr, _ in self._registered:
+            if base <= addr and addr + slab.nbytes <= base + size:
+                return dptr + (addr - base)
+        return None
+
+    # ------------------------------------------------------------------ per frame
+
+    def stage(self, frame: Frame) -> DeviceInput:
+        """Put the ROI rows of `frame` where the kernel reads them (async H2D on the copy stream)."""
+        kernel = self.kernel_for(frame)
+        _, y, _, h = kernel.plan.roi
+        slab = frame.image[y:y + h]  # whole rows: one contiguous copy; the kernel offsets the ROI columns
+        pitch = int(np.prod(frame.image.shape[1:]))
+        direct = self._mapped_ptr(slab)
+        if direct is not None:
+            return DeviceInput(self, kernel, None, 0, direct, pitch)
+        with self._lock:
+            self._ensure_slots(slab.nbytes)
+            slot = self._slots[self._next_slot]
+            self._next_slot = (self._next_slot + 1) % len(self._slots)
+        with self.current(), slot.lock:
+            slot.generation += 1
+            if self.staging == "mapped":
+                slot.kernel_done.synchronize()  # the last kernel reads this memory in place
+            else:
+                slot.h2d_done.synchronize()  # the last H2D from this page-locked buffer has finished
+                self._copy_stream.wait_for_event(slot.kernel_done)  # ... and the last kernel left its device copy
+            dst = slot.host[:slab.nbytes].view(slab.dtype).reshape(slab.shape)
+            np.copyto(dst, slab)
+            if self.staging == "copy":
+                _cuda.memcpy_htod_async(slot.dev, slot.host[:slab.nbytes], self._copy_stream)
+            slot.h2d_done.record(self._copy_stream)
+            return DeviceInput(self, kernel, slot, slot.generation, slot.src_ptr, pitch)
+
+    def __call__(self, frame: Frame) -> np.ndarray | DeviceInput:
+        staged = self.stage(frame)
+        if self.deliver == "device":
+            return staged
+        return self._run_to_host(staged)
+
+    def _run_to_host(self, staged: DeviceInput) -> np.ndarray:
+        k = staged.kernel
+        with self._lock, self.current():
+            if self._out_dev is None or self._out_ring[0].shape != k.out_shape or \
+                    self._out_ring[0].dtype != k.out_dtype:
+                self._out_dev = _cuda.mem_alloc(k.out_nbytes)
+                self._out_ring = [_cuda.pagelocked_empty(k.out_shape, k.out_dtype) for _ in range(self._ring_size)]
+            out = self._out_ring[self._next_out]
+            self._next_out = (self._next_out + 1) % len(self._out_ring)
+            staged.enqueue_into(int(self._out_dev), self._stream)
+            _cuda.memcpy_dtoh_async(out, self._out_dev, self._stream)
+            self._stream.synchronize()
+        return out
+
+    def close(self) -> None:
+        with self.current():
+            self._copy_stream.synchronize()
+            self._stream.synchronize()
+            for *_, reg in self._registered:
+                reg.base.unregister()
+            self._registered.clear()
+            self._slots, self._kernels, self._out_ring, self._out_dev = [], {}, [], None
+        self._ctx.detach()
+
+
+def make_gpu_preprocessor(product: ProductConfig, backend: Any, ring: int) -> GpuPreprocessor:
+    """Called by pipeline.runtime for `preprocess: gpu`. Device input when the backend takes it (TensorRT),
+    host arrays otherwise (ONNX Runtime); BackendUnavailable without pycuda or a CUDA device."""
+    deliver: Deliver = "device" if getattr(backend, "accepts_device_input", False) else "host"
+    return GpuPreprocessor(product.preprocess, product.model.input, device=int(getattr(backend, "cuda_device", 0)),
+                           ring=ring, deliver=deliver)

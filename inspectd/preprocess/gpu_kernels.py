@@ -1,0 +1,313 @@
+"""CUDA source for one fused preprocessing kernel per chain, and the resize tap tables it reads.
+
+Pure Python + numpy (no CUDA needed), so the tables and the generated source are tested on any machine.
+
+The kernel reads the raw frame once per output pixel's footprint and does, per source pixel: ROI offset,
+colour (Mono replicate, bilinear Bayer demosaic, RGB/BGR swap, RGB->gray), then accumulates with separable
+resize weights, then normalises (y = x * gain + bias) and writes NCHW float32/float16 into the destination.
+
+Resize weights reproduce OpenCV's cv2.resize (the CPU reference) geometry:
+- area (and letterbox) downscale: OpenCV INTER_AREA cell weights (computeResizeAreaTab); for integer factors
+  this is the exact box average, so a one-pixel scratch contributes 1/factor of its contrast to the cell
+  instead of being skipped as a sampling resize would.
+- stretch: INTER_LINEAR (2 taps, pixel-centre aligned, 11-bit fixed-point weights for 8-bit input as OpenCV).
+- area with an upscale on either axis: OpenCV's INTER_AREA upscale coefficients (2 taps).
+Differences from the CPU path are then only OpenCV's rounding of its uint8/uint16 intermediate (the resized
+image); the GPU keeps the exact float average (see tests/gpu for the stated tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspectd.preprocess.plan import BAYER, COLOUR, MONO, Plan
+
+INTER_RESIZE_COEF_SCALE = 2048  # OpenCV's fixed-point scale for 8-bit linear resize weights
+
+# PFNC name -> (x, y) of the red pixel in the 2x2 mosaic cell starting at the ROI origin (ROI x, y are even).
+BAYER_RED_AT = {"BayerRG8": (0, 0), "BayerGR8": (1, 0), "BayerGB8": (0, 1), "BayerBG8": (1, 1)}
+
+# OpenCV 4.x RGB2GRAY for 8-bit: fixed point, 15 fractional bits (0.299, 0.587, 0.114), rounded (checked
+# bit-exact against cv2.cvtColor on random pixels).
+GRAY_R, GRAY_G, GRAY_B, GRAY_SHIFT = 9798, 19235, 3735, 15
+
+
+@dataclass(frozen=True)
+class Taps:
+    """Per output index: source indices and weights (padded to a fixed count with weight 0)."""
+
+    idx: np.ndarray  # int32 [n_out, k]
+    w: np.ndarray  # float32 [n_out, k]
+
+    @property
+    def k(self) -> int:
+        return int(self.idx.shape[1])
+
+
+def _pack(rows: list[list[tuple[int, float]]], ssize: int) -> Taps:
+    k = max(len(r) for r in rows)
+    idx = np.zeros((len(rows), k), np.int32)
+    w = np.zeros((len(rows), k), np.float32)
+    for i, r in enumerate(rows):
+        for j, (s, a) in enumerate(r):
+            idx[i, j], w[i, j] = min(max(s, 0), ssize - 1), a
+        idx[i, len(r):] = idx[i, len(r) - 1]  # padding reads a pixel already in cache, weight 0
+    return Taps(idx, w)
+
+
+def area_taps(ssize: int, dsize: int) -> Taps:
+    """OpenCV INTER_AREA downscale weights (computeResizeAreaTab), ssize >= dsize."""
+    scale = 1.0 / (dsize / ssize)  # as cv::resize computes scale_x
+    rows: list[list[tuple[int, float]]] = []
+    for dx in range(dsize):
+        fsx1 = dx * scale
+        fsx2 = fsx1 + scale
+        cell = min(scale, ssize - fsx1)
+        sx1, sx2 = math.ceil(fsx1), math.floor(fsx2)
+        sx2 = min(sx2, ssize - 1)
+        sx1 = min(sx1, sx2)
+        r: list[tuple[int, float]] = []
+        if sx1 - fsx1 > 1e-3:
+            r.append((sx1 - 1, (sx1 - fsx1) / cell))
+        r.extend((sx, 1.0 / cell) for sx in range(sx1, sx2))
+        if fsx2 - sx2 > 1e-3:
+            r.append((sx2, min(min(fsx2 - sx2, 1.0), cell) / cell))
+        rows.append(r)
+    return _pack(rows, ssize)
+
+
+def linear_taps(ssize: int, dsize: int, area_mode: bool = False, fixed_point: bool = False) -> Taps:
+    """OpenCV INTER_LINEAR weights (or INTER_AREA's upscale variant when area_mode)."""
+    inv_scale = dsize / ssize
+    scale = 1.0 / inv_scale
+    rows: list[list[tuple[int, float]]] = []
+    for dx in range(dsize):
+        if area_mode:
+            sx = math.floor(dx * scale)
+            fx = float(np.float32((dx + 1) - (sx + 1) * inv_scale))
+            fx = 0.0 if fx <= 0 else fx - math.floor(fx)
+        else:
+            fx = float(np.float32((dx + 0.5) * scale - 0.5))
+            sx = math.floor(fx)
+            fx -= sx
+        if sx < 0:
+            fx, sx = 0.0, 0
+        if sx >= ssize - 1:
+            fx, sx = 0.0, ssize - 1
+        w0, w1 = 1.0 - fx, fx
+        if fixed_point:  # 8-bit: OpenCV rounds each weight to 1/2048
+            w0 = round(w0 * INTER_RESIZE_COEF_SCALE) / INTER_RESIZE_COEF_SCALE
+            w1 = round(w1 * INTER_RESIZE_COEF_SCALE) / INTER_RESIZE_COEF_SCALE
+        rows.append([(sx, w0), (sx + 1, w1)])
+    return _pack(rows, ssize)
+
+
+def is_linear(plan: Plan) -> bool:
+    """True when cv2.resize interpolates (stretch, or area upscaling) rather than averaging cells."""
+    _, _, w, h = plan.roi
+    sx, sy = w / plan.fit_w, h / plan.fit_h
+    if plan.resize == "stretch":
+        return (sx, sy) != (2, 2) and (sx, sy) != (1, 1)
+    return sx < 1 or sy < 1
+
+
+def tolerance_levels(plan: Plan) -> float:
+    """Largest difference from the OpenCV path, in raw pixel levels, that this chain's arithmetic allows.
+
+    OpenCV rounds its resized image to the input's integer type (<= 0.5 level); its 8-bit interpolation
+    also truncates inside a fixed-point sum (<= 1 level in all). Demosaic and gray formulas are exact."""
+    return 1.0 if is_linear(plan) else 0.5
+
+
+def resize_taps(plan: Plan) -> tuple[Taps, Taps]:
+    """(x taps, y taps) from the ROI to the fitted size, chosen as cv2.resize dispatches."""
+    _, _, w, h = plan.roi
+    fw, fh = plan.fit_w, plan.fit_h
+    if (w, h) == (fw, fh):  # the CPU path skips cv2.resize: identity
+        return _pack([[(i, 1.0)] for i in range(w)], w), _pack([[(i, 1.0)] for i in range(h)], h)
+    interp = "linear" if plan.resize == "stretch" else "area"
+    sx, sy = w / fw, h / fh
+    if interp == "linear" and sx == 2 and sy == 2:
+        interp = "area"  # cv2.resize turns a linear 2:1 downscale into INTER_AREA
+    if interp == "area" and sx >= 1 and sy >= 1:
+        return area_taps(w, fw), area_taps(h, fh)
+    fixed = plan.pixel_format not in ("Mono10", "Mono12", "Mono16")  # OpenCV's fixed point is for 8-bit only
+    area_mode = interp == "area"
+    return (linear_taps(w, fw, area_mode, fixed), linear_taps(h, fh, area_mode, fixed))
+
+
+# ----------------------------------------------------------------------------- kernel source
+
+_TEMPLATE = r"""
+#include <cuda_fp16.h>
+
+// Chain: {chain}
+#define SRC_T {src_t}
+#define OUT_T {out_t}
+#define ROI_X {roi_x}
+#define ROI_W {roi_w}
+#define ROI_H {roi_h}
+#define OUT_W {out_w}
+#define OUT_H {out_h}
+#define FIT_W {fit_w}
+#define FIT_H {fit_h}
+#define PAD_X {pad_x}
+#define PAD_Y {pad_y}
+#define KX {kx}
+#define KY {ky}
+#define ROWS {rows}     // threads sharing one output pixel, each summing every ROWS-th row tap
+#define NC {nc}         // channels accumulated (1 for a mono source replicated to 3 outputs)
+
+__device__ __forceinline__ float ld(const SRC_T* __restrict__ p) {{ return (float)__ldg(p); }}
+
+// Colour of one ROI pixel (cx, cy) into v[0..NC-1], in the model's channel order.
+__device__ __forceinline__ void pixel(const SRC_T* __restrict__ src, int pitch, int cx, int cy, float* v) {{
+{pixel_body}
+}}
+
+extern "C" __global__ void __launch_bounds__(32 * ROWS)
+{name}(const SRC_T* __restrict__ src, int pitch, OUT_T* __restrict__ dst,
+       const int* __restrict__ ix, const float* __restrict__ wx,
+       const int* __restrict__ iy, const float* __restrict__ wy)
+{{
+    const int ox = blockIdx.x * 32 + threadIdx.x;
+    const int oy = blockIdx.y;
+    const int fx = ox - PAD_X, fy = oy - PAD_Y;
+    const bool inside = ox < OUT_W && fx >= 0 && fx < FIT_W && fy >= 0 && fy < FIT_H;
+    float acc[NC];
+    #pragma unroll
+    for (int c = 0; c < NC; ++c) acc[c] = 0.f;
+    if (inside) {{
+        #pragma unroll
+        for (int ky = threadIdx.y; ky < KY; ky += ROWS) {{
+            const float wyk = __ldg(wy + fy * KY + ky);
+            if (wyk == 0.f) continue;
+            const int sy = __ldg(iy + fy * KY + ky);
+            float row[NC];
+            #pragma unroll
+            for (int c = 0; c < NC; ++c) row[c] = 0.f;
+            #pragma unroll
+            for (int kx = 0; kx < KX; ++kx) {{
+                const float wxk = __ldg(wx + fx * KX + kx);
+                float v[NC];
+                pixel(src, pitch, __ldg(ix + fx * KX + kx), sy, v);
+                #pragma unroll
+                for (int c = 0; c < NC; ++c) row[c] += wxk * v[c];
+            }}
+            #pragma unroll
+            for (int c = 0; c < NC; ++c) acc[c] += wyk * row[c];
+        }}
+    }}
+#if ROWS > 1
+    __shared__ float part[ROWS][NC][32];
+    #pragma unroll
+    for (int c = 0; c < NC; ++c) part[threadIdx.y][c][threadIdx.x] = acc[c];
+    __syncthreads();
+    if (threadIdx.y != 0) return;
+    #pragma unroll
+    for (int r = 1; r < ROWS; ++r) {{
+        #pragma unroll
+        for (int c = 0; c < NC; ++c) acc[c] += part[r][c][threadIdx.x];
+    }}
+#endif
+    if (ox >= OUT_W) return;
+    const int plane = OUT_W * OUT_H;
+    const int o = oy * OUT_W + ox;
+{store}
+}}
+"""
+
+
+def _bayer_body(pixel_format: str, color: str, channels: int) -> str:
+    rx, ry = BAYER_RED_AT[pixel_format]
+    # OpenCV fills the outermost row/column with its neighbour's result: clamp the centre inwards.
+    lines = [
+        "    cx = min(max(cx, 1), ROI_W - 2); cy = min(max(cy, 1), ROI_H - 2);",
+        "    const SRC_T* p = src + cy * pitch + ROI_X + cx;",
+        "    const int c0 = (int)__ldg(p);",
+        "    const int n = (int)__ldg(p - pitch), s = (int)__ldg(p + pitch);",
+        "    const int w = (int)__ldg(p - 1), e = (int)__ldg(p + 1);",
+        f"    const int px = (cx & 1) ^ {rx}, py = (cy & 1) ^ {ry};",
+        "    int r, g, b;",
+        "    if (px == py) {  // red or blue site: green from the cross, the other colour from the diagonals",
+        "        const int diag = ((int)__ldg(p - pitch - 1) + (int)__ldg(p - pitch + 1)",
+        "                        + (int)__ldg(p + pitch - 1) + (int)__ldg(p + pitch + 1) + 2) >> 2;",
+        "        g = (n + s + w + e + 2) >> 2;",
+        "        if (px == 0) { r = c0; b = diag; } else { b = c0; r = diag; }",
+        "    } else {  // green site: red/blue from the row or column neighbours",
+        "        const int hz = (w + e + 1) >> 1, vt = (n + s + 1) >> 1;",
+        "        g = c0;",
+        "        if (py == 0) { r = hz; b = vt; } else { r = vt; b = hz; }",
+        "    }",
+    ]
+    return "\n".join([*lines, _colour_out("r", "g", "b", color, channels)])
+
+
+def _colour_out(r: str, g: str, b: str, color: str, channels: int) -> str:
+    if channels == 1 or color == "mono":
+        gray = f"({r} * {GRAY_R} + {g} * {GRAY_G} + {b} * {GRAY_B} + {1 << (GRAY_SHIFT - 1)}) >> {GRAY_SHIFT}"
+        return f"    v[0] = (float)(({gray}));"
+    first, last = (r, b) if color == "rgb" else (b, r)
+    return f"    v[0] = (float){first}; v[1] = (float){g}; v[2] = (float){last};"
+
+
+def _pixel_body(plan: Plan) -> str:
+    fmt = plan.pixel_format
+    if fmt in MONO:
+        return "    v[0] = ld(src + cy * pitch + ROI_X + cx);"
+    if fmt in BAYER:
+        return _bayer_body(fmt, plan.color, plan.channels)
+    assert fmt in COLOUR
+    first, last = ("r", "b") if fmt == "RGB8" else ("b", "r")
+    return "\n".join([
+        "    const SRC_T* p = src + cy * pitch + 3 * (ROI_X + cx);",
+        f"    const int {first} = (int)__ldg(p), g = (int)__ldg(p + 1), {last} = (int)__ldg(p + 2);",
+        _colour_out("r", "g", "b", plan.color, plan.channels),
+    ])
+
+
+def accumulated_channels(plan: Plan) -> int:
+    """Channels the kernel sums: a mono or gray source is summed once and replicated on output."""
+    if plan.pixel_format in MONO or plan.channels == 1 or plan.color == "mono":
+        return 1
+    return 3
+
+
+def kernel_name(plan: Plan) -> str:
+    return f"pp_{plan.pixel_format.lower()}_{plan.color}{plan.channels}_{plan.resize}_{plan.dtype}"
+
+
+def row_split(taps_y: Taps) -> int:
+    """Threads per output pixel: more threads in flight for the long footprints of a large downscale."""
+    return max(1, min(4, taps_y.k))
+
+
+def kernel_source(plan: Plan, taps_x: Taps, taps_y: Taps, rows: int | None = None) -> str:
+    """CUDA C++ for `plan`'s fused kernel: everything per chain is a compile-time constant."""
+    nc = accumulated_channels(plan)
+    rows = rows if rows is not None else row_split(taps_y)
+    out_t = "__half" if plan.dtype == "float16" else "float"
+    cvt = "__float2half_rn" if plan.dtype == "float16" else ""
+    store = []
+    for c in range(plan.channels):
+        a = c if nc > 1 else 0
+        g, b = float(plan.gain[c]), float(plan.bias[c])
+        store.append(f"    dst[{c} * plane + o] = {cvt}(inside ? fmaf(acc[{a}], {g!r}f, {b!r}f) : {b!r}f);")
+    x, y, w, h = plan.roi
+    chain = (f"{plan.pixel_format} roi=({x},{y},{w},{h}) -> {plan.color} {plan.resize} {plan.fit_w}x{plan.fit_h} "
+             f"in {plan.out_w}x{plan.out_h}x{plan.channels} {plan.dtype}")
+    return _TEMPLATE.format(
+        chain=chain, src_t="unsigned short" if plan.pixel_format in MONO[1:] else "unsigned char", out_t=out_t,
+        roi_x=x, roi_w=w, roi_h=h, out_w=plan.out_w, out_h=plan.out_h, fit_w=plan.fit_w, fit_h=plan.fit_h,
+        pad_x=plan.pad_x, pad_y=plan.pad_y, kx=taps_x.k, ky=taps_y.k, rows=rows, nc=nc,
+        pixel_body=_pixel_body(plan), name=kernel_name(plan), store="\n".join(store),
+    )
+
+
+def launch_shape(plan: Plan, source_rows: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(grid, block) for kernel_source's layout: 32 output columns x `source_rows` threads per block, one
+    block row per output row."""
+    return (-(-plan.out_w // 32), plan.out_h, 1), (32, source_rows, 1)

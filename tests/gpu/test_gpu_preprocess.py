@@ -1,0 +1,181 @@
+"""GPU preprocessing against the OpenCV reference, on a real CUDA device.
+
+Skipped (with the reason) where pycuda or a CUDA device is missing, as in CI. On a GPU box:
+    pip install -e '.[dev,tensorrt]' && python -m pytest -m gpu tests/gpu -q
+
+Tolerance, per element: |gpu - cpu| <= tolerance_levels(plan) * gain + fp, where tolerance_levels is 0.5 raw
+level for area/letterbox and 1 level for interpolating resizes (OpenCV rounds its resized integer image; the
+GPU keeps the exact average), and fp is 1e-5 for float32 and half an fp16 ulp of the value for float16.
+The kernel is also held to its numpy model (tests/test_gpu_kernels.py) within float32 rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspectd.preprocess import gpu_kernels as gk
+from inspectd.preprocess.cpu import CpuPreprocessor
+from inspectd.types import Frame
+from tests.test_gpu_kernels import CASES, chain, kernel_model, random_frame
+
+
+def _cuda_reason() -> str | None:
+    try:
+        import pycuda.driver as cuda
+    except Exception as exc:
+        return f"pycuda not importable: {exc}"
+    try:
+        cuda.init()
+        return None if cuda.Device.count() > 0 else "no CUDA device"
+    except Exception as exc:
+        return f"CUDA did not initialise: {exc}"
+
+
+REASON = _cuda_reason()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"needs CUDA: {REASON}")]
+
+if REASON is None:
+    import pycuda.driver as cuda
+
+    from inspectd.preprocess.gpu import DeviceInput, GpuPreprocessor
+
+ids = [f"{c[0]}-{c[1]}x{c[2]}-{c[4]}-{c[7]}{c[8]}" for c in CASES]
+
+
+def allowed(plan, ref: np.ndarray, dtype: str) -> np.ndarray:
+    gain = plan.gain.astype(np.float64).reshape(-1, 1, 1)
+    # float16: both paths round to fp16, each by up to half an ulp
+    fp = np.abs(ref) * 2.0**-10 + 2.0**-23 if dtype == "float16" else 1e-5
+    return gk.tolerance_levels(plan) * gain + 1e-6 + fp
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_gpu_matches_opencv_reference(case: tuple, dtype: str) -> None:
+    pp, spec, frame = chain(case, dtype)
+    cpu = CpuPreprocessor(pp, spec, ring=1)
+    gpu = GpuPreprocessor(pp, spec, ring=2, deliver="host")
+    try:
+        got = gpu(frame)[0].astype(np.float64)
+        ref = cpu(frame)[0].astype(np.float64)
+        plan = gpu.kernel_for(frame).plan
+        assert got.dtype == np.float64 and np.isfinite(got).all()
+        lim = allowed(plan, ref, dtype)
+        worst = float(np.max(np.abs(got - ref) / lim))
+        print(f"{case[0]} {case[4]} {dtype}: max |gpu-cpu| = {np.abs(got - ref).max():.2e} "
+              f"({worst:.2f} of tolerance)")
+        assert worst <= 1.0
+        # the kernel computes its model exactly (up to float32/float16 rounding), everywhere
+        model = kernel_model(plan, frame.image)
+        fp = np.abs(model) * 2.0**-11 + 1e-4 if dtype == "float16" else np.abs(model) * 1e-5 + 1e-5
+        assert np.all(np.abs(got - model) <= fp)
+    finally:
+        gpu.close()
+
+
+def _poisoned(nbytes: int) -> object:
+    d = cuda.mem_alloc(nbytes)
+    cuda.memset_d8(d, 0xFF, nbytes)  # all-ones bytes = NaN in float32 and float16: unwritten output shows
+    return d
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[7], CASES[8]], ids=lambda c: c[0])
+def test_device_input_writes_given_pointer_on_given_stream(case: tuple) -> None:
+    """Several parts staged before any kernel runs (as when inference lags): each lands where the consumer
+    says, on its stream, equal to the OpenCV reference."""
+    pp, spec, _ = chain(case)
+    cpu = CpuPreprocessor(pp, spec, ring=4)
+    gpu = GpuPreprocessor(pp, spec, ring=4, deliver="device")
+    frames = [Frame(image=random_frame(case[0], case[1], case[2], seed=s), pixel_format=case[0], t_grab=0.0)
+              for s in range(3)]
+    try:
+        staged = [gpu(f) for f in frames]
+        assert all(isinstance(s, DeviceInput) for s in staged)
+        with gpu.current():
+            stream = cuda.Stream()
+            for f, s in zip(frames, staged, strict=True):
+                dst = _poisoned(s.nbytes)
+                s.enqueue_into(int(dst), stream)
+                out = np.empty(s.shape, s.dtype)
+                cuda.memcpy_dtoh_async(out, dst, stream)
+                stream.synchronize()
+                ref = cpu(f)[0].astype(np.float64)
+                plan = gpu.kernel_for(f).plan
+                assert np.isfinite(out).all()
+                assert np.all(np.abs(out[0] - ref) <= allowed(plan, ref, "float32"))
+    finally:
+        gpu.close()
+
+
+def test_reusing_a_slot_before_its_kernel_ran_is_an_error_not_a_wrong_tensor() -> None:
+    pp, spec, frame = chain(CASES[0])
+    gpu = GpuPreprocessor(pp, spec, ring=2, deliver="device")
+    try:
+        first = gpu(frame)
+        gpu(frame)
+        gpu(frame)  # the ring of 2 wraps over `first`
+        with gpu.current():
+            dst = cuda.mem_alloc(first.nbytes)
+            with pytest.raises(RuntimeError, match="staging slot reused"):
+                first.enqueue_into(int(dst), None)
+    finally:
+        gpu.close()
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[7]], ids=lambda c: c[0])
+def test_mapped_staging_and_registered_camera_buffer(case: tuple) -> None:
+    """The Jetson paths (no H2D copy), exercised on this discrete GPU: the kernel reads page-locked mapped
+    host memory in place. Correctness only; their speed matters on unified memory, not here."""
+    pp, spec, frame = chain(case)
+    ref = CpuPreprocessor(pp, spec, ring=1)(frame)[0].astype(np.float64)
+    mapped = GpuPreprocessor(pp, spec, ring=2, staging="mapped", deliver="host")
+    try:
+        plan = mapped.kernel_for(frame).plan
+        assert np.all(np.abs(mapped(frame)[0] - ref) <= allowed(plan, ref, "float32"))
+        cam = mapped.register_host_buffer(np.empty_like(frame.image))  # a camera's own frame buffer
+        cam[...] = frame.image
+        slots_before = len(mapped._slots)
+        out = mapped(Frame(image=cam, pixel_format=frame.pixel_format, t_grab=0.0))
+        assert len(mapped._slots) == slots_before  # read in place, not staged
+        assert np.all(np.abs(out[0] - ref) <= allowed(plan, ref, "float32"))
+    finally:
+        mapped.close()
+
+
+def test_station_gpu_path_and_verdicts_identical_on_demo_set(tmp_path: Path) -> None:
+    """The station's `preprocess: gpu` builds the GPU preprocessor through pipeline.runtime; on 200 fresh
+    synthetic parts the verdicts equal the CPU path's. Uses engines/demo_disc.onnx when present, otherwise
+    the brightness fixture model (the run's output says which)."""
+    from inspectd.camera.parts import make_part, random_kind
+    from inspectd.config.load import load_config
+    from inspectd.decide import decide
+    from inspectd.pipeline.runtime import build_runtime
+    from inspectd.preprocess.gpu import GpuPreprocessor as Gpu
+    from tests.conftest import DEMO_MODEL, write_station
+
+    runtimes = {}
+    for where in ("cpu", "gpu"):
+        cfg = load_config(write_station(tmp_path / where, {"preprocess": where}))
+        runtimes[where] = build_runtime(cfg.station, cfg.products["disc-a"])
+    assert isinstance(runtimes["gpu"].preprocess, Gpu)
+    print(f"model: {'engines/demo_disc.onnx' if DEMO_MODEL.exists() else 'brightness fixture (demo model absent)'}")
+    rng = np.random.default_rng(20261124)
+    verdicts, max_score_diff = {"cpu": [], "gpu": []}, 0.0
+    for _ in range(200):
+        image, _ = make_part(rng, 448, random_kind(rng, 0.5))
+        frame = Frame(image=image, pixel_format="Mono8", t_grab=0.0)
+        scores = {}
+        for where, rt in runtimes.items():
+            findings = rt.postprocess(rt.backend.infer(rt.preprocess(frame)))
+            verdicts[where].append(decide(findings, rt.product).outcome)
+            scores[where] = np.array(list(findings.scores.values()))
+        max_score_diff = max(max_score_diff, float(np.abs(scores["cpu"] - scores["gpu"]).max()))
+    print(f"200 parts: {sum(v.value == 'reject' for v in verdicts['cpu'])} rejected by CPU path; "
+          f"max score difference {max_score_diff:.2e}")
+    assert verdicts["cpu"] == verdicts["gpu"]
+    runtimes["gpu"].preprocess.close()
+    for rt in runtimes.values():
+        rt.close()

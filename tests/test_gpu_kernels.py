@@ -1,0 +1,192 @@
+"""What of the GPU preprocessing is testable without CUDA.
+
+`kernel_model` below evaluates, in numpy, the same per-pixel arithmetic the generated kernel does (integer
+demosaic and gray formulas, float accumulation over the tap tables). Comparing it with the OpenCV path
+checks the tap tables and the colour formulas on every chain before any GPU runs; tests/gpu then checks
+that the real kernel computes the same as the OpenCV path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspectd.config.schema import InputSpec, Preprocess, Roi
+from inspectd.errors import BackendUnavailable
+from inspectd.preprocess import gpu_kernels as gk
+from inspectd.preprocess.cpu import CpuPreprocessor
+from inspectd.preprocess.plan import BAYER, MONO, Plan, make_plan
+from inspectd.types import Frame
+
+# Chains of tests/gpu/test_gpu_preprocess.py: (pixel format, frame w, h, roi, resize, out w, h, channels, colour)
+CASES = [
+    ("Mono8", 448, 448, (0, 0, 448, 448), "area", 224, 224, 3, "rgb"),  # demo: integer 2:1
+    ("Mono8", 2448, 2048, (0, 0, 0, 0), "area", 224, 224, 3, "rgb"),  # fractional 10.9 x 9.1
+    ("Mono8", 1280, 1024, (0, 0, 0, 0), "area", 224, 224, 1, "mono"),
+    ("Mono8", 640, 480, (40, 30, 500, 400), "letterbox", 224, 224, 3, "rgb"),
+    ("Mono8", 640, 480, (0, 0, 0, 0), "stretch", 224, 224, 3, "rgb"),
+    ("Mono8", 100, 80, (0, 0, 0, 0), "area", 224, 224, 3, "rgb"),  # area upscale
+    ("Mono12", 640, 480, (0, 0, 0, 0), "area", 160, 120, 1, "mono"),
+    ("BayerRG8", 2448, 2048, (0, 0, 0, 0), "area", 224, 224, 3, "rgb"),
+    ("BayerGB8", 800, 600, (100, 50, 600, 500), "letterbox", 224, 224, 3, "bgr"),
+    ("BayerGR8", 640, 480, (0, 0, 0, 0), "stretch", 224, 224, 3, "rgb"),
+    ("BayerBG8", 1280, 1024, (0, 0, 0, 0), "area", 224, 224, 1, "mono"),
+    ("RGB8", 1280, 1024, (0, 0, 0, 0), "area", 224, 224, 3, "rgb"),
+    ("BGR8", 1280, 1024, (64, 32, 896, 896), "area", 224, 224, 3, "rgb"),
+    ("RGB8", 640, 480, (0, 0, 0, 0), "letterbox", 224, 224, 3, "bgr"),
+]
+
+
+def chain(case: tuple, dtype: str = "float32") -> tuple[Preprocess, InputSpec, Frame]:
+    fmt, fw, fh, (x, y, w, h), resize, ow, oh, ch, color = case
+    pp = Preprocess(roi=Roi(x=x, y=y, width=w, height=h), resize=resize, color=color,
+                    mean=(0.485, 0.456, 0.406)[:ch], std=(0.229, 0.224, 0.225)[:ch])
+    spec = InputSpec(width=ow, height=oh, channels=ch, dtype=dtype)
+    return pp, spec, Frame(image=random_frame(fmt, fw, fh, seed=hash(case) & 0xFFFF), pixel_format=fmt, t_grab=0.0)
+
+
+def random_frame(fmt: str, w: int, h: int, seed: int = 0) -> np.ndarray:
+    """Noise plus thin bright lines (1-pixel scratches), so area vs sampling and demosaic edges matter."""
+    rng = np.random.default_rng(seed)
+    top = 4095 if fmt == "Mono12" else 255
+    shape = (h, w, 3) if fmt in ("RGB8", "BGR8") else (h, w)
+    img = rng.integers(0, top + 1, shape, dtype=np.uint16 if top > 255 else np.uint8)
+    img[h // 3, :] = top
+    img[:, w // 2 + 1] = top
+    return img
+
+
+def dense(t: gk.Taps, ssize: int) -> np.ndarray:
+    m = np.zeros((t.idx.shape[0], ssize))
+    for i in range(t.idx.shape[0]):
+        np.add.at(m[i], t.idx[i], t.w[i].astype(np.float64))
+    return m
+
+
+def _demosaic(raw: np.ndarray, fmt: str) -> np.ndarray:
+    rx, ry = gk.BAYER_RED_AT[fmt]
+    h, w = raw.shape
+    cy, cx = np.meshgrid(np.clip(np.arange(h), 1, h - 2), np.clip(np.arange(w), 1, w - 2), indexing="ij")
+    r = raw.astype(np.int32)
+
+    def at(dy: int, dx: int) -> np.ndarray:
+        return r[cy + dy, cx + dx]
+
+    c0, n, s, wv, e = at(0, 0), at(-1, 0), at(1, 0), at(0, -1), at(0, 1)
+    diag = (at(-1, -1) + at(-1, 1) + at(1, -1) + at(1, 1) + 2) >> 2
+    cross = (n + s + wv + e + 2) >> 2
+    hz, vt = (wv + e + 1) >> 1, (n + s + 1) >> 1
+    px, py = (cx & 1) ^ rx, (cy & 1) ^ ry
+    red_site, blue_site = (px == 0) & (py == 0), (px == 1) & (py == 1)
+    green_red_row, green_blue_row = (px == 1) & (py == 0), (px == 0) & (py == 1)
+    R = np.select([red_site, blue_site, green_red_row, green_blue_row], [c0, diag, hz, vt])
+    G = np.where(red_site | blue_site, cross, c0)
+    B = np.select([red_site, blue_site, green_red_row, green_blue_row], [diag, c0, vt, hz])
+    return np.stack([R, G, B], -1)
+
+
+def kernel_model(plan: Plan, image: np.ndarray) -> np.ndarray:
+    """The generated kernel's arithmetic in numpy (float64): NCHW output."""
+    x, y, w, h = plan.roi
+    roi = image[y:y + h, x:x + w]
+    if plan.pixel_format in MONO:
+        chans = [roi.astype(np.int64)]
+    else:
+        rgb = _demosaic(roi, plan.pixel_format) if plan.pixel_format in BAYER else roi.astype(np.int64)
+        if plan.pixel_format == "BGR8":
+            rgb = rgb[..., ::-1]
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        if gk.accumulated_channels(plan) == 1:
+            chans = [(r * gk.GRAY_R + g * gk.GRAY_G + b * gk.GRAY_B + (1 << (gk.GRAY_SHIFT - 1))) >> gk.GRAY_SHIFT]
+        else:
+            chans = [r, g, b] if plan.color == "rgb" else [b, g, r]
+    tx, ty = gk.resize_taps(plan)
+    mx, my = dense(tx, w), dense(ty, h)
+    out = np.empty((plan.channels, plan.out_h, plan.out_w))
+    for c in range(plan.channels):
+        out[c] = plan.bias[c]
+        res = my @ chans[c if len(chans) > 1 else 0].astype(np.float64) @ mx.T
+        y0, x0 = plan.pad_y, plan.pad_x
+        out[c, y0:y0 + plan.fit_h, x0:x0 + plan.fit_w] = res * plan.gain[c] + plan.bias[c]
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}x{c[2]}-{c[4]}-{c[7]}{c[8]}")
+def test_kernel_arithmetic_matches_opencv(case: tuple) -> None:
+    pp, spec, frame = chain(case)
+    cpu = CpuPreprocessor(pp, spec, ring=1)
+    plan = cpu.plan_for(frame)
+    ref = cpu(frame)[0].astype(np.float64)
+    got = kernel_model(plan, frame.image)
+    gain = plan.gain.astype(np.float64).reshape(-1, 1, 1)
+    diff_levels = np.abs(got - ref) / gain
+    assert diff_levels.max() <= gk.tolerance_levels(plan) + 1e-3, f"max diff {diff_levels.max():.3f} levels"
+    # and the GPU's exact average is not a copy of OpenCV's rounding: most pixels differ a little
+    if plan.resize == "area" and (plan.roi[2], plan.roi[3]) != (plan.fit_w, plan.fit_h):
+        assert diff_levels.mean() > 1e-3
+
+
+def test_integer_area_is_exact_box_average_and_keeps_thin_lines() -> None:
+    t = gk.area_taps(448, 224)
+    assert t.k == 2 and np.all(t.w == 0.5) and np.all(t.idx[:, 0] == np.arange(0, 448, 2))
+    img = np.zeros((448, 448))
+    img[:, 301] = 255.0  # a one-pixel scratch
+    out = dense(gk.area_taps(448, 224), 448) @ img @ dense(t, 448).T
+    assert np.allclose(out[:, 150], 127.5) and out.sum() == pytest.approx(img.sum() / 4)
+
+
+def test_fractional_area_weights_cover_every_source_pixel_once() -> None:
+    t = gk.area_taps(2448, 224)
+    coverage = dense(t, 2448).sum(0) * (2448 / 224)
+    assert np.allclose(coverage, 1.0, atol=1e-4)  # nothing skipped, nothing counted twice
+    assert np.allclose(t.w.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[7], CASES[8], CASES[12]], ids=lambda c: c[0])
+def test_kernel_source_bakes_the_chain(case: tuple, dtype: str) -> None:
+    pp, spec, frame = chain(case, dtype)
+    plan = make_plan(pp, spec, frame.image.shape[1], frame.image.shape[0], frame.pixel_format)
+    tx, ty = gk.resize_taps(plan)
+    src = gk.kernel_source(plan, tx, ty)
+    name = gk.kernel_name(plan)
+    assert f'extern "C" __global__ void __launch_bounds__(32 * ROWS)\n{name}(' in src
+    assert f"#define KX {tx.k}" in src and f"#define KY {ty.k}" in src
+    assert f"#define ROI_X {plan.roi[0]}" in src and f"#define ROI_W {plan.roi[2]}" in src
+    assert ("__float2half_rn(" in src) == (dtype == "float16")
+    assert ("__ldg(p - pitch - 1)" in src) == (plan.pixel_format in BAYER)
+    for c in range(plan.channels):
+        assert f"dst[{c} * plane + o]" in src and repr(float(plan.gain[c])) in src
+    assert src.count("{") == src.count("}")  # template braces all escaped
+    grid, block = gk.launch_shape(plan, gk.row_split(ty))
+    assert grid[0] * 32 >= plan.out_w and grid[1] == plan.out_h and block[1] == gk.row_split(ty)
+
+
+def _cuda_usable() -> bool:
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        return cuda.Device.count() > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(_cuda_usable(), reason="this machine has CUDA: tests/gpu covers the working path")
+def test_station_asking_for_gpu_without_cuda_gets_a_clear_error(tmp_path) -> None:
+    from inspectd.config.load import load_config
+    from inspectd.pipeline.runtime import build_runtime
+    from tests.conftest import write_station
+
+    cfg = load_config(write_station(tmp_path, {"preprocess": "gpu"}))
+    with pytest.raises(BackendUnavailable, match=r"`preprocess: gpu`.*set `preprocess: cpu` in the station file"):
+        build_runtime(cfg.station, cfg.products["disc-a"])
+
+
+def test_missing_pycuda_message_names_the_cause_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspectd.preprocess import gpu
+
+    monkeypatch.setattr(gpu, "_cuda", None)
+    monkeypatch.setattr(gpu, "_cuda_import_error", "ModuleNotFoundError: No module named 'pycuda'")
+    with pytest.raises(BackendUnavailable, match=r"pycuda cannot be imported \(ModuleNotFoundError.*'tensorrt' extra"):
+        gpu.require_cuda()
