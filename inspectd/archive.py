@@ -100,7 +100,7 @@ def annotated_jpeg(item: Item, quality: int = 90) -> bytes:
         img[y:y + h, x:x + w] = (region * (1 - alpha) + colour * alpha).astype(np.uint8)
     bad = v.outcome is not Outcome.PASS
     ink = (0, 0, 255) if bad else (0, 200, 0)
-    thick = max(1, width // 400)
+    thick = max(2, width // 400)
     cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), ink, thick)
     scores = " ".join(f"{k}={s:.3f}" for k, s in sorted(v.scores.items()))
     lines = [f"{v.outcome.value.upper()} {v.reason}".strip(), f"{v.product} seq {v.seq} part {v.part_id}",
