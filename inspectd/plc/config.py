@@ -123,6 +123,8 @@ class ModbusServerConfig(_Common):
     port: int = Field(502, ge=0, le=65535, description="TCP port (502 is standard; 0 picks a free one)")
     unit_id: int = Field(1, ge=0, le=255, description="Modbus unit/device id the PLC addresses; 0 answers any")
     allow: list[str] = Field(default_factory=list, description="client IP addresses allowed to connect; empty: any")
+    linger_ms: int = Field(300, ge=0, le=5000, description="on stop, keep serving the safe state this long so "
+                           "a polling PLC reads it")
 
     @field_validator("address")
     @classmethod

@@ -1,0 +1,373 @@
+"""The PLC link: one worker thread with an asyncio loop that owns the transport and the handshake.
+
+The daemon's threads only append to a command deque and wake the loop (`submit`, `set_ready`, ...),
+so nothing they call can block on the PLC. The loop connects with capped exponential backoff, wraps
+every request in `timeout`, rewrites the whole block B after each (re)connect, and keeps running the
+handshake (heartbeat, watchdog, result buffer) while the PLC is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from inspectd.decide import FAILSAFE_CODES
+from inspectd.plc.config import HandshakeConfig
+from inspectd.plc.handshake import (
+    CommChanged,
+    Handshake,
+    RecipeRequested,
+    Result,
+    ResultDropped,
+    TriggerMissed,
+    TriggerSeen,
+)
+from inspectd.plc.layout import ErrorCode, Layout
+from inspectd.plc.transport import Transport
+from inspectd.types import Part, Reason, Trigger, Verdict
+
+log = structlog.get_logger("inspectd.plc")
+
+OnRecipe = Callable[[int], bool]
+OnMissed = Callable[[int, str], None]
+
+
+@dataclass
+class LinkStats:
+    """Counters of one link; written by its worker, read by anyone (ints: torn reads are harmless)."""
+
+    reconnects: int = 0  # sessions lost after being up
+    connect_failures: int = 0
+    write_errors: int = 0  # failed or timed-out requests (read or write)
+    missed_triggers: int = 0
+    overruns: int = 0  # results dropped because the buffer was full
+    comm_lost: int = 0  # PLC heartbeat watchdog fired
+    published: int = 0  # results shown to the PLC
+    triggers: int = 0
+    submit_dropped: int = 0  # verdicts refused because the link's inbox was full
+    dropped_part_ids: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+    publish_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+
+    def latency_ms(self, q: float) -> float | None:
+        """Quantile q of verdict handed over -> block B with it written (server: in the datastore)."""
+        samples = sorted(self.publish_latency_s)
+        if not samples:
+            return None
+        return samples[min(len(samples) - 1, int(q * len(samples)))] * 1e3
+
+
+class PlcLink(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def submit(self, verdict: Verdict, part: Part | None) -> None: ...
+    def next_trigger(self, timeout: float) -> Trigger | None: ...
+    def set_ready(self, ready: bool, error_code: int = 0) -> None: ...
+    def set_active_recipe(self, plc_id: int) -> None: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def part_id(self) -> int: ...
+
+    stats: LinkStats
+
+
+class NoPlcLink:
+    """`plc: {type: none}`: no PLC. Triggers never come; verdicts go nowhere."""
+
+    def __init__(self) -> None:
+        self.stats = LinkStats()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self._stop.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def submit(self, verdict: Verdict, part: Part | None) -> None:
+        return None
+
+    def next_trigger(self, timeout: float) -> Trigger | None:
+        self._stop.wait(timeout)  # the caller polls with a timeout; don't let it spin
+        return None
+
+    def set_ready(self, ready: bool, error_code: int = 0) -> None:
+        return None
+
+    def set_active_recipe(self, plc_id: int) -> None:
+        return None
+
+    @property
+    def connected(self) -> bool:
+        return False
+
+    @property
+    def part_id(self) -> int:
+        return 0
+
+
+class TransportLink:
+    """PlcLink over any `Transport`."""
+
+    INBOX_MAX = 4096
+    BACKOFF_MIN_S = 0.05
+
+    def __init__(self, make_transport: Callable[[Callable[[], None]], Transport], layout: Layout,
+                 handshake: HandshakeConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | None = None,
+                 timeout_s: float = 0.25, poll_s: float = 0.01, backoff_max_s: float = 2.0,
+                 linger_s: float = 0.0, name: str = "plc") -> None:
+        self.stats = LinkStats()
+        self.layout = layout
+        self.name = name
+        self._make_transport = make_transport
+        self._hs_cfg = handshake
+        self._on_recipe = on_recipe
+        self._on_missed = on_missed
+        self._timeout = timeout_s
+        self._poll = poll_s
+        self._backoff_max = backoff_max_s
+        self._linger = linger_s
+        self._cmds: deque[tuple[Any, ...]] = deque()
+        self._triggers: queue.Queue[Trigger] = queue.Queue(maxsize=handshake.trigger_queue)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._started = threading.Event()
+        self._transport: Transport | None = None
+        self._part_id = 0
+
+    # ------------------------------------------------------------------ daemon-facing, any thread
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._thread_main, name=f"{self.name}-link", daemon=True)
+        self._thread.start()
+        self._started.wait(5.0)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Write the safe state (not READY, ERROR=SHUTDOWN), close, join; bounded by `timeout`."""
+        self._stopping = True
+        self._poke()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("plc_link_stop_timeout", link=self.name)
+
+    def submit(self, verdict: Verdict, part: Part | None = None) -> None:
+        if len(self._cmds) >= self.INBOX_MAX:
+            self.stats.submit_dropped += 1
+            self.stats.dropped_part_ids.append(verdict.part_id)
+            return
+        self._cmds.append(("result", Result(part_id=verdict.part_id, ok=verdict.plc_ok, code=verdict.result_code,
+                                            score=verdict.score, inspection_ms=verdict.latency_ms,
+                                            t_ready=time.monotonic())))
+        self._poke()
+
+    def next_trigger(self, timeout: float) -> Trigger | None:
+        try:
+            return self._triggers.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def set_ready(self, ready: bool, error_code: int = 0) -> None:
+        if not ready and not error_code:
+            error_code = ErrorCode.NOT_READY
+        self._cmds.append(("health", ready, error_code))
+        self._poke()
+
+    def set_active_recipe(self, plc_id: int) -> None:
+        self._cmds.append(("recipe_active", plc_id))
+        self._poke()
+
+    @property
+    def connected(self) -> bool:
+        t = self._transport
+        return t is not None and t.connected
+
+    @property
+    def part_id(self) -> int:
+        """PART_ID of the latest block A (hardware-trigger mode reads it when the frame arrives)."""
+        return self._part_id
+
+    def _poke(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed: stop() is in charge
+                loop.call_soon_threadsafe(wake.set)
+
+    # ------------------------------------------------------------------ worker
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception:
+            log.exception("plc_link_crashed", link=self.name)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        hs = Handshake(self._hs_cfg, time.monotonic())
+        self._hs = hs
+        transport = self._make_transport(self._wake.set)
+        self._transport = transport
+        self._started.set()
+        backoff = self.BACKOFF_MIN_S
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(transport.open(), self._timeout)
+            except Exception as exc:
+                self.stats.connect_failures += 1
+                log.warning("plc_connect_failed", link=self.name, error=repr(exc), retry_s=backoff)
+                await self._close(transport)
+                await self._idle(backoff)
+                backoff = min(backoff * 2, self._backoff_max)
+                continue
+            backoff = self.BACKOFF_MIN_S
+            log.info("plc_connected", link=self.name)
+            try:
+                await self._session(transport)
+            except Exception as exc:
+                self.stats.write_errors += 1
+                if not self._stopping:
+                    self.stats.reconnects += 1
+                    log.warning("plc_io_failed", link=self.name, error=repr(exc) or type(exc).__name__)
+                await self._close(transport)
+        await self._safe_state(transport)
+
+    async def _session(self, transport: Transport) -> None:
+        hs = self._hs
+        written: list[int] | None = None  # None: rewrite block B whole (fresh session)
+        while not self._stopping:
+            now = time.monotonic()
+            words = await asyncio.wait_for(transport.read_a(), self._timeout)
+            inputs = self.layout.decode_a(words)
+            self._part_id = inputs.part_id
+            self._drain(hs)
+            hs.on_inputs(inputs, now)
+            hs.tick(now)
+            self._events(hs)
+            out = self.layout.encode_b(hs.outputs())
+            if out != written:
+                await asyncio.wait_for(transport.write_b(out), self._timeout)
+                written = out
+                self._published(hs)
+            await self._wait(hs, None if transport.event_driven else self._poll)
+
+    async def _idle(self, seconds: float) -> None:
+        """While disconnected: keep the handshake running (results buffer, heartbeat, watchdog)."""
+        end = time.monotonic() + seconds
+        hs = self._hs
+        while not self._stopping and (now := time.monotonic()) < end:
+            self._drain(hs)
+            hs.on_inputs(hs.inputs, now)  # same inputs: no edges, but buffered results move on
+            hs.tick(now)
+            self._events(hs)
+            await self._wait(hs, end - now)
+
+    async def _wait(self, hs: Handshake, poll: float | None) -> None:
+        assert self._wake is not None
+        timeout = max(0.0, hs.next_deadline() - time.monotonic())
+        if poll is not None:
+            timeout = min(timeout, poll)
+        if self._cmds or self._stopping:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    def _drain(self, hs: Handshake) -> None:
+        while self._cmds:
+            cmd = self._cmds.popleft()
+            if cmd[0] == "result":
+                hs.push_result(cmd[1])
+            elif cmd[0] == "health":
+                hs.set_health(cmd[1], cmd[2])
+            elif cmd[0] == "recipe_active":
+                hs.set_active_recipe(cmd[1])
+            elif cmd[0] == "recipe_answer":
+                hs.recipe_answer(cmd[1], cmd[2])
+
+    def _published(self, hs: Handshake) -> None:
+        t = time.monotonic()
+        while hs.published:
+            r = hs.published.popleft()
+            self.stats.published += 1
+            self.stats.publish_latency_s.append(t - r.t_ready)
+
+    def _events(self, hs: Handshake) -> None:
+        while hs.events:
+            e = hs.events.popleft()
+            if isinstance(e, TriggerSeen):
+                self.stats.triggers += 1
+                try:
+                    self._triggers.put_nowait(Trigger(part_id=e.part_id, t_trigger=e.t))
+                except queue.Full:  # the camera stage is not taking triggers: answer the part fail-safe
+                    self.stats.missed_triggers += 1
+                    log.error("plc_trigger_queue_full", link=self.name, part_id=e.part_id)
+                    hs.push_result(Result(e.part_id, False, FAILSAFE_CODES[Reason.OVERFLOW], 0.0, 0.0, e.t))
+            elif isinstance(e, TriggerMissed):
+                self.stats.missed_triggers += 1
+                log.warning("plc_missed_trigger", link=self.name, part_id=e.part_id, why=e.why)
+                if self._on_missed is not None:
+                    self._call_quietly(self._on_missed, e.part_id, e.why)
+            elif isinstance(e, ResultDropped):
+                self.stats.overruns += 1
+                self.stats.dropped_part_ids.append(e.result.part_id)
+                log.error("plc_result_overrun", link=self.name, part_id=e.result.part_id,
+                          depth=self._hs_cfg.buffer_depth)
+            elif isinstance(e, RecipeRequested):
+                self._ask_recipe(e.recipe_no)
+            elif isinstance(e, CommChanged):
+                if e.lost:
+                    self.stats.comm_lost += 1
+                    log.error("plc_comm_lost", link=self.name, heartbeat_ms=self._hs_cfg.plc_heartbeat_ms)
+                else:
+                    log.info("plc_comm_restored", link=self.name)
+
+    def _ask_recipe(self, recipe_no: int) -> None:
+        """`on_recipe` may take a while (it queues the switch): run it off the loop, answer when it returns."""
+        assert self._loop is not None
+        log.info("plc_recipe_requested", link=self.name, recipe_no=recipe_no)
+
+        def ask() -> None:
+            ok = bool(self._call_quietly(self._on_recipe, recipe_no))
+            self._cmds.append(("recipe_answer", recipe_no, ok))
+            self._poke()
+            log.info("plc_recipe_answered", link=self.name, recipe_no=recipe_no, ok=ok)
+
+        self._loop.run_in_executor(None, ask)
+
+    def _call_quietly(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception:
+            log.exception("plc_callback_failed", link=self.name, callback=getattr(fn, "__name__", repr(fn)))
+            return None
+
+    async def _close(self, transport: Transport) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(transport.close(), self._timeout)
+
+    async def _safe_state(self, transport: Transport) -> None:
+        """Not READY, not VALID, ERROR=SHUTDOWN -- written once, within one timeout, then closed."""
+        self._drain(self._hs)
+        self._hs.stop()
+        words = self.layout.encode_b(self._hs.outputs())
+        try:
+            await asyncio.wait_for(transport.open(), self._timeout)  # no-op while connected / listening
+            await asyncio.wait_for(transport.write_b(words), self._timeout)
+            if self._linger:
+                await asyncio.sleep(self._linger)  # server: let a polling PLC read it before we go
+            log.info("plc_safe_state_written", link=self.name)
+        except Exception as exc:
+            log.warning("plc_safe_state_not_written", link=self.name, error=repr(exc))
+        await self._close(transport)

@@ -1,0 +1,30 @@
+"""`make_plc_link(cfg)`: the station's `plc:` section -> a ready (not yet started) PlcLink."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from inspectd.plc.config import ModbusClientConfig, ModbusServerConfig, NoPlcConfig, PlcConfig, S7Config
+from inspectd.plc.layout import Layout
+from inspectd.plc.link import NoPlcLink, OnMissed, OnRecipe, PlcLink, TransportLink
+from inspectd.plc.modbus_client import ModbusClientTransport
+from inspectd.plc.modbus_server import ModbusServerTransport
+from inspectd.plc.s7 import S7Transport
+
+_CLIENTS: dict[type, Callable[..., object]] = {ModbusClientConfig: ModbusClientTransport, S7Config: S7Transport}
+
+
+def make_plc_link(cfg: PlcConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | None = None) -> PlcLink:
+    """`on_recipe(plc_id) -> accepted` runs on a worker thread when the PLC raises LOAD_RECIPE.
+    `on_missed(part_id, why)` is told about every trigger refused while not READY (for the journal)."""
+    if isinstance(cfg, NoPlcConfig):
+        return NoPlcLink()
+    layout = Layout(cfg.layout)
+    if isinstance(cfg, ModbusServerConfig):
+        return TransportLink(lambda notify: ModbusServerTransport(cfg, notify), layout, cfg.handshake,
+                             on_recipe=on_recipe, on_missed=on_missed, timeout_s=1.0,
+                             linger_s=cfg.linger_ms / 1e3, name="modbus_server")
+    make = _CLIENTS[type(cfg)]
+    return TransportLink(lambda notify: make(cfg, notify), layout, cfg.handshake,  # type: ignore[arg-type,return-value]
+                         on_recipe=on_recipe, on_missed=on_missed, timeout_s=cfg.timeout_ms / 1e3,
+                         poll_s=cfg.poll_ms / 1e3, backoff_max_s=cfg.backoff_max_ms / 1e3, name=cfg.type)

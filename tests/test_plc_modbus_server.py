@@ -1,0 +1,235 @@
+"""Modbus server mode against PLCs the project did not write: pymodbus' own client and Debian's mbpoll."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pymodbus.client import ModbusTcpClient
+
+from inspectd.plc.config import HandshakeConfig, LayoutConfig, ModbusServerConfig
+from inspectd.plc.layout import ErrorCode, Layout, PlcInputs
+from inspectd.plc.link import TransportLink
+from inspectd.plc.registry import make_plc_link
+from tests.plc.peers import Capture, free_port, wait_port
+from tools.plc_sim import ModbusPlcIO, PlcSim, Responder
+
+LAY = Layout()
+
+
+class Recipes:
+    def __init__(self, known: set[int]) -> None:
+        self.known, self.asked = known, []
+
+    def __call__(self, plc_id: int) -> bool:
+        self.asked.append(plc_id)
+        return plc_id in self.known
+
+
+def _server(port: int, **hs: object) -> ModbusServerConfig:
+    return ModbusServerConfig(type="modbus_server", port=port, linger_ms=300,
+                              handshake=HandshakeConfig(**{"plc_heartbeat_ms": 0, **hs}))
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[TransportLink, int, Recipes]]:
+    port = free_port()
+    recipes = Recipes({7})
+    link = make_plc_link(_server(port), on_recipe=recipes)
+    assert isinstance(link, TransportLink)
+    link.start()
+    wait_port(port)
+    yield link, port, recipes
+    link.stop()
+
+
+def _plc(port: int) -> ModbusTcpClient:
+    c = ModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
+    assert c.connect()
+    return c
+
+
+def _read_b(c: ModbusTcpClient):  # -> VisionOutputs
+    return LAY.decode_b(c.read_holding_registers(100, count=20, device_id=1).registers)
+
+
+def _wait(pred, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.002)
+    raise AssertionError("condition not reached in time")
+
+
+def test_safe_state_at_start_ready_when_healthy_and_safe_state_on_stop() -> None:
+    port = free_port()
+    link = make_plc_link(_server(port), on_recipe=lambda n: True)
+    link.start()
+    wait_port(port)
+    c = _plc(port)
+    c.write_registers(0, LAY.encode_a(PlcInputs(trigger_enable=True)), device_id=1)
+    time.sleep(0.05)
+    b = _read_b(c)
+    assert (b.ready, b.result_valid, b.online) == (False, False, True)  # not healthy yet
+    link.set_ready(True)
+    _wait(lambda: _read_b(c).ready)
+    link.set_ready(False, ErrorCode.CAMERA)
+    _wait(lambda: _read_b(c).error_code == ErrorCode.CAMERA and not _read_b(c).ready)
+    link.set_ready(True)
+    stopper = threading.Thread(target=link.stop)
+    stopper.start()  # the server lingers 300 ms with the safe state for a polling PLC to see
+    _wait(lambda: _read_b(c).error)
+    b = _read_b(c)
+    assert (b.ready, b.result_valid, b.online, b.error_code) == (False, False, False, ErrorCode.SHUTDOWN)
+    stopper.join(3)
+    assert not stopper.is_alive()
+    c.close()
+
+
+def test_thousand_parts_random_verdicts_recipe_ack_delays_and_overrun(served) -> None:  # type: ignore[no-untyped-def]
+    """pymodbus' client plays the PLC for 1000 parts; mid-run results pile up unacknowledged and overrun."""
+    link, port, recipes = served
+    link.set_ready(True)
+    resp = Responder(link, seed=5, reject_rate=0.3).start()
+    io = ModbusPlcIO("127.0.0.1", port, LayoutConfig())
+    sim = PlcSim(io, seed=9, ack_delay_s=(0.0, 0.003), recipes={300: 7, 600: 9}, scan_s=0.0005)
+    extra = list(range(9_000_001, 9_000_011))  # hardware-triggered parts the PLC did not trigger: not gated
+
+    def overrun() -> None:
+        _wait(lambda: len(sim.report.triggered) >= 500, 60)
+        sim.pause_ack.set()
+        for pid in extra:
+            link.submit(resp.verdict(pid, time.monotonic()), None)
+        _wait(lambda: link.stats.overruns > 0, 5)
+        time.sleep(0.05)
+        sim.pause_ack.clear()
+
+    t = threading.Thread(target=overrun)
+    t.start()
+    rep = sim.run(1000, timeout_s=150)
+    t.join(10)
+    resp.stop()
+    io.close()
+    assert len(rep.triggered) == 1000 and not rep.missing, rep.missing[:20]
+    for pid in rep.triggered:  # every part got its own verdict: the part id echo matches, OK/NG and code too
+        assert rep.results[pid] == resp.sent[pid]
+    dropped = set(link.stats.dropped_part_ids)
+    assert dropped and dropped <= set(extra)  # only the unsolicited ones were dropped, each one flagged
+    assert all(pid in rep.results or pid in dropped for pid in extra)
+    assert link.stats.overruns == len(dropped) and rep.overrun_seen >= 1
+    assert rep.order == sorted(rep.order, key=lambda p: resp.t_ready[p])  # FIFO: verdict order kept
+    assert rep.seq_gaps == 0 and rep.missed_seen == 0 and link.stats.missed_triggers == 0
+    assert recipes.asked == [7, 9] and rep.recipe == {7: True, 9: False}
+    assert link.stats.published == len(rep.order)
+
+
+def test_plc_heartbeat_watchdog_and_missed_trigger() -> None:
+    port = free_port()
+    missed: list[tuple[int, str]] = []
+    link = make_plc_link(_server(port, plc_heartbeat_ms=50), on_recipe=lambda n: True,
+                         on_missed=lambda pid, why: missed.append((pid, why)))
+    link.start()
+    wait_port(port)
+    link.set_ready(True)
+    c = _plc(port)
+    try:
+        c.write_registers(0, LAY.encode_a(PlcInputs(plc_heartbeat=1)), device_id=1)
+        _wait(lambda: _read_b(c).error_code == ErrorCode.PLC_COMM_LOST, 1.0)  # 3 x 50 ms without change
+        assert link.stats.comm_lost == 1 and _read_b(c).error
+        c.write_registers(0, LAY.encode_a(PlcInputs(plc_heartbeat=2)), device_id=1)
+        time.sleep(0.02)
+        assert _read_b(c).error  # latched until CLEAR_ERROR
+        c.write_registers(0, LAY.encode_a(PlcInputs(plc_heartbeat=3, clear_error=True)), device_id=1)
+        _wait(lambda: not _read_b(c).error)
+        # TRIGGER without TRIGGER_ENABLE: not READY -> MISSED_TRIGGER, counted and reported
+        c.write_registers(0, LAY.encode_a(PlcInputs(plc_heartbeat=4, trigger=True, part_id=77)), device_id=1)
+        _wait(lambda: _read_b(c).missed_trigger)
+        assert missed == [(77, "trigger_not_enabled")] and link.stats.missed_triggers == 1
+        assert link.next_trigger(0.05) is None
+    finally:
+        c.close()
+        link.stop()
+
+
+def test_block_ownership_and_allow_list(served) -> None:  # type: ignore[no-untyped-def]
+    link, port, _ = served
+    c = _plc(port)
+    assert c.write_registers(100, [1], device_id=1).isError()  # block B belongs to the daemon
+    assert c.write_registers(8, [1, 2, 3], device_id=1).isError()  # runs past the end of block A
+    assert c.write_coils(0, [True], device_id=1).isError()  # coils are not part of the interface
+    assert not c.read_holding_registers(0, count=10, device_id=1).isError()
+    c.close()
+    port2 = free_port()
+    guarded = make_plc_link(ModbusServerConfig(type="modbus_server", port=port2, allow=["127.0.0.2"], linger_ms=0),
+                            on_recipe=lambda n: True)
+    guarded.start()
+    try:
+        wait_port(port2)
+        c2 = ModbusTcpClient("127.0.0.1", port=port2, timeout=0.5, retries=0)
+        with pytest.raises(Exception):  # noqa: B017 - pymodbus raises ConnectionException or ModbusIOException
+            c2.read_holding_registers(100, count=20, device_id=1)
+        c2.close()
+        assert guarded._transport.rejected >= 1  # type: ignore[union-attr]
+        assert not guarded.connected
+    finally:
+        guarded.stop()
+
+
+def _mbpoll(port: int, *args: str) -> str:
+    r = subprocess.run(["mbpoll", "-m", "tcp", "-p", str(port), "-a", "1", "-0", "-1", "-o", "1", *args],
+                       capture_output=True, text=True, timeout=10)
+    return r.stdout + r.stderr
+
+
+def _regs(out: str) -> dict[int, int]:
+    return {int(m[1]): int(m[2]) for m in re.finditer(r"^\[(\d+)\]:\s+(-?\d+)", out, re.M)}
+
+
+def _status(port: int) -> int:
+    return _regs(_mbpoll(port, "-r", "100", "-t", "4", "127.0.0.1")).get(100, 0)
+
+
+@pytest.mark.skipif(not shutil.which("mbpoll"), reason="mbpoll missing (tools/ci-deps.sh installs it)")
+def test_mbpoll_plays_the_plc_and_tshark_sees_the_registers(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Debian's mbpoll (libmodbus) triggers part 70000 (a 32-bit id), reads the result; tshark checks the wire."""
+    link, port, _ = served
+    link.set_ready(True)
+    resp = Responder(link, seed=1, reject_rate=1.0).start()  # every part NG with a code 1..5
+    cap = Capture(port, tmp_path).start()
+    try:
+        hi, lo = divmod(70000, 0x10000)
+        out = _mbpoll(port, "-r", "0", "-t", "4", "127.0.0.1", "1", "1", str(hi), str(lo), "3")  # ENABLE, hb, id
+        assert "Written 5 references" in out, out
+        _wait(lambda: _status(port) & 1, 3)  # READY
+        assert "Written 1 references" in _mbpoll(port, "-r", "0", "-t", "4", "127.0.0.1", "3")  # TRIGGER
+        _wait(lambda: _status(port) & (1 << 3), 3)  # RESULT_VALID
+        out = _mbpoll(port, "-r", "100", "-c", "12", "-t", "4", "127.0.0.1")
+        regs = _regs(out)
+        assert regs[102] * 0x10000 + regs[103] == 70000 and regs[104] >= 1  # part id echo, RESULT_SEQ
+        assert regs[100] & (1 << 5) and not regs[100] & (1 << 4) and regs[105] == resp.sent[70000][1]
+        assert "Illegal data address" in _mbpoll(port, "-r", "100", "-t", "4", "127.0.0.1", "5")
+        assert _regs(_mbpoll(port, "-r", "102", "-t", "4:int", "-B", "127.0.0.1"))[102] == 70000  # int32, words BE
+    finally:
+        cap.stop()
+        resp.stop()
+    rows = cap.fields(["-o", f"mbtcp.tcp.port:{port}"], "modbus",
+                      ["tcp.srcport", "modbus.func_code", "modbus.reference_num", "modbus.word_cnt",
+                       "modbus.regval_uint16", "modbus.exception_code"])
+    queries = [r for r in rows if r["tcp.srcport"] != str(port)]
+    answers = [r for r in rows if r["tcp.srcport"] == str(port)]
+    assert {"func_code": "16", "ref": "0", "values": f"1,1,{hi},{lo},3"} in [
+        {"func_code": r["modbus.func_code"], "ref": r["modbus.reference_num"], "values": r["modbus.regval_uint16"]}
+        for r in queries]
+    assert any(r["modbus.func_code"] == "3" and r["modbus.reference_num"] == "100" and r["modbus.word_cnt"] == "12"
+               for r in queries)
+    status_reads = [r["modbus.regval_uint16"].split(",") for r in answers
+                    if r["modbus.func_code"] == "3" and r["modbus.regval_uint16"].count(",") == 11]
+    assert any(v[2:4] == [str(hi), str(lo)] for v in status_reads)  # RESULT_PART_ID on the wire
+    assert any(r["modbus.exception_code"] == "2" for r in answers)  # the refused write into block B
