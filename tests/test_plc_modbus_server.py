@@ -159,7 +159,7 @@ def test_plc_heartbeat_watchdog_and_missed_trigger() -> None:
 
 
 def test_block_ownership_and_allow_list(served) -> None:  # type: ignore[no-untyped-def]
-    link, port, _ = served
+    _, port, _ = served
     c = _plc(port)
     assert c.write_registers(100, [1], device_id=1).isError()  # block B belongs to the daemon
     assert c.write_registers(8, [1, 2, 3], device_id=1).isError()  # runs past the end of block A

@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from inspectd.plc.config import LayoutConfig  # noqa: E402
-from inspectd.plc.layout import A_WORDS, B_WORDS, Layout, PlcInputs, bytes_to_words, words_to_bytes  # noqa: E402
+from inspectd.plc.layout import B_WORDS, Layout, PlcInputs, bytes_to_words, words_to_bytes  # noqa: E402
 
 # ----------------------------------------------------------------------------- PLC-side register access
 
