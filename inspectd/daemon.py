@@ -30,6 +30,10 @@ from inspectd.types import Outcome
 
 log = structlog.get_logger("inspectd.daemon")
 
+STATUS_EVERY_S = 2.0  # STATUS= for `systemctl status`; fps is measured over this window
+LOAD_STEP_S = 120.0  # EXTEND_TIMEOUT_USEC per product loaded: many TensorRT engines can outlast TimeoutStartSec
+RELOADED_KEYS = ("product", "products_dir", "backend", "preprocess")  # other station keys need a restart
+
 
 @dataclass
 class Options:
@@ -65,6 +69,7 @@ class Daemon:
         self._reload = threading.Event()
         self._wake = threading.Event()
         self._switch_lock = threading.Lock()
+        self._fps: float | None = None  # verdicts per second over the last STATUS window
 
     # ---------------------------------------------------------------------------------- start-up
     def _build_runtimes(self, config: Config) -> dict[str, ProductRuntime]:
@@ -72,6 +77,7 @@ class Daemon:
         runtimes: dict[str, ProductRuntime] = {}
         try:
             for name, product in config.products.items():
+                self.notifier.extend_timeout(LOAD_STEP_S)
                 rt = build_runtime(config.station, product)
                 runtimes[name] = rt
                 failures = check_golden(rt)
@@ -110,7 +116,9 @@ class Daemon:
         self.pipeline = Pipeline(st, self.source, self.runtimes[st.product], products=self.config.products.get,
                                  sinks=sinks, triggers=None)
         self.pipeline.set_max_parts(self.options.max_parts)
-        self.watchdog = Watchdog(self.pipeline.stamps, st.watchdog.stall_s, self.notifier, self._on_stall)
+        # No keep-alive while a stage holds one part longer than a cycle (at least 1 s): parts are not flowing.
+        self.watchdog = Watchdog(self.pipeline.stamps, st.watchdog.stall_s, self.notifier, self._on_stall,
+                                 flow_s=max(st.cycle_budget_ms / 1e3, 1.0))
         self.pipeline.start()
         self.watchdog.start()
         self.notifier.ready(self.status_line())
@@ -135,9 +143,40 @@ class Daemon:
         # Called from the watchdog thread. The stalled thread cannot be stopped: flush what can be flushed, exit.
         self.exit_code = ExitCode.STALL
         self.notifier.status(f"stage {stage} stalled on part {stamp.part_seq}; exiting for restart")
+        taken = 0
+        if self.pipeline:
+            # Take no new part. Those inside get fail-safe verdicts at their deadlines (budget << stall_s).
+            self.pipeline.acquire.stopping.set()
+            self.pipeline.acquire.join(1.0)
+            settle_by = time.monotonic() + 1.0 + self.config.station.cycle_budget_ms / 1e3
+            while not self.pipeline.idle and time.monotonic() < settle_by:
+                time.sleep(0.01)
+            taken = self.pipeline.stats.parts_in
+        self.safe_outputs(timeout=2.0)
         if self.journal:
             self.journal.close(timeout=2.0)
+        self.notifier.status(f"stage {stage} stalled on part {stamp.part_seq}: exit {int(ExitCode.STALL)} for a "
+                             f"restart; parts={taken} journaled={self.journal.written if self.journal else 0}")
         os._exit(ExitCode.STALL)
+
+    def safe_outputs(self, timeout: float | None = None) -> None:
+        """PLC outputs to their safe state (the PLC link's stop() does that); bounded where the link may hang."""
+        plc = getattr(self, "plc", None)  # the PLC link, when the daemon has one
+        if plc is None:
+            return
+
+        def stop() -> None:
+            try:
+                plc.stop()
+            except Exception:
+                log.exception("plc_safe_state_failed")
+
+        if timeout is None:
+            stop()
+            return
+        t = threading.Thread(target=stop, name="plc-safe", daemon=True)
+        t.start()
+        t.join(timeout)
 
     # ---------------------------------------------------------------------------------- products
     def switch_product(self, name: str) -> bool:
@@ -171,9 +210,16 @@ class Daemon:
             log.error("reload_rejected", problems=str(e).splitlines())
             self.notifier.ready(self.status_line())
             return False
+        old_station = self.config.station
         old_runtimes, self.config, self.runtimes = self.runtimes, new, runtimes
         active = self.pipeline.active.name if self.pipeline else new.station.product
-        self.switch_product(active if active in runtimes else new.station.product)
+        if new.station.product != old_station.product or active not in runtimes:
+            active = new.station.product  # the file names a new product; otherwise keep what the PLC chose
+        self.switch_product(active)
+        unapplied = [k for k in type(new.station).model_fields
+                     if k not in RELOADED_KEYS and getattr(new.station, k) != getattr(old_station, k)]
+        if unapplied:
+            log.warning("reload_needs_restart", keys=unapplied)
         # Old runtimes may still be finishing a part in flight; let them go with the garbage collector.
         del old_runtimes
         log.info("reloaded", products=sorted(runtimes))
@@ -186,9 +232,11 @@ class Daemon:
         if p is None:
             return "starting"
         s = p.stats
-        elapsed = max(time.monotonic() - s.started, 1e-9)
-        return (f"product={p.active.name} parts={s.verdicts_total} rejects={s.total(Outcome.REJECT)} "
-                f"failsafes={s.total(Outcome.FAILSAFE)} fps={s.verdicts_total / elapsed:.1f}")
+        fps = self._fps if self._fps is not None else s.verdicts_total / max(time.monotonic() - s.started, 1e-9)
+        line = (f"product={p.active.name} parts={s.verdicts_total} rejects={s.total(Outcome.REJECT)} "
+                f"failsafes={s.total(Outcome.FAILSAFE)} fps={fps:.1f}")
+        held = self.watchdog.assess().held if self.watchdog else ()
+        return line + (f" not_flowing={','.join(held)}" if held else "")
 
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
@@ -198,9 +246,11 @@ class Daemon:
             self.start()
         except InspectdError as e:
             log.error("cannot_start", error=str(e), exit_code=int(e.exit_code))
+            why = (str(e).splitlines() or [type(e).__name__])[0]
+            self.notifier.status(f"cannot start (exit {int(e.exit_code)}): {why}")
             self.shutdown()
             return int(e.exit_code)
-        last_status = 0.0
+        last_status, last_count = time.monotonic(), 0
         while not self._stop.is_set():
             self._wake.wait(0.2)
             self._wake.clear()
@@ -209,9 +259,11 @@ class Daemon:
                 self.reload()
             if self._max_parts_done():
                 break
-            if time.monotonic() - last_status > 2.0:
+            now = time.monotonic()
+            if now - last_status >= STATUS_EVERY_S and self.pipeline is not None:
+                count = self.pipeline.stats.verdicts_total
+                self._fps, last_status, last_count = (count - last_count) / (now - last_status), now, count
                 self.notifier.status(self.status_line())
-                last_status = time.monotonic()
         self.shutdown()
         return int(self.exit_code)
 
@@ -224,8 +276,9 @@ class Daemon:
         self.notifier.stopping()
         if self.watchdog:
             self.watchdog.stop()
-        if self.pipeline:
-            self.pipeline.stop()
+        if self.pipeline and not self.pipeline.stop():
+            self.exit_code = ExitCode.STALL  # a stage did not finish its part: let systemd restart us
+        self.safe_outputs()  # after the drain, so the last verdicts reach the PLC first
         if self.journal:
             self.journal.close()
         if self.archive:
