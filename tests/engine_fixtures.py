@@ -139,3 +139,47 @@ def parts_dataset(root: Path, train: int = 200, calib: int = 48, test: int = 160
                (("train", train, 1), ("calib", calib, 3), ("test", test, 2))}
     model = fitted_model(root / "parts.onnx", folders["train"])
     return {**folders, "model": model, "product": write_product(root, model)}
+
+
+TRT_RTX_PIN = "tensorrt-rtx-cu13==1.7.1.116"
+TRT_RTX_DIR = ROOT / ".cache" / "tensorrt-rtx"
+
+
+def import_tensorrt_rtx():
+    """TensorRT-RTX's Python module, pip-installed into .cache/tensorrt-rtx on first use (about 100 MB:
+    too large for the dev extra). Returns (module, None) or (None, reason to skip)."""
+    import importlib
+    import subprocess
+    import sys
+
+    if not (TRT_RTX_DIR / "tensorrt_rtx").is_dir():
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+               str(TRT_RTX_DIR), TRT_RTX_PIN]
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+        except subprocess.TimeoutExpired:
+            return None, f"pip install {TRT_RTX_PIN} timed out"
+        if res.returncode != 0:
+            return None, f"pip install {TRT_RTX_PIN} failed: {res.stderr.strip()[-300:]}"
+    if str(TRT_RTX_DIR) not in sys.path:
+        sys.path.append(str(TRT_RTX_DIR))
+    try:
+        return importlib.import_module("tensorrt_rtx"), None
+    except ImportError as e:  # e.g. a platform without its wheels
+        return None, f"tensorrt_rtx installed in {TRT_RTX_DIR} but does not import: {e}"
+
+
+def dynamic_hw_model(path: Path) -> Path:
+    """The fixture classifier's features in a model whose H and W are dynamic (one engine, several sizes)."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["logits"], axis=1)]
+    model = helper.make_model(helper.make_graph(nodes, "dyn", [x], [out], initializer=[w]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -54,7 +54,8 @@ def quantize_qdq(src: Path, dst: Path, data: CalibrationSet, method: Method = "e
 
     calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
              "minmax": CalibrationMethod.MinMax}[method]
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    # TensorRT wants symmetric INT8 (zero point 0) and float biases: it rejects DequantizeLinear of int32.
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     t0 = time.perf_counter()
