@@ -225,6 +225,7 @@ class Responder:
         self.t_ready: dict[int, float] = {}
         self.sent: dict[int, tuple[bool, int]] = {}
         self.seq = 0
+        self.max_submit_s = 0.0  # the pipeline's view: how long handing a verdict to the link took
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="responder", daemon=True)
 
@@ -258,7 +259,12 @@ class Responder:
                 continue
             if self.inspect_s[1] > 0:
                 time.sleep(self.rng.uniform(*self.inspect_s))
-            self.link.submit(self.verdict(trig.part_id, trig.t_trigger), None)  # type: ignore[attr-defined]
+            self.submit(self.verdict(trig.part_id, trig.t_trigger))
+
+    def submit(self, verdict) -> None:  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        self.link.submit(verdict, None)  # type: ignore[attr-defined]
+        self.max_submit_s = max(self.max_submit_s, time.perf_counter() - t0)
 
 
 def _standin(args: argparse.Namespace) -> None:

@@ -1,0 +1,140 @@
+"""Modbus client mode: a libmodbus server (C, Debian's libmodbus) plays the PLC's MB_SERVER; kill and freeze it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inspectd.plc.config import HandshakeConfig, LayoutConfig, ModbusClientConfig
+from inspectd.plc.link import TransportLink
+from inspectd.plc.registry import make_plc_link
+from tests.plc.peers import Capture, Peer, free_port, lmb_server
+from tools.plc_sim import ModbusPlcIO, PlcSim, Responder
+
+
+@pytest.fixture
+def plc() -> Iterator[Peer]:
+    peer = lmb_server(free_port()).start()
+    yield peer
+    peer.stop()
+
+
+def _link(port: int, recipes: set[int] | None = None) -> TransportLink:
+    cfg = ModbusClientConfig(type="modbus_client", host="127.0.0.1", port=port, poll_ms=2, timeout_ms=250,
+                             backoff_max_ms=400, handshake=HandshakeConfig(plc_heartbeat_ms=0))
+    link = make_plc_link(cfg, on_recipe=lambda n: n in (recipes or set()))
+    assert isinstance(link, TransportLink)
+    link.start()
+    link.set_ready(True)
+    return link
+
+
+def _wait(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def _check(rep, resp: Responder, link: TransportLink) -> None:  # type: ignore[no-untyped-def]
+    """Every triggered part's result reached the PLC with its own verdict, or the link flagged it."""
+    flagged = set(link.stats.dropped_part_ids)
+    for pid in rep.triggered:
+        if pid in rep.results:
+            assert rep.results[pid] == resp.sent[pid], pid
+        else:
+            assert pid in flagged, f"part {pid}: no result at the PLC and not flagged"
+
+
+def test_handshake_and_wire_against_libmodbus(plc: Peer, tmp_path: Path) -> None:
+    cap = Capture(plc.port, tmp_path).start()
+    link = _link(plc.port, recipes={3})
+    resp = Responder(link, seed=4).start()
+    io = ModbusPlcIO("127.0.0.1", plc.port, LayoutConfig())
+    try:
+        rep = PlcSim(io, seed=4, ack_delay_s=(0, 0.004), recipes={40: 3}).run(150, timeout_s=60)
+    finally:
+        io.close()
+        resp.stop()
+        link.stop()
+        cap.stop()
+    assert len(rep.triggered) == 150 and not rep.missing and rep.recipe == {3: True}
+    _check(rep, resp, link)
+    assert rep.seq_gaps == 0 and link.stats.write_errors == 0 and link.stats.reconnects == 0
+    rows = cap.fields(["-o", f"mbtcp.tcp.port:{plc.port}"], "modbus && tcp.dstport == %d" % plc.port,
+                      ["modbus.func_code", "modbus.reference_num", "modbus.word_cnt", "modbus.regval_uint16"])
+    writes_b = [r for r in rows if r["modbus.func_code"] == "16" and r["modbus.reference_num"] == "100"]
+    assert writes_b and all(r["modbus.word_cnt"] == "20" for r in writes_b)  # block B always whole
+    last = [int(v) for v in writes_b[-1]["modbus.regval_uint16"].split(",")]
+    assert last[0] & (1 << 6) and last[6] == 7  # the safe state: ERROR, ERROR_CODE 7 (shutdown)
+    assert {r["modbus.func_code"] for r in rows} <= {"3", "16"}  # never coils (FC05/FC15) into a PLC
+
+
+def test_plc_killed_and_restarted_mid_run(plc: Peer) -> None:
+    """SIGKILL the PLC's server at part 60, restart it 0.5 s later: the link reconnects and rewrites block B."""
+    link = _link(plc.port)
+    resp = Responder(link, seed=6).start()
+    io = ModbusPlcIO("127.0.0.1", plc.port, LayoutConfig(), timeout=0.3)
+    sim = PlcSim(io, seed=6, ack_delay_s=(0, 0.002))
+
+    def kill() -> None:
+        _wait(lambda: len(sim.report.triggered) >= 60, 30)
+        plc.kill()
+        time.sleep(0.5)
+        plc.start()
+
+    t = threading.Thread(target=kill)
+    t.start()
+    try:
+        rep = sim.run(200, timeout_s=60)
+    finally:
+        t.join(10)
+        io.close()
+        resp.stop()
+        link.stop()
+    assert len(rep.triggered) == 200 and rep.io_errors >= 1
+    assert link.stats.reconnects + link.stats.connect_failures >= 1
+    _check(rep, resp, link)
+    assert len(rep.results) >= 195  # at most the part in flight at the kill may be lost, and then it is flagged
+    assert resp.max_submit_s < 0.005
+
+
+def test_frozen_plc_costs_a_reconnect_not_a_stalled_pipeline(plc: Peer) -> None:
+    """SIGSTOP: TCP still connects, nothing answers. submit() stays instant; buffered results arrive after SIGCONT."""
+    link = _link(plc.port)
+    resp = Responder(link, seed=8).start()
+    io = ModbusPlcIO("127.0.0.1", plc.port, LayoutConfig(), timeout=0.3)
+    sim = PlcSim(io, seed=8)
+    extra = [8_000_001, 8_000_002, 8_000_003]
+    worst: list[float] = []
+
+    def freeze() -> None:
+        _wait(lambda: len(sim.report.triggered) >= 40, 30)
+        plc.freeze()
+        for pid in extra:  # parts the pipeline finishes while the PLC is frozen (hardware-triggered)
+            t0 = time.perf_counter()
+            link.submit(resp.verdict(pid, time.monotonic()), None)
+            link.set_ready(True)
+            worst.append(time.perf_counter() - t0)
+            time.sleep(0.3)
+        time.sleep(0.5)
+        plc.thaw()
+
+    t = threading.Thread(target=freeze)
+    t.start()
+    try:
+        rep = sim.run(120, timeout_s=60)
+    finally:
+        t.join(10)
+        io.close()
+        resp.stop()
+        link.stop()
+    assert max(worst) < 0.005, worst
+    assert link.stats.write_errors >= 1  # the request that timed out (250 ms), then a reconnect
+    assert len(rep.triggered) == 120 and not rep.missing
+    _check(rep, resp, link)
+    assert all(pid in rep.results for pid in extra)  # buffered through the freeze, then shown
