@@ -110,16 +110,15 @@ class NotifySocket:
 class DaemonProcess:
     def __init__(self, station: Path, notify: NotifySocket | None, watchdog_usec: int | None = None,
                  module: str = "inspectd.cli", env: dict[str, str] | None = None) -> None:
-        full = {**os.environ, **(env or {})}
-        for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            full.pop(key, None)
+        full = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        full.update(env or {})
         if notify is not None:
             full["NOTIFY_SOCKET"] = notify.env_value
         if watchdog_usec is not None:
             full["WATCHDOG_USEC"] = str(watchdog_usec)
         argv = [sys.executable, "-m", module, "run", "--config", str(station)]
         # `exec` keeps the shell's pid, so $$ is the daemon's pid, which systemd puts in WATCHDOG_PID.
-        script = ('[ -n "$WATCHDOG_USEC" ] && export WATCHDOG_PID=$$; exec "$@"')
+        script = '[ -n "$WATCHDOG_USEC" ] && [ -z "$WATCHDOG_PID" ] && export WATCHDOG_PID=$$; exec "$@"'
         self.proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", *argv], cwd=ROOT, env=full,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.out: list[str] = []

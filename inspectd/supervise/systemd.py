@@ -88,7 +88,8 @@ class Notifier:
         return self.notify(f"STATUS={one_line(text)}")
 
     def watchdog(self) -> bool:
-        return self.notify("WATCHDOG=1")
+        # Only when the watchdog is meant for us: a process that merely inherited NOTIFY_SOCKET must not feed it.
+        return self.watchdog_usec is not None and self.notify("WATCHDOG=1")
 
     def extend_timeout(self, seconds: float) -> bool:
         """Ask for more time in the current phase (start-up, reload, stop): loading engines can be slow."""

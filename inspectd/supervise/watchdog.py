@@ -108,8 +108,7 @@ class Watchdog(threading.Thread):
         while not self._halt.wait(self.period_s):
             health = self.assess()
             if health.flowing:
-                self.notifier.watchdog()
-                self.keepalives += 1
+                self.keepalives += self.notifier.watchdog()
             elif health.stalled is None:
                 self.withheld += 1
             if health.held != was_held:
