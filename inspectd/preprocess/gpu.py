@@ -77,10 +77,10 @@ def require_cuda(device: int = 0) -> Any:
 class Kernel:
     """One compiled chain: plan, tap tables on the device, and the launch."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, rows: int | None = None) -> None:
         self.plan = plan
         tx, ty = gk.resize_taps(plan)
-        self.rows = gk.row_split(ty)
+        self.rows = rows or gk.row_split(ty)
         self.source = gk.kernel_source(plan, tx, ty, self.rows)
         self.module = SourceModule(self.source, no_extern_c=True, options=["-O3"])
         self.fn = self.module.get_function(gk.kernel_name(plan))
@@ -210,7 +210,8 @@ class GpuPreprocessor:
 
     def register_host_buffer(self, buf: np.ndarray) -> np.ndarray:
         """Pin and map a camera-owned buffer (cuMemHostRegister, DEVICEMAP) so frames that are views into it
-        are read by the kernel in place, without the staging copy. Returns the array to keep using; the
+        are read by the kernel in place, without the staging copy. `buf` should be page-aligned (GenTL
+        buffers are; numpy's are not: use pycuda.driver.aligned_empty). Returns the array to keep using; the
         caller must not reuse the memory for a new frame before that frame's kernel has run."""
         with self.current():
             reg = _cuda.register_host_memory(buf, _cuda.mem_host_register_flags.DEVICEMAP)
@@ -238,7 +239,7 @@ class GpuPreprocessor:
         direct = self._mapped_ptr(slab)
         if direct is not None:
             return DeviceInput(self, kernel, None, 0, direct, pitch)
-        with self._lock:
+        with self._lock, self.current():
             self._ensure_slots(slab.nbytes)
             slot = self._slots[self._next_slot]
             self._next_slot = (self._next_slot + 1) % len(self._slots)

@@ -135,7 +135,8 @@ def test_mapped_staging_and_registered_camera_buffer(case: tuple) -> None:
     try:
         plan = mapped.kernel_for(frame).plan
         assert np.all(np.abs(mapped(frame)[0] - ref) <= allowed(plan, ref, "float32"))
-        cam = mapped.register_host_buffer(np.empty_like(frame.image))  # a camera's own frame buffer
+        # a camera's own (page-aligned) frame buffer
+        cam = mapped.register_host_buffer(cuda.aligned_empty(frame.image.shape, frame.image.dtype))
         cam[...] = frame.image
         slots_before = len(mapped._slots)
         out = mapped(Frame(image=cam, pixel_format=frame.pixel_format, t_grab=0.0))
@@ -158,6 +159,7 @@ def test_station_gpu_path_and_verdicts_identical_on_demo_set(tmp_path: Path) -> 
 
     runtimes = {}
     for where in ("cpu", "gpu"):
+        (tmp_path / where).mkdir()
         cfg = load_config(write_station(tmp_path / where, {"preprocess": where}))
         runtimes[where] = build_runtime(cfg.station, cfg.products["disc-a"])
     assert isinstance(runtimes["gpu"].preprocess, Gpu)
