@@ -106,12 +106,14 @@ def annotated_jpeg(item: Item, quality: int = 90) -> bytes:
     lines = [f"{v.outcome.value.upper()} {v.reason}".strip(), f"{v.product} seq {v.seq} part {v.part_id}",
              scores or "no scores", f"{v.latency_ms:.1f} ms"]
     scale = max(0.4, width / 1000)
-    line_h = int(28 * scale)
+    font_thick = max(1, round(scale * 1.5))
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, font_thick)
+    line_h = th + base + 8
     for i, text in enumerate(lines):
-        org = (8, line_h * (i + 1))
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        cv2.rectangle(img, (org[0] - 4, org[1] - th - 4), (org[0] + tw + 4, org[1] + 6), (0, 0, 0), -1)
-        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, ink if i == 0 else (255, 255, 255), thick,
+        org = (8, 4 + line_h * (i + 1) - base - 4)
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, font_thick)
+        cv2.rectangle(img, (org[0] - 4, org[1] - th - 4), (org[0] + tw + 4, org[1] + base + 4), (0, 0, 0), -1)
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, ink if i == 0 else (255, 255, 255), font_thick,
                     cv2.LINE_AA)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

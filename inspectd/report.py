@@ -153,22 +153,39 @@ def plot_report(r: Report, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on an edge box
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
+    def dt(t: float) -> datetime:
+        return datetime.fromtimestamp(t, r.tz) if r.tz else datetime.fromtimestamp(t)
+
+    def mid(t: float) -> datetime:  # centre of the part of this hour inside the window
+        return dt((max(t, r.since) + min(t + 3600, r.until)) / 2)
+
     fig, (ax_y, ax_l) = plt.subplots(2, 1, figsize=(10, 8), constrained_layout=True)
+    ax_n = ax_y.twinx()  # parts per hour behind the yield lines: a low yield on few parts reads differently
+    per_hour: Counter[float] = Counter()
     for product in sorted(r.hours):
         hours = sorted(r.hours[product].items())
-        x = [datetime.fromtimestamp(t, r.tz) if r.tz else datetime.fromtimestamp(t) for t, _ in hours]
-        ax_y.plot([t + timedelta(minutes=30) for t in x], [row.yield_pct for _, row in hours], marker="o",
-                  label=f"{product} ({sum(row.parts for _, row in hours)} parts)")
+        for t, row in hours:
+            per_hour[t] += row.parts
+        ax_y.plot([mid(t) for t, _ in hours], [row.yield_pct for _, row in hours],
+                  marker="o", label=f"{product} ({sum(row.parts for _, row in hours)} parts)")
+    if per_hour:
+        ax_n.bar([dt(t) for t in per_hour], list(per_hour.values()), width=1 / 24 * 0.95, align="edge",
+                 color="lightgray", zorder=0, label="parts/hour")
+    ax_n.set_ylabel("parts per hour (bars)")
+    ax_y.set_zorder(ax_n.get_zorder() + 1)
+    ax_y.patch.set_visible(False)
+    ax_y.set_xlim(dt(hour_start(r.since, r.tz)), max(dt(r.until), dt(hour_start(r.since, r.tz)) + timedelta(hours=1)))
+    ax_y.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=r.tz))
     ax_y.set_ylabel("yield, % passed")
     ax_y.set_title(f"Yield per hour, {r.when(r.since)} .. {r.when(r.until)}")
-    ax_y.set_ylim(bottom=min([0.0, *(row.yield_pct for h in r.hours.values() for row in h.values()
-                                     if row.parts)]) or 0.0, top=101)
+    low = min([100.0, *(row.yield_pct for h in r.hours.values() for row in h.values() if row.parts)])
+    ax_y.set_ylim(max(0.0, low - 10), 101)
     ax_y.grid(alpha=0.3)
     if r.hours:
         ax_y.legend(loc="lower left")
-    ax_y.figure.autofmt_xdate()
     values = np.concatenate(list(r.latency_ms.values())) if r.latency_ms else np.zeros(0)
     if len(values):
         hi = max(float(values.max()), r.budget_ms) * 1.05
