@@ -2,6 +2,7 @@
 # System packages the test suite needs (Debian). Called by .ci/run; safe to run again.
 set -euo pipefail
 PKGS=(
+  systemd  # systemd-analyze verify/security of the units; systemd --user for the supervision test
 )
 if [ ${#PKGS[@]} -gt 0 ] && ! dpkg -s "${PKGS[@]}" >/dev/null 2>&1; then
   apt-get update -qq
