@@ -65,7 +65,7 @@ def test_handshake_and_wire_against_libmodbus(plc: Peer, tmp_path: Path) -> None
     assert len(rep.triggered) == 150 and not rep.missing and rep.recipe == {3: True}
     _check(rep, resp, link)
     assert rep.seq_gaps == 0 and link.stats.write_errors == 0 and link.stats.reconnects == 0
-    rows = cap.fields(["-o", f"mbtcp.tcp.port:{plc.port}"], "modbus && tcp.dstport == %d" % plc.port,
+    rows = cap.fields(["-o", f"mbtcp.tcp.port:{plc.port}"], f"modbus && tcp.dstport == {plc.port}",
                       ["modbus.func_code", "modbus.reference_num", "modbus.word_cnt", "modbus.regval_uint16"])
     writes_b = [r for r in rows if r["modbus.func_code"] == "16" and r["modbus.reference_num"] == "100"]
     assert writes_b and all(r["modbus.word_cnt"] == "20" for r in writes_b)  # block B always whole

@@ -73,20 +73,35 @@ class ModbusPlcIO:
 
 
 class S7PlcIO:
-    """python-snap7's sync client on the PLC's DB (the PLC program's own view of it)."""
+    """python-snap7's sync client on the PLC's DB (the PLC program's own view of it); reconnects after errors."""
 
     def __init__(self, host: str, port: int, layout: LayoutConfig, db: int = 100) -> None:
         import snap7
 
         self.c = snap7.Client()
-        self.c.connect(host, 0, 1, tcp_port=port)
-        self.lay, self.db = layout, db
+        self.addr, self.lay, self.db = (host, port), layout, db
+        self._up = False
+
+    def _client(self):  # type: ignore[no-untyped-def]
+        if not self._up:
+            self.c.disconnect()
+            self.c.connect(self.addr[0], 0, 1, tcp_port=self.addr[1])
+            self._up = True
+        return self.c
 
     def read_b(self) -> list[int]:
-        return bytes_to_words(self.c.db_read(self.db, 2 * self.lay.block_b, 2 * B_WORDS))
+        try:
+            return bytes_to_words(self._client().db_read(self.db, 2 * self.lay.block_b, 2 * B_WORDS))
+        except Exception:
+            self._up = False
+            raise
 
     def write_a(self, words: list[int]) -> None:
-        self.c.db_write(self.db, 2 * self.lay.block_a, words_to_bytes(words))
+        try:
+            self._client().db_write(self.db, 2 * self.lay.block_a, words_to_bytes(words))
+        except Exception:
+            self._up = False
+            raise
 
     def close(self) -> None:
         self.c.disconnect()
