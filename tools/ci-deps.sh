@@ -3,6 +3,7 @@
 set -euo pipefail
 PKGS=(
   systemd  # systemd-analyze verify/security of the units; systemd --user for the supervision test
+  mbpoll tshark libmodbus-dev gcc pkg-config  # PLC tests: libmodbus master, wire captures, the C Modbus server peer
 )
 if [ ${#PKGS[@]} -gt 0 ] && ! dpkg -s "${PKGS[@]}" >/dev/null 2>&1; then
   apt-get update -qq
