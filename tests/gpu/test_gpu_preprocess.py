@@ -135,8 +135,9 @@ def test_mapped_staging_and_registered_camera_buffer(case: tuple) -> None:
     try:
         plan = mapped.kernel_for(frame).plan
         assert np.all(np.abs(mapped(frame)[0] - ref) <= allowed(plan, ref, "float32"))
-        # a camera's own (page-aligned) frame buffer
-        cam = mapped.register_host_buffer(cuda.aligned_empty(frame.image.shape, frame.image.dtype))
+        with mapped.current():  # pycuda's aligned host allocations belong to a context
+            buf = cuda.aligned_empty(frame.image.shape, frame.image.dtype)  # a camera's own, page-aligned buffer
+        cam = mapped.register_host_buffer(buf)
         cam[...] = frame.image
         slots_before = len(mapped._slots)
         out = mapped(Frame(image=cam, pixel_format=frame.pixel_format, t_grab=0.0))
@@ -144,6 +145,23 @@ def test_mapped_staging_and_registered_camera_buffer(case: tuple) -> None:
         assert np.all(np.abs(out[0] - ref) <= allowed(plan, ref, "float32"))
     finally:
         mapped.close()
+
+
+def _fixture_threshold(frames: list[Frame]) -> tuple[float, float]:
+    """Threshold for the brightness fixture model (used when engines/demo_disc.onnx is absent): the middle of
+    the widest gap between the CPU scores of the middle half of the parts, so the set splits about evenly and
+    the boundary sits away from parts, as a trained model's does. Returns (threshold, margin to nearest part)."""
+    import yaml
+
+    from inspectd.config.schema import InputSpec, Preprocess
+    from tests.conftest import DEMO
+
+    recipe = yaml.safe_load((DEMO / "products" / "disc-a.yaml").read_text())
+    cpu = CpuPreprocessor(Preprocess(**recipe["preprocess"]), InputSpec(**recipe["model"]["input"]), ring=1)
+    means = np.sort([float(cpu(f).mean()) for f in frames])
+    mid = means[len(means) // 4: 3 * len(means) // 4]
+    i = int(np.argmax(np.diff(mid)))
+    return float((mid[i] + mid[i + 1]) / 2), float((mid[i + 1] - mid[i]) / 2)
 
 
 def test_station_gpu_path_and_verdicts_identical_on_demo_set(tmp_path: Path) -> None:
@@ -156,27 +174,35 @@ def test_station_gpu_path_and_verdicts_identical_on_demo_set(tmp_path: Path) -> 
     from inspectd.pipeline.runtime import build_runtime
     from inspectd.preprocess.gpu import GpuPreprocessor as Gpu
     from tests.conftest import DEMO_MODEL, write_station
+    from tests.onnx_models import brightness_model
 
+    rng = np.random.default_rng(20261124)
+    frames = [Frame(image=make_part(rng, 448, random_kind(rng, 0.5))[0], pixel_format="Mono8", t_grab=0.0)
+              for _ in range(200)]
+    model = None
+    if DEMO_MODEL.exists():
+        print("model: engines/demo_disc.onnx")
+    else:
+        thr, margin = _fixture_threshold(frames)
+        model = brightness_model(tmp_path / "b.onnx", threshold=thr)
+        print(f"model: brightness fixture (demo model absent), threshold {thr:.4f}, margin {margin:.1e}")
     runtimes = {}
     for where in ("cpu", "gpu"):
         (tmp_path / where).mkdir()
-        cfg = load_config(write_station(tmp_path / where, {"preprocess": where}))
+        cfg = load_config(write_station(tmp_path / where, {"preprocess": where}, model=model))
         runtimes[where] = build_runtime(cfg.station, cfg.products["disc-a"])
     assert isinstance(runtimes["gpu"].preprocess, Gpu)
-    print(f"model: {'engines/demo_disc.onnx' if DEMO_MODEL.exists() else 'brightness fixture (demo model absent)'}")
-    rng = np.random.default_rng(20261124)
     verdicts, max_score_diff = {"cpu": [], "gpu": []}, 0.0
-    for _ in range(200):
-        image, _ = make_part(rng, 448, random_kind(rng, 0.5))
-        frame = Frame(image=image, pixel_format="Mono8", t_grab=0.0)
+    for frame in frames:
         scores = {}
         for where, rt in runtimes.items():
             findings = rt.postprocess(rt.backend.infer(rt.preprocess(frame)))
             verdicts[where].append(decide(findings, rt.product).outcome)
             scores[where] = np.array(list(findings.scores.values()))
         max_score_diff = max(max_score_diff, float(np.abs(scores["cpu"] - scores["gpu"]).max()))
-    print(f"200 parts: {sum(v.value == 'reject' for v in verdicts['cpu'])} rejected by CPU path; "
-          f"max score difference {max_score_diff:.2e}")
+    rejected = sum(v.value == "reject" for v in verdicts["cpu"])
+    print(f"200 parts: {rejected} rejected by the CPU path; max score difference {max_score_diff:.2e}")
+    assert 0 < rejected < 200, "the set must hold both verdicts for the comparison to mean anything"
     assert verdicts["cpu"] == verdicts["gpu"]
     runtimes["gpu"].preprocess.close()
     for rt in runtimes.values():
