@@ -3,9 +3,9 @@
 How the stage is made to hang, honestly and without test code in the package: this file is also a launcher.
 `python -m tests.test_supervise_stall run --config X` registers HangingBackend under the `onnxruntime` type
 and runs the real CLI. HangingBackend is the real ONNX Runtime backend (model load, checks, inference)
-whose infer() never returns once the test creates the file named by INSPECTD_TEST_HANG_FILE: what a GPU
-call stuck in a driver looks like to the pipeline. Everything else (notify socket, signals, journal,
-watchdog, exit code) is the production path.
+whose infer() never returns once the test creates the file named by INSPECTD_TEST_HANG_FILE (empty, or
+holding the pid that must hang): what a GPU call stuck in a driver looks like to the pipeline. Everything
+else (notify socket, signals, journal, watchdog, exit code) is the production path.
 """
 
 from __future__ import annotations
@@ -28,9 +28,18 @@ HANG_ENV = "INSPECTD_TEST_HANG_FILE"
 
 class HangingBackend(OnnxRuntimeBackend):
     def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        if Path(os.environ[HANG_ENV]).exists():
+        if must_hang(Path(os.environ[HANG_ENV])):
             threading.Event().wait()  # forever, like a call that never comes back
         return super().infer(tensor)
+
+
+def must_hang(flag: Path) -> bool:
+    """The flag file exists and is empty or names this process (so a restarted daemon does not hang again)."""
+    try:
+        owner = flag.read_text().strip()
+    except OSError:
+        return False
+    return owner in ("", str(os.getpid()))
 
 
 def test_hung_stage_stops_keepalives_and_exits_with_stall_code(tmp_path: Path) -> None:
