@@ -142,15 +142,17 @@ def test_fractional_area_weights_cover_every_source_pixel_once() -> None:
     assert np.allclose(t.w.sum(1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["gather", "separable"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[7], CASES[8], CASES[12]], ids=lambda c: c[0])
-def test_kernel_source_bakes_the_chain(case: tuple, dtype: str) -> None:
+def test_kernel_source_bakes_the_chain(case: tuple, dtype: str, variant: str) -> None:
     pp, spec, frame = chain(case, dtype)
     plan = make_plan(pp, spec, frame.image.shape[1], frame.image.shape[0], frame.pixel_format)
     tx, ty = gk.resize_taps(plan)
-    src = gk.kernel_source(plan, tx, ty)
+    src = gk.kernel_source(plan, tx, ty, variant=variant)
     name = gk.kernel_name(plan)
-    assert f'extern "C" __global__ void __launch_bounds__(32 * ROWS)\n{name}(' in src
+    bounds = "SEP_T" if variant == "separable" else "32 * ROWS"
+    assert f'extern "C" __global__ void __launch_bounds__({bounds})\n{name}(' in src
     assert f"#define KX {tx.k}" in src and f"#define KY {ty.k}" in src
     assert f"#define ROI_X {plan.roi[0]}" in src and f"#define ROI_W {plan.roi[2]}" in src
     assert ("__float2half_rn(" in src) == (dtype == "float16")
@@ -158,8 +160,24 @@ def test_kernel_source_bakes_the_chain(case: tuple, dtype: str) -> None:
     for c in range(plan.channels):
         assert f"dst[{c} * plane + o]" in src and repr(float(plan.gain[c])) in src
     assert src.count("{") == src.count("}")  # template braces all escaped
-    grid, block = gk.launch_shape(plan, gk.row_split(ty))
-    assert grid[0] * 32 >= plan.out_w and grid[1] == plan.out_h and block[1] == gk.row_split(ty)
+    grid, block = gk.launch_shape(plan, gk.row_split(ty), variant)
+    assert grid[1] == plan.out_h
+    if variant == "separable":  # every output column has a block, every block's footprint fits its buffer
+        assert grid[0] * gk.SEP_COLUMNS >= plan.out_w and block == (gk.SEP_THREADS, 1, 1)
+        assert f"#define SPAN_MAX {gk.span_max(plan, tx)}" in src and gk.pick_variant(plan, tx) == "separable"
+    else:
+        assert grid[0] * 32 >= plan.out_w and block == (32, gk.row_split(ty), 1)
+
+
+def test_separable_footprint_bound_covers_every_block() -> None:
+    pp, spec, frame = chain(CASES[8])  # letterbox: blocks over padding read nothing
+    plan = make_plan(pp, spec, frame.image.shape[1], frame.image.shape[0], frame.pixel_format)
+    tx, _ = gk.resize_taps(plan)
+    bound = gk.span_max(plan, tx)
+    for ox0 in range(0, plan.out_w, gk.SEP_COLUMNS):
+        fx = [ox - plan.pad_x for ox in range(ox0, ox0 + gk.SEP_COLUMNS) if 0 <= ox - plan.pad_x < plan.fit_w]
+        if fx:
+            assert tx.idx[fx].max() - tx.idx[fx].min() + 1 <= bound and tx.idx[fx].min() == tx.idx[fx[0], 0]
 
 
 def _cuda_usable() -> bool:

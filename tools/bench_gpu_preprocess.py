@@ -65,7 +65,8 @@ def copy_rate(cuda, nbytes: int, reps: int = 20) -> float:
     return 2 * nbytes / (statistics.median(ms[2:]) * 1e-3)
 
 
-def bench_case(cuda, fmt: str, w: int, h: int, iters: int, rows: list[int | None], ceiling: float) -> list[dict]:
+def bench_case(cuda, fmt: str, w: int, h: int, iters: int, variants: list[tuple[str, int | None]],
+               ceiling: float) -> list[dict]:
     pp = Preprocess(resize="area", color="rgb")
     spec = InputSpec(width=224, height=224, channels=3, dtype="float32")
     host = frames_for(fmt, w, h, ROTATE)
@@ -80,8 +81,8 @@ def bench_case(cuda, fmt: str, w: int, h: int, iters: int, rows: list[int | None
         dst = cuda.mem_alloc(pre.kernel_for(frames[0]).out_nbytes)
         in_bytes, out_bytes = w * h, 3 * 224 * 224 * 4
         ref = cpu(frames[0])[0].astype(np.float64)
-        for r in rows:
-            k = Kernel(plan, rows=r)
+        for variant, r in variants:
+            k = Kernel(plan, rows=r, variant=variant)
             # correctness of this variant on frame 0 before timing it (poisoned output)
             cuda.memset_d8(dst, 0xFF, k.out_nbytes)
             k.launch(int(dev_frames[0]), w, int(dst), stream)
@@ -89,13 +90,14 @@ def bench_case(cuda, fmt: str, w: int, h: int, iters: int, rows: list[int | None
             cuda.memcpy_dtoh_async(got, dst, stream)
             stream.synchronize()
             err = float((np.abs(got[0] - ref) / plan.gain.reshape(-1, 1, 1)).max())  # raw levels
-            assert np.isfinite(got).all() and err <= gk.tolerance_levels(plan) + 1e-3, f"rows={r}: {err} levels"
+            assert np.isfinite(got).all() and err <= gk.tolerance_levels(plan) + 1e-3, f"{variant}/{r}: {err} levels"
             for i in range(10):  # warm-up
                 k.launch(int(dev_frames[i % ROTATE]), w, int(dst), stream)
             cold = event_ms(cuda, lambda i, k=k: k.launch(int(dev_frames[i % ROTATE]), w, int(dst), stream),
                             iters, stream)
             warm = event_ms(cuda, lambda _, k=k: k.launch(int(dev_frames[0]), w, int(dst), stream), iters, stream)
-            results.append({"format": fmt, "frame": f"{w}x{h}", "rows": k.rows, "regs_spills": _regs(k),
+            results.append({"format": fmt, "frame": f"{w}x{h}", "variant": k.variant, "rows": k.rows,
+                            "regs_spills": _regs(k),
                             "kernel_ms": statistics.median(cold), "kernel_l2_ms": statistics.median(warm),
                             "err_levels": err, "bytes": in_bytes + out_bytes})
         best = min(results, key=lambda x: x["kernel_ms"])
@@ -145,7 +147,8 @@ def _regs(k: Kernel) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--rows", default="1,2,4,8", help="row splits to time (threads per output pixel)")
+    ap.add_argument("--variants", default="separable,gather:1,gather:2,gather:4,gather:8",
+                    help="kernels to time: separable, gather:ROWS (threads per output pixel)")
     ap.add_argument("--json", type=Path, help="write all figures here")
     args = ap.parse_args(argv)
     dev = require_cuda(0)
@@ -157,24 +160,23 @@ def main(argv: list[str] | None = None) -> int:
         ceiling = copy_rate(cuda, 1 << 30)
     finally:
         cuda.Context.pop()
-    rows = [int(r) for r in args.rows.split(",")]
+    variants = [(v.split(":")[0], int(v.split(":")[1]) if ":" in v else None) for v in args.variants.split(",")]
     out = {"device": dev.name(), "copy_rate_gbps": ceiling / 1e9, "cases": []}
     print(f"{dev.name()}: device-to-device copy {ceiling / 1e9:.0f} GB/s (read+write, 1 GiB)", flush=True)
     for fmt, w, h in CASES:
-        res = bench_case(cuda, fmt, w, h, args.iters, rows, ceiling)
+        res = bench_case(cuda, fmt, w, h, args.iters, variants, ceiling)
         out["cases"].extend(res)
-        for r in res:
-            print(json.dumps(r), flush=True)
-    print(f"\n{'frame -> 224x224x3 f32':<28}{'rows':>5}{'kernel':>9}{'kern.L2':>9}{'GB/s':>7}{'x bound':>8}"
+        print(f"{fmt} {w}x{h}: " + ", ".join(f"{r['variant']}/{r['rows']} {r['kernel_ms'] * 1e3:.1f} us "
+                                             f"({r['regs_spills']})" for r in res), flush=True)
+    print(f"\n{'frame -> 224x224x3 f32':<28}{'variant':>11}{'kernel':>9}{'kern.L2':>9}{'GB/s':>7}{'x bound':>8}"
           f"{'h2d':>8}{'stage':>8}{'gpu e2e':>9}{'cpu(all)':>9}{'cpu(1)':>8}{'x cpu':>7}")
     for r in out["cases"]:
-        if not r["best"]:
-            continue
-        print(f"{r['format'] + ' ' + r['frame']:<28}{r['rows']:>5}{r['kernel_ms']:>9.4f}{r['kernel_l2_ms']:>9.4f}"
+        name = ("separable" if r["variant"] == "separable" else f"gather/{r['rows']}") + ("*" if r["best"] else " ")
+        print(f"{r['format'] + ' ' + r['frame']:<28}{name:>11}{r['kernel_ms']:>9.4f}{r['kernel_l2_ms']:>9.4f}"
               f"{r['gbps']:>7.0f}{r['x_bound']:>8.2f}{r['h2d_ms']:>8.3f}{r['stage_ms']:>8.3f}"
               f"{r['gpu_e2e_ms']:>9.3f}{r['cpu_ms_all_cores']:>9.3f}{r['cpu_ms_1_thread']:>8.2f}"
               f"{r['speedup_kernel']:>7.0f}")
-    print("times in ms (medians); x cpu = cpu(all cores) / kernel")
+    print("times in ms (medians); * fastest kernel of the case; x cpu = cpu(all cores) / kernel")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1))

@@ -77,17 +77,18 @@ def require_cuda(device: int = 0) -> Any:
 class Kernel:
     """One compiled chain: plan, tap tables on the device, and the launch."""
 
-    def __init__(self, plan: Plan, rows: int | None = None) -> None:
+    def __init__(self, plan: Plan, rows: int | None = None, variant: str | None = None) -> None:
         self.plan = plan
         tx, ty = gk.resize_taps(plan)
+        self.variant = variant or gk.pick_variant(plan, tx)
         self.rows = rows or gk.row_split(ty)
-        self.source = gk.kernel_source(plan, tx, ty, self.rows)
+        self.source = gk.kernel_source(plan, tx, ty, self.rows, self.variant)
         self.module = SourceModule(self.source, no_extern_c=True, options=["-O3"])
         self.fn = self.module.get_function(gk.kernel_name(plan))
         self.fn.prepare("PiPPPPP")
         self._tables = [_cuda.to_device(np.ascontiguousarray(a)) for a in (tx.idx, tx.w, ty.idx, ty.w)]
         self._table_ptrs = [int(t) for t in self._tables]
-        self.grid, self.block = gk.launch_shape(plan, self.rows)
+        self.grid, self.block = gk.launch_shape(plan, self.rows, self.variant)
         self.out_dtype = np.dtype(np.float16 if plan.dtype == "float16" else np.float32)
         self.out_shape = (1, plan.channels, plan.out_h, plan.out_w)
         self.out_nbytes = int(np.prod(self.out_shape)) * self.out_dtype.itemsize
@@ -148,8 +149,8 @@ class GpuPreprocessor:
     into its own input buffer; `deliver="host"` returns a page-locked numpy array from a ring of `ring`."""
 
     def __init__(self, pp: Preprocess, spec: InputSpec, *, device: int = 0, ring: int = 8,
-                 staging: Staging = "auto", deliver: Deliver = "host") -> None:
-        self.pp, self.spec, self.deliver = pp, spec, deliver
+                 staging: Staging = "auto", deliver: Deliver = "host", variant: str | None = None) -> None:
+        self.pp, self.spec, self.deliver, self.variant = pp, spec, deliver, variant
         self._dev = require_cuda(device)
         self._ctx = self._dev.retain_primary_context()
         integrated = bool(self._dev.get_attribute(_cuda.device_attribute.INTEGRATED))
@@ -189,7 +190,8 @@ class GpuPreprocessor:
         k = self._kernels.get(key)
         if k is None:  # compiled once per frame geometry (nvcc ~1 s; pycuda caches the cubin on disk)
             with self.current():
-                k = self._kernels[key] = Kernel(make_plan(self.pp, self.spec, w, h, frame.pixel_format))
+                plan = make_plan(self.pp, self.spec, w, h, frame.pixel_format)
+                k = self._kernels[key] = Kernel(plan, variant=self.variant)
         return k
 
     def _ensure_slots(self, nbytes: int) -> None:

@@ -158,7 +158,10 @@ _TEMPLATE = r"""
 #define PAD_Y {pad_y}
 #define KX {kx}
 #define KY {ky}
-#define ROWS {rows}     // threads sharing one output pixel, each summing every ROWS-th row tap
+#define ROWS {rows}     // gather: threads sharing one output pixel, each summing every ROWS-th row tap
+#define CW {cw}         // separable: output columns per block
+#define SEP_T {sep_t}   // separable: threads per block
+#define SPAN_MAX {span_max}  // separable: most ROI columns one block reads
 #define NC {nc}         // channels accumulated (1 for a mono source replicated to 3 outputs)
 
 __device__ __forceinline__ float ld(const SRC_T* __restrict__ p) {{ return (float)__ldg(p); }}
@@ -168,6 +171,10 @@ __device__ __forceinline__ void pixel(const SRC_T* __restrict__ src, int pitch, 
 {pixel_body}
 }}
 
+{kernel}
+"""
+
+_GATHER = r"""
 extern "C" __global__ void __launch_bounds__(32 * ROWS)
 {name}(const SRC_T* __restrict__ src, int pitch, OUT_T* __restrict__ dst,
        const int* __restrict__ ix, const float* __restrict__ wx,
@@ -219,6 +226,87 @@ extern "C" __global__ void __launch_bounds__(32 * ROWS)
 {store}
 }}
 """
+
+# One block per (output row, CW output columns). Vertical pass: each thread takes ROI columns of the block's
+# footprint (a warp reads consecutive bytes of a row) and sums the KY weighted rows into shared memory; then
+# the horizontal pass combines KX of those column sums per output pixel. Each source pixel is converted once
+# per output row that covers it, instead of once per (output pixel, tap) pair as in the gather kernel.
+_SEPARABLE = r"""
+extern "C" __global__ void __launch_bounds__(SEP_T)
+{name}(const SRC_T* __restrict__ src, int pitch, OUT_T* __restrict__ dst,
+       const int* __restrict__ ix, const float* __restrict__ wx,
+       const int* __restrict__ iy, const float* __restrict__ wy)
+{{
+    __shared__ float cols[NC][SPAN_MAX];
+    const int oy = blockIdx.y, fy = oy - PAD_Y, ox0 = blockIdx.x * CW;
+    const int fx0 = max(ox0 - PAD_X, 0), fx1 = min(ox0 + CW - PAD_X, FIT_W);  // fit columns in this block
+    const bool rows_in = fy >= 0 && fy < FIT_H && fx0 < fx1;
+    const int x_lo = rows_in ? __ldg(ix + fx0 * KX) : 0;  // taps ascend: first tap of first column is lowest
+    if (rows_in) {{
+        const int span = __ldg(ix + (fx1 - 1) * KX + KX - 1) + 1 - x_lo;
+        int sy[KY];
+        float wyk[KY];
+        #pragma unroll
+        for (int ky = 0; ky < KY; ++ky) {{ sy[ky] = __ldg(iy + fy * KY + ky); wyk[ky] = __ldg(wy + fy * KY + ky); }}
+        for (int i = threadIdx.x; i < span; i += SEP_T) {{
+            float col[NC];
+            #pragma unroll
+            for (int c = 0; c < NC; ++c) col[c] = 0.f;
+            #pragma unroll
+            for (int ky = 0; ky < KY; ++ky) {{
+                if (wyk[ky] == 0.f) continue;  // padding tap (uniform across the block)
+                float v[NC];
+                pixel(src, pitch, x_lo + i, sy[ky], v);
+                #pragma unroll
+                for (int c = 0; c < NC; ++c) col[c] += wyk[ky] * v[c];
+            }}
+            #pragma unroll
+            for (int c = 0; c < NC; ++c) cols[c][i] = col[c];
+        }}
+    }}
+    __syncthreads();
+    const int plane = OUT_W * OUT_H;
+    for (int j = threadIdx.x; j < CW; j += SEP_T) {{
+        const int ox = ox0 + j;
+        if (ox >= OUT_W) break;
+        const int fx = ox - PAD_X;
+        const bool inside = rows_in && fx >= fx0 && fx < fx1;
+        float acc[NC];
+        #pragma unroll
+        for (int c = 0; c < NC; ++c) acc[c] = 0.f;
+        if (inside) {{
+            #pragma unroll
+            for (int kx = 0; kx < KX; ++kx) {{
+                const float w = __ldg(wx + fx * KX + kx);
+                const int s = __ldg(ix + fx * KX + kx) - x_lo;
+                #pragma unroll
+                for (int c = 0; c < NC; ++c) acc[c] += w * cols[c][s];
+            }}
+        }}
+        const int o = oy * OUT_W + ox;
+{store}
+    }}
+}}
+"""
+
+SEP_COLUMNS, SEP_THREADS = 32, 128
+SMEM_LIMIT = 48 * 1024  # static shared memory per block without opting in
+
+
+def span_max(plan: Plan, taps_x: Taps, cw: int = SEP_COLUMNS) -> int:
+    """Most ROI columns any separable block reads (its shared-memory row length)."""
+    best = 1
+    for ox0 in range(0, plan.out_w, cw):
+        fx0, fx1 = max(ox0 - plan.pad_x, 0), min(ox0 + cw - plan.pad_x, plan.fit_w)
+        if fx0 < fx1:
+            best = max(best, int(taps_x.idx[fx1 - 1, -1]) + 1 - int(taps_x.idx[fx0, 0]))
+    return best
+
+
+def pick_variant(plan: Plan, taps_x: Taps) -> str:
+    """separable where its column sums fit in shared memory (all usual chains), else gather."""
+    fits = accumulated_channels(plan) * span_max(plan, taps_x) * 4 <= SMEM_LIMIT
+    return "separable" if fits else "gather"
 
 
 def _bayer_body(pixel_format: str, color: str, channels: int) -> str:
@@ -285,10 +373,11 @@ def row_split(taps_y: Taps) -> int:
     return max(1, min(4, taps_y.k))
 
 
-def kernel_source(plan: Plan, taps_x: Taps, taps_y: Taps, rows: int | None = None) -> str:
+def kernel_source(plan: Plan, taps_x: Taps, taps_y: Taps, rows: int | None = None, variant: str | None = None) -> str:
     """CUDA C++ for `plan`'s fused kernel: everything per chain is a compile-time constant."""
     nc = accumulated_channels(plan)
     rows = rows if rows is not None else row_split(taps_y)
+    variant = variant or pick_variant(plan, taps_x)
     out_t = "__half" if plan.dtype == "float16" else "float"
     cvt = "__float2half_rn" if plan.dtype == "float16" else ""
     store = []
@@ -303,11 +392,17 @@ def kernel_source(plan: Plan, taps_x: Taps, taps_y: Taps, rows: int | None = Non
         chain=chain, src_t="unsigned short" if plan.pixel_format in MONO[1:] else "unsigned char", out_t=out_t,
         roi_x=x, roi_w=w, roi_h=h, out_w=plan.out_w, out_h=plan.out_h, fit_w=plan.fit_w, fit_h=plan.fit_h,
         pad_x=plan.pad_x, pad_y=plan.pad_y, kx=taps_x.k, ky=taps_y.k, rows=rows, nc=nc,
-        pixel_body=_pixel_body(plan), name=kernel_name(plan), store="\n".join(store),
+        cw=SEP_COLUMNS, sep_t=SEP_THREADS, span_max=span_max(plan, taps_x),
+        pixel_body=_pixel_body(plan),
+        kernel=(_SEPARABLE if variant == "separable" else _GATHER).format(
+            name=kernel_name(plan), store="\n".join(("    " if variant == "separable" else "") + ln for ln in store)),
     )
 
 
-def launch_shape(plan: Plan, source_rows: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(grid, block) for kernel_source's layout: 32 output columns x `source_rows` threads per block, one
-    block row per output row."""
+def launch_shape(plan: Plan, source_rows: int, variant: str = "gather"
+                 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(grid, block) for kernel_source's layouts, one block row per output row. gather: 32 output columns x
+    `source_rows` threads per block; separable: SEP_COLUMNS output columns, SEP_THREADS threads."""
+    if variant == "separable":
+        return (-(-plan.out_w // SEP_COLUMNS), plan.out_h, 1), (SEP_THREADS, 1, 1)
     return (-(-plan.out_w // 32), plan.out_h, 1), (32, source_rows, 1)

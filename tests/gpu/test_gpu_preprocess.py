@@ -52,12 +52,13 @@ def allowed(plan, ref: np.ndarray, dtype: str) -> np.ndarray:
     return gk.tolerance_levels(plan) * gain + 1e-6 + fp
 
 
+@pytest.mark.parametrize("variant", ["separable", "gather"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_gpu_matches_opencv_reference(case: tuple, dtype: str) -> None:
+def test_gpu_matches_opencv_reference(case: tuple, dtype: str, variant: str) -> None:
     pp, spec, frame = chain(case, dtype)
     cpu = CpuPreprocessor(pp, spec, ring=1)
-    gpu = GpuPreprocessor(pp, spec, ring=2, deliver="host")
+    gpu = GpuPreprocessor(pp, spec, ring=2, deliver="host", variant=variant)
     try:
         got = gpu(frame)[0].astype(np.float64)
         ref = cpu(frame)[0].astype(np.float64)
@@ -65,7 +66,7 @@ def test_gpu_matches_opencv_reference(case: tuple, dtype: str) -> None:
         assert got.dtype == np.float64 and np.isfinite(got).all()
         lim = allowed(plan, ref, dtype)
         worst = float(np.max(np.abs(got - ref) / lim))
-        print(f"{case[0]} {case[4]} {dtype}: max |gpu-cpu| = {np.abs(got - ref).max():.2e} "
+        print(f"{case[0]} {case[4]} {dtype} {variant}: max |gpu-cpu| = {np.abs(got - ref).max():.2e} "
               f"({worst:.2f} of tolerance)")
         assert worst <= 1.0
         # the kernel computes its model exactly (up to float32/float16 rounding), everywhere
