@@ -66,7 +66,8 @@ def trigger_features(cfg: GenICamConfig, node_map: Any) -> dict[str, FeatureValu
     if hasattr(node_map, "TriggerSelector"):
         out["TriggerSelector"] = "FrameStart"
     if cfg.trigger == "free_run":
-        out["TriggerMode"] = "Off"
+        if hasattr(node_map, "TriggerMode"):  # a camera without triggers free-runs anyway
+            out["TriggerMode"] = "Off"
         return out
     out["TriggerSource"] = "Software" if cfg.trigger == "software" else cfg.trigger_line
     if cfg.trigger == "hardware" and cfg.trigger_activation is not None:
@@ -232,6 +233,8 @@ class GenICamSource:
             self._accounting.restart()
             self._timeouts_in_row = 0
             self._lost.clear()
+            if not initial:
+                self.stats.reconnects += 1
             self._connected.set()
         log.info("camera_connected", serial=device.get("serial"), model=device.get("model"),
                  trigger=cfg.trigger, reconnect=not initial)
@@ -280,7 +283,6 @@ class GenICamSource:
             while not self._closing.is_set():
                 try:
                     self._connect(initial=False)
-                    self.stats.reconnects += 1
                     break
                 except Exception as e:
                     self.stats.reconnect_failures += 1

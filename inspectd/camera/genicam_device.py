@@ -7,6 +7,8 @@ Imports harvesters at module level: only import this once a GenICam source is in
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,24 @@ from inspectd.types import Frame
 log = structlog.get_logger("inspectd.camera.genicam")
 
 ENV_PATH = "GENICAM_GENTL64_PATH"
+
+
+class _NoChunkData:
+    """Stands in for the GenApi chunk adapter harvesters gives every acquirer.
+
+    Measured with harvesters 1.4.3 / genicam 1.6.0: each ChunkAdapterGeneric leaks about 210 KB of native
+    memory that no destroy() returns, so a camera that reconnects leaks with every reconnect. inspectd reads
+    no chunk data, so acquirers get this no-op instead (tests/test_genicam_source.py, 50 cycles, checks RSS).
+    """
+
+    def attach_buffer(self, *args: object, **kw: object) -> None: ...
+
+    def update_buffer(self, *args: object, **kw: object) -> None: ...
+
+    def detach_buffer(self) -> None: ...
+
+
+ImageAcquirer._get_chunk_adapter = staticmethod(lambda **kw: _NoChunkData())  # see _NoChunkData
 
 
 def producer_files(configured: Sequence[Path], use_env: bool = True) -> list[Path]:
@@ -93,7 +113,13 @@ def pick(h: Harvester, serial: str | None, user_id: str | None) -> Any:
 def open_acquirer(h: Harvester, serial: str | None, user_id: str | None,
                   num_buffers: int) -> tuple[ImageAcquirer, dict[str, str]]:
     info = pick(h, serial, user_id)
-    ia = h.create(info)
+    on_main = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if on_main else None
+    try:
+        ia = h.create(info)
+    finally:
+        if on_main:  # harvesters installs its own SIGINT handler (holding the acquirer): the daemon owns signals
+            signal.signal(signal.SIGINT, sigint)
     try:
         ia.num_buffers = max(num_buffers, int(getattr(ia, "min_num_buffers", 1)))  # producer's floor (TLSimu: 5)
     except Exception:
@@ -125,7 +151,10 @@ def teardown(ia: ImageAcquirer | None, h: Harvester | None) -> None:
     if ia is not None:
         stop_streams(ia)
         try:
-            ia.destroy()
+            # Not ia.destroy(): harvesters 1.4.3 registers weakref.finalize(ia, ia.destroy), and only calling
+            # that finalizer (what __exit__ does) unregisters it; destroy() alone leaves the acquirer, its
+            # node map and buffers referenced until exit, about 200 KB per reconnect.
+            ia.__exit__(None, None, None)
         except Exception as e:
             log.warning("camera_destroy_failed", error=f"{type(e).__name__}: {e}")
     if h is not None:

@@ -65,7 +65,7 @@ static void init(void) {
   }
 }
 
-struct state { char faults[CTL_SIZE]; uint64_t pixfmt; unsigned long div; };
+struct state { char faults[CTL_SIZE + 1]; uint64_t pixfmt; unsigned long div; };
 
 static struct state read_ctl(void) {
   struct state s = {{0}, 0, 1};
@@ -74,9 +74,9 @@ static struct state read_ctl(void) {
   for (int i = 0; i < CTL_SIZE; i++) buf[i] = ctl[i];
   buf[CTL_SIZE] = 0;
   char *bar = strchr(buf, '|');
-  if (!bar) { strncpy(s.faults, buf, CTL_SIZE - 1); return s; }
-  *bar = 0;
-  strncpy(s.faults, buf, CTL_SIZE - 1);
+  if (bar) *bar = 0;
+  memcpy(s.faults, buf, sizeof buf); /* buf is NUL-terminated within its CTL_SIZE + 1 bytes */
+  if (!bar) return s;
   char *end;
   s.pixfmt = strtoull(bar + 1, &end, 16);
   if (*end == '|') s.div = strtoul(end + 1, 0, 10);
