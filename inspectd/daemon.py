@@ -24,9 +24,12 @@ from inspectd.log import VerdictLogger
 from inspectd.metrics import Metrics
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
+from inspectd.plc.layout import ErrorCode
+from inspectd.plc.link import PlcLink
+from inspectd.plc.registry import make_plc_link
 from inspectd.supervise.systemd import Notifier
 from inspectd.supervise.watchdog import Watchdog
-from inspectd.types import Outcome
+from inspectd.types import Outcome, Reason
 
 log = structlog.get_logger("inspectd.daemon")
 
@@ -64,6 +67,7 @@ class Daemon:
         self.metrics: Metrics | None = None  # PLC transport: self.metrics.observe_plc_write(seconds)
         self.archive: Archive | None = None
         self.watchdog: Watchdog | None = None
+        self.plc: PlcLink | None = None
         self.exit_code = ExitCode.OK
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -104,7 +108,11 @@ class Daemon:
         self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue,
                                retention_days=st.journal.retention_days, max_mb=st.journal.max_mb)
         self.journal.start()
-        sinks = [self.journal, *self.options.extra_sinks]
+        self.plc = make_plc_link(st.plc, on_recipe=self.switch_by_plc_id, on_missed=self._on_missed_trigger)
+        self.plc.set_ready(False, ErrorCode.NOT_READY)  # safe state until every stage is up
+        self.plc.set_active_recipe(self.config.products[st.product].plc_id)
+        self.plc.start()
+        sinks = [self.plc, self.journal, *self.options.extra_sinks]  # the PLC first: it is the one waiting
         if self.metrics:
             sinks.append(self.metrics)
         if st.archive.enabled:
@@ -114,13 +122,15 @@ class Daemon:
         if st.log.every_part:
             sinks.append(VerdictLogger())
         self.pipeline = Pipeline(st, self.source, self.runtimes[st.product], products=self.config.products.get,
-                                 sinks=sinks, triggers=None)
+                                 sinks=sinks,
+                                 triggers=self.plc.next_trigger if st.trigger.source != "free_run" else None)
         self.pipeline.set_max_parts(self.options.max_parts)
         # No keep-alive while a stage holds one part longer than a cycle (at least 1 s): parts are not flowing.
         self.watchdog = Watchdog(self.pipeline.stamps, st.watchdog.stall_s, self.notifier, self._on_stall,
                                  flow_s=max(st.cycle_budget_ms / 1e3, 1.0))
         self.pipeline.start()
         self.watchdog.start()
+        self.plc.set_ready(True)
         self.notifier.ready(self.status_line())
         log.info("ready", journal=str(journal_path), run_id=self.journal.run_id,
                  model_sha256=self.pipeline.active.backend.model_sha256)
@@ -161,7 +171,7 @@ class Daemon:
 
     def safe_outputs(self, timeout: float | None = None) -> None:
         """PLC outputs to their safe state (the PLC link's stop() does that); bounded where the link may hang."""
-        plc = getattr(self, "plc", None)  # the PLC link, when the daemon has one
+        plc = self.plc
         if plc is None:
             return
 
@@ -177,6 +187,12 @@ class Daemon:
         t = threading.Thread(target=stop, name="plc-safe", daemon=True)
         t.start()
         t.join(timeout)
+
+    def _on_missed_trigger(self, part_id: int, why: str) -> None:
+        """PLC worker: a trigger came while we were not READY. It is journaled as a fail-safe like any part."""
+        log.warning("missed_trigger", part_id=part_id, why=why)
+        if self.pipeline is not None:
+            self.pipeline.refuse(part_id, time.monotonic(), Reason.NOT_READY)
 
     # ---------------------------------------------------------------------------------- products
     def switch_product(self, name: str) -> bool:
