@@ -103,7 +103,7 @@ class Watchdog(threading.Thread):
         return self.assess(now).stalled
 
     def run(self) -> None:
-        enable_crash_stacks(self.report_to)
+        enable_crash_stacks(sys.stderr)  # process-wide and kept for the process's life: never a file we may close
         was_held: tuple[str, ...] = ()
         while not self._halt.wait(self.period_s):
             health = self.assess()
