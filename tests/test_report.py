@@ -87,3 +87,16 @@ def test_parse_time_forms() -> None:
     assert parse_time("2d", now) == now - 2 * 86400
     assert parse_time("2026-11-24 08:00", now, timezone.utc) == H8
     assert parse_time("2026-11-24T09:00+01:00", now) == H8  # an explicit offset wins over local time
+
+
+def test_report_takes_journal_and_budget_from_the_station(journal: Path, tmp_path: Path, capsys) -> None:
+    from tests.conftest import write_station
+
+    station = write_station(tmp_path, {"cycle_budget_ms": 13})  # its journal is the fixture's file
+    rc = main(["report", "--config", str(station), "--since", "2026-11-24 08:00", "--until", "2026-11-24 10:00",
+               "--utc", "--png", str(tmp_path / "s.png")])
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert f"inspectd report: {journal}" in lines
+    assert "window 2026-11-24 08:00 .. 2026-11-24 10:00 (UTC), 19 parts, budget 13 ms" in lines
+    assert ["disc-a", "14", "7.00", "13.00", "14.00", "14.00", "14.00", "1"] in [line.split() for line in lines]
