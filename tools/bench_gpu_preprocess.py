@@ -3,9 +3,11 @@
     python tools/bench_gpu_preprocess.py --json var/bench_gpu_preprocess.json
 
 For each camera format -> 224x224x3 float32 (area downscale, ImageNet mean/std):
-  kernel     fused kernel alone, CUDA events around each launch, input rotated over 16 device frames
-             (80+ MB, more than L2) so every launch reads its frame from device memory; median.
-  kernel_l2  same frame every launch: the production case, where the H2D just left the frame in L2.
+  kernel     fused kernel alone: 200 launches queued behind a large memset (so they run back to back at
+             working clocks, not at Python's launch rate), CUDA events around them, per launch; median of 5.
+             Input rotated over 16 device frames (80+ MB, more than L2): each launch reads from device memory.
+  kernel_l2  same, one frame every launch: the production case, where the H2D just left the frame in L2.
+  single     one launch between events, GPU otherwise idle (clocks may be low: latency as an idle GPU sees it).
   h2d        async H2D of the ROI rows from page-locked staging, CUDA events; median.
   stage      host copy of the camera frame into the page-locked staging slot (time.perf_counter); median.
   gpu_e2e    stage + H2D + kernel into a device buffer + sync, wall clock, through GpuPreprocessor; median.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,6 +59,43 @@ def event_ms(cuda, fn, n: int, stream) -> list[float]:
     return out
 
 
+class Blocker:
+    """Keeps the GPU busy (a large memset) while Python queues launches, so they then run back to back:
+    Python's launch overhead (~5-10 us) would otherwise exceed the kernel and leave the GPU idle between."""
+
+    def __init__(self, cuda, nbytes: int = 8 << 30) -> None:
+        self.cuda, self.nbytes, self.buf = cuda, nbytes, cuda.mem_alloc(nbytes)
+
+    def __call__(self, stream) -> None:
+        self.cuda.memset_d8_async(self.buf, 0, self.nbytes, stream)
+
+
+def batch_ms(cuda, fn, n: int, stream, blocker: Blocker) -> tuple[float, float]:
+    """Per-launch GPU time of n launches queued behind the blocker, CUDA events around the n (median of 5),
+    and the host time per launch (if the blocker ended before the queue was full, GPU time ~ host time)."""
+    start, stop = cuda.Event(), cuda.Event()
+    out, host = [], []
+    for _ in range(5):
+        blocker(stream)
+        start.record(stream)
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        host.append((time.perf_counter() - t0) * 1e3 / n)
+        stop.record(stream)
+        stop.synchronize()
+        out.append(stop.time_since(start) / n)
+    return statistics.median(out), statistics.median(host)
+
+
+def sm_clock_mhz() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 def copy_rate(cuda, nbytes: int, reps: int = 20) -> float:
     """Device-to-device copy, (read + write) bytes per second."""
     a, b = cuda.mem_alloc(nbytes), cuda.mem_alloc(nbytes)
@@ -66,7 +106,7 @@ def copy_rate(cuda, nbytes: int, reps: int = 20) -> float:
 
 
 def bench_case(cuda, fmt: str, w: int, h: int, iters: int, variants: list[tuple[str, int | None]],
-               ceiling: float) -> list[dict]:
+               ceiling: float, blocker: Blocker) -> list[dict]:
     pp = Preprocess(resize="area", color="rgb")
     spec = InputSpec(width=224, height=224, channels=3, dtype="float32")
     host = frames_for(fmt, w, h, ROTATE)
@@ -91,15 +131,20 @@ def bench_case(cuda, fmt: str, w: int, h: int, iters: int, variants: list[tuple[
             stream.synchronize()
             err = float((np.abs(got[0] - ref) / plan.gain.reshape(-1, 1, 1)).max())  # raw levels
             assert np.isfinite(got).all() and err <= gk.tolerance_levels(plan) + 1e-3, f"{variant}/{r}: {err} levels"
-            for i in range(10):  # warm-up
+            def rotating(i: int, k: Kernel = k) -> None:
                 k.launch(int(dev_frames[i % ROTATE]), w, int(dst), stream)
-            cold = event_ms(cuda, lambda i, k=k: k.launch(int(dev_frames[i % ROTATE]), w, int(dst), stream),
-                            iters, stream)
-            warm = event_ms(cuda, lambda _, k=k: k.launch(int(dev_frames[0]), w, int(dst), stream), iters, stream)
+
+            def same(_: int, k: Kernel = k) -> None:
+                k.launch(int(dev_frames[0]), w, int(dst), stream)
+
+            batch_ms(cuda, rotating, iters, stream, blocker)  # warm-up: clocks up, module loaded
+            clock = sm_clock_mhz()
+            kernel_ms, queue_ms = batch_ms(cuda, rotating, iters, stream, blocker)
             results.append({"format": fmt, "frame": f"{w}x{h}", "variant": k.variant, "rows": k.rows,
-                            "regs_spills": _regs(k),
-                            "kernel_ms": statistics.median(cold), "kernel_l2_ms": statistics.median(warm),
-                            "err_levels": err, "bytes": in_bytes + out_bytes})
+                            "regs_spills": _regs(k), "kernel_ms": kernel_ms, "host_launch_ms": queue_ms,
+                            "kernel_l2_ms": batch_ms(cuda, same, iters, stream, blocker)[0],
+                            "kernel_single_ms": statistics.median(event_ms(cuda, rotating, iters, stream)),
+                            "sm_clock_after_warmup": clock, "err_levels": err, "bytes": in_bytes + out_bytes})
         best = min(results, key=lambda x: x["kernel_ms"])
         staging = cuda.pagelocked_empty(in_bytes, np.uint8)
         h2d = event_ms(cuda, lambda i: cuda.memcpy_htod_async(dev_frames[i % ROTATE], staging, stream), iters,
@@ -158,28 +203,33 @@ def main(argv: list[str] | None = None) -> int:
     ctx.push()
     try:
         ceiling = copy_rate(cuda, 1 << 30)
+        blocker = Blocker(cuda)
     finally:
         cuda.Context.pop()
     variants = [(v.split(":")[0], int(v.split(":")[1]) if ":" in v else None) for v in args.variants.split(",")]
     out = {"device": dev.name(), "copy_rate_gbps": ceiling / 1e9, "cases": []}
     print(f"{dev.name()}: device-to-device copy {ceiling / 1e9:.0f} GB/s (read+write, 1 GiB)", flush=True)
     for fmt, w, h in CASES:
-        res = bench_case(cuda, fmt, w, h, args.iters, variants, ceiling)
+        res = bench_case(cuda, fmt, w, h, args.iters, variants, ceiling, blocker)
         out["cases"].extend(res)
-        print(f"{fmt} {w}x{h}: " + ", ".join(f"{r['variant']}/{r['rows']} {r['kernel_ms'] * 1e3:.1f} us "
-                                             f"({r['regs_spills']})" for r in res), flush=True)
-    print(f"\n{'frame -> 224x224x3 f32':<28}{'variant':>11}{'kernel':>9}{'kern.L2':>9}{'GB/s':>7}{'x bound':>8}"
-          f"{'h2d':>8}{'stage':>8}{'gpu e2e':>9}{'cpu(all)':>9}{'cpu(1)':>8}{'x cpu':>7}")
-    for r in out["cases"]:
-        name = ("separable" if r["variant"] == "separable" else f"gather/{r['rows']}") + ("*" if r["best"] else " ")
-        print(f"{r['format'] + ' ' + r['frame']:<28}{name:>11}{r['kernel_ms']:>9.4f}{r['kernel_l2_ms']:>9.4f}"
-              f"{r['gbps']:>7.0f}{r['x_bound']:>8.2f}{r['h2d_ms']:>8.3f}{r['stage_ms']:>8.3f}"
-              f"{r['gpu_e2e_ms']:>9.3f}{r['cpu_ms_all_cores']:>9.3f}{r['cpu_ms_1_thread']:>8.2f}"
-              f"{r['speedup_kernel']:>7.0f}")
-    print("times in ms (medians); * fastest kernel of the case; x cpu = cpu(all cores) / kernel")
+        for r in res:
+            print(f"{fmt} {w}x{h} {r['variant']}/{r['rows']}: {r['kernel_ms'] * 1e3:.2f} us back to back, "
+                  f"{r['kernel_single_ms'] * 1e3:.1f} us single, host launch {r['host_launch_ms'] * 1e3:.1f} us; "
+                  f"{r['regs_spills']}; SM clock after warm-up {r['sm_clock_after_warmup']}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1))
+    cols = [("variant", 11, "s"), ("kernel", 9, ".4f"), ("kern.L2", 9, ".4f"), ("single", 8, ".4f"),
+            ("GB/s", 7, ".0f"), ("x bound", 8, ".2f"), ("h2d", 8, ".3f"), ("stage", 8, ".3f"), ("gpu e2e", 9, ".3f"),
+            ("cpu(all)", 9, ".3f"), ("cpu(1)", 8, ".2f"), ("x cpu", 7, ".0f")]
+    keys = ["name", "kernel_ms", "kernel_l2_ms", "kernel_single_ms", "gbps", "x_bound", "h2d_ms", "stage_ms",
+            "gpu_e2e_ms", "cpu_ms_all_cores", "cpu_ms_1_thread", "speedup_kernel"]
+    print(f"\n{'frame -> 224x224x3 f32':<24}" + "".join(f"{c:>{wd}}" for c, wd, _ in cols))
+    for r in out["cases"]:
+        r["name"] = ("separable" if r["variant"] == "separable" else f"gather/{r['rows']}") + ("*" if r["best"] else "")
+        cells = "".join(f"{r[k]:>{wd}{f}}" for k, (_, wd, f) in zip(keys, cols, strict=True))
+        print(f"{r['format'] + ' ' + r['frame']:<24}" + cells)
+    print("times in ms (medians); * fastest kernel of the case; x cpu = cpu(all cores) / kernel")
     return 0
 
 

@@ -23,11 +23,13 @@ buffer that is copied back into a page-locked ring (`deliver="host"`), so GPU pr
 Jetson (integrated GPU, one DRAM): `staging="mapped"` (default where the device reports INTEGRATED) makes the
 staging slots page-locked *mapped* memory the kernel reads in place: no H2D copy. `register_host_buffer()`
 maps a camera's own buffers (cuMemHostRegister), so frames that are views into them need no copy at all.
+Both paths are exercised for correctness on a discrete GPU (tests/gpu); nothing here ran on a Jetson.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,6 +74,30 @@ def require_cuda(device: int = 0) -> Any:
         raise BackendUnavailable(f"station asks for `preprocess: gpu` on CUDA device {device} but "
                                  f"{count} device(s) are present; {_HINT}")
     return _cuda.Device(device)
+
+
+_CU_MEMHOSTREGISTER_PORTABLE, _CU_MEMHOSTREGISTER_DEVICEMAP = 0x01, 0x02
+
+
+def _libcuda() -> ctypes.CDLL:
+    return ctypes.CDLL("libcuda.so.1")  # already loaded by pycuda: this only looks it up
+
+
+def _driver_check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise RuntimeError(f"{what} failed with CUDA driver error {rc}")
+
+
+def _driver_register(addr: int, nbytes: int) -> int:
+    """cuMemHostRegister(DEVICEMAP) in the current context; returns the device address of `addr`."""
+    lib = _libcuda()
+    flags = _CU_MEMHOSTREGISTER_PORTABLE | _CU_MEMHOSTREGISTER_DEVICEMAP
+    _driver_check(lib.cuMemHostRegister_v2(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes), ctypes.c_uint(flags)),
+                  "cuMemHostRegister")
+    dptr = ctypes.c_uint64()
+    _driver_check(lib.cuMemHostGetDevicePointer_v2(ctypes.byref(dptr), ctypes.c_void_p(addr), ctypes.c_uint(0)),
+                  "cuMemHostGetDevicePointer")
+    return int(dptr.value)
 
 
 class Kernel:
@@ -210,16 +236,16 @@ class GpuPreprocessor:
 
     # ------------------------------------------------------------------ zero copy
 
-    def register_host_buffer(self, buf: np.ndarray) -> np.ndarray:
+    def register_host_buffer(self, buf: np.ndarray) -> None:
         """Pin and map a camera-owned buffer (cuMemHostRegister, DEVICEMAP) so frames that are views into it
-        are read by the kernel in place, without the staging copy. `buf` should be page-aligned (GenTL
-        buffers are; numpy's are not: use pycuda.driver.aligned_empty). Returns the array to keep using; the
-        caller must not reuse the memory for a new frame before that frame's kernel has run."""
+        are read by the kernel in place, without the staging copy. The caller must not refill the memory
+        with a new frame before that frame's kernel has run. (Through the driver API directly: pycuda's
+        register_host_memory fails on current numpy, 'Cannot set the NumPy array base more than once'.)"""
+        if not buf.flags.c_contiguous:
+            raise ValueError("register_host_buffer needs a C-contiguous buffer")
         with self.current():
-            reg = _cuda.register_host_memory(buf, _cuda.mem_host_register_flags.DEVICEMAP)
-            dptr = reg.base.get_device_pointer()
-        self._registered.append((reg.ctypes.data, reg.nbytes, int(dptr), reg))
-        return reg
+            dptr = _driver_register(buf.ctypes.data, buf.nbytes)
+        self._registered.append((buf.ctypes.data, buf.nbytes, dptr, buf))
 
     def _mapped_ptr(self, slab: np.ndarray) -> int | None:
         if not self._registered or not slab.flags.c_contiguous:
@@ -283,8 +309,8 @@ class GpuPreprocessor:
         with self.current():
             self._copy_stream.synchronize()
             self._stream.synchronize()
-            for *_, reg in self._registered:
-                reg.base.unregister()
+            for addr, *_ in self._registered:
+                _driver_check(_libcuda().cuMemHostUnregister(ctypes.c_void_p(addr)), "cuMemHostUnregister")
             self._registered.clear()
             self._slots, self._kernels, self._out_ring, self._out_dev = [], {}, [], None
         self._ctx.detach()
