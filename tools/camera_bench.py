@@ -1,0 +1,119 @@
+"""Acquisition overhead per frame of the GenICam source, against a free-running simulated camera.
+
+    .venv/bin/python tools/camera_bench.py --producer .cache/genicam/producers/TLSimu.cti \
+        --serial SN_InterfaceA_0 --width 2448 --height 2048 --seconds 5
+
+TLSimu in free-run delivers as fast as it can draw (5 MP Mono8 by default here). Reported:
+- `raw_fps` / `fps`: frames per second through harvesters alone (try_fetch + queue) and through
+  GenICamSource.grab (copy, accounting); the simulator draws on the same CPU, so a copy costs rate,
+- `grab_ms`: median wall time of grab at that rate (waiting for the frame included),
+- `fetch_ready_ms`: harvesters' try_fetch of a buffer already waiting (its per-frame Python work),
+- `copy_requeue_ms`: the one copy out of the GenTL buffer plus handing the buffer back,
+- `overhead_per_frame_ms`: the two together: acquisition cost per frame once the frame is in host memory.
+Prints one JSON object. Needs the [genicam] extra; tests/genicam/provision.py fetches TLSimu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inspectd.camera.genicam import GenICamConfig, GenICamSource
+
+
+def bench_source(cfg: GenICamConfig, seconds: float) -> dict[str, float]:
+    src = GenICamSource(cfg)
+    src.open()
+    dev = src._dev  # the same helpers the source uses, timed on their own below
+    try:
+        for _ in range(5):  # warm-up: first buffers, page faults of the frame arrays
+            src.grab(2.0)
+        grab_s: list[float] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            f = src.grab(2.0)
+            if f is not None:
+                grab_s.append(time.perf_counter() - t0)
+        # The work per frame without the wait: let every buffer fill, then take them as they lie.
+        fetch_s: list[float] = []
+        copy_s: list[float] = []
+        for _ in range(10):
+            time.sleep(0.2)
+            for _ in range(cfg.num_buffers - 1):
+                t0 = time.perf_counter()
+                buf = src._ia.try_fetch(timeout=2.0)
+                t1 = time.perf_counter()
+                if buf is None:
+                    break
+                try:
+                    dev.buffer_to_frame(buf, "")
+                finally:
+                    buf.queue()
+                fetch_s.append(t1 - t0)
+                copy_s.append(time.perf_counter() - t1)
+        stats = src.stats
+        fetch_ms, copy_ms = 1e3 * statistics.median(fetch_s), 1e3 * statistics.median(copy_s)
+        return {"frames": len(grab_s), "fps": len(grab_s) / seconds, "grab_ms": 1e3 * statistics.median(grab_s),
+                "grab_p99_ms": 1e3 * sorted(grab_s)[int(0.99 * (len(grab_s) - 1))],
+                "fetch_ready_ms": fetch_ms, "copy_requeue_ms": copy_ms, "overhead_per_frame_ms": fetch_ms + copy_ms,
+                "missed": stats.missed, "timeouts": stats.timeouts}
+    finally:
+        src.close()
+
+
+def bench_raw(cfg: GenICamConfig, seconds: float) -> dict[str, float]:
+    from inspectd.camera import genicam_device as dev
+
+    h = dev.new_harvester(dev.producer_files(cfg.producers, cfg.use_env_path))
+    ia, _ = dev.open_acquirer(h, cfg.serial, cfg.user_id, cfg.num_buffers)
+    try:
+        nm = ia.remote_device.node_map
+        for k, v in cfg.features.items():
+            getattr(nm, k).value = v
+        if hasattr(nm, "TriggerMode"):
+            nm.TriggerMode.value = "Off"
+        ia.start()
+        times: list[float] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            buf = ia.try_fetch(timeout=2.0)
+            if buf is not None:
+                buf.queue()
+                times.append(time.perf_counter() - t0)
+        return {"raw_frames": len(times), "raw_fps": len(times) / seconds,
+                "raw_fetch_ms": 1e3 * statistics.median(times)}
+    finally:
+        dev.teardown(ia, h)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--producer", type=Path, required=True)
+    ap.add_argument("--serial", required=True)
+    ap.add_argument("--width", type=int, default=2448)
+    ap.add_argument("--height", type=int, default=2048)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--buffers", type=int, default=8)
+    args = ap.parse_args()
+    cfg = GenICamConfig(type="genicam", producers=[args.producer], use_env_path=False, serial=args.serial,
+                        trigger="free_run", num_buffers=args.buffers,
+                        features={"Width": args.width, "Height": args.height})
+    raw = bench_raw(cfg, args.seconds)
+    ours = bench_source(cfg, args.seconds)
+    out = {"producer": args.producer.name, "width": args.width, "height": args.height,
+           "megapixels": args.width * args.height / 1e6, "machine": platform.machine(), **raw, **ours}
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
