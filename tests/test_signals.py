@@ -25,7 +25,7 @@ def test_sigterm_drains_every_part_in_flight(tmp_path: Path) -> None:
     notify = NotifySocket(tmp_path)
     daemon = DaemonProcess(station, notify, watchdog_usec=4_000_000)
     try:
-        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive), daemon.stderr()
+        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
         _serving(notify, daemon, 0)
         t_term = time.time()
         daemon.signal(signal.SIGTERM)
@@ -62,7 +62,7 @@ def test_sighup_rejects_a_broken_config_keeps_serving_then_applies_a_valid_one(t
         assert notify.wait_for(lambda m: m.has("READY"), 30, daemon.alive, since=mark), "no READY=1 after reload"
 
     try:
-        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive), daemon.stderr()
+        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
         _serving(notify, daemon, 0)
 
         # 1. A misspelt station key: rejected with file:line: key, the old config keeps running.
@@ -115,3 +115,54 @@ def test_sighup_rejects_a_broken_config_keeps_serving_then_applies_a_valid_one(t
     assert set(products[:first_b]) == {"disc-a"} and set(products[first_b:]) == {"disc-b"}
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
     assert daemon.events("stopped")[0]["parts_in"] == len(rows)
+
+
+def test_sigterm_leaves_the_plc_outputs_in_their_safe_state(tmp_path: Path) -> None:
+    """pymodbus' client plays the PLC polling the daemon's Modbus server: online, then the shutdown state."""
+    from pymodbus.client import ModbusTcpClient
+
+    from inspectd.plc.layout import ErrorCode, Layout
+    from tests.plc.peers import free_port, wait_port
+
+    port = free_port()
+    station = write_station(tmp_path, {"camera": {"bank": 8}, "plc": {
+        "type": "modbus_server", "port": port, "linger_ms": 1500, "handshake": {"plc_heartbeat_ms": 0}}})
+    notify = NotifySocket(tmp_path)
+    daemon = DaemonProcess(station, notify, watchdog_usec=4_000_000)
+    layout = Layout()
+    seen = []
+    try:
+        wait_port(port, START_S)
+        plc = ModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
+        assert plc.connect()
+
+        def outputs():  # type: ignore[no-untyped-def]
+            return layout.decode_b(plc.read_holding_registers(100, count=20, device_id=1).registers)
+
+        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
+        end = time.monotonic() + 5
+        while not outputs().online and time.monotonic() < end:
+            time.sleep(0.02)
+        # Up and healthy. (READY itself also drops while results wait for an ACK this PLC never gives.)
+        up = outputs()
+        assert up.online and not up.error and up.error_code == 0
+        _serving(notify, daemon, 0)
+
+        daemon.signal(signal.SIGTERM)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:  # poll like a PLC until the server goes away
+            try:
+                seen.append(outputs())
+            except Exception:  # connection closed after the linger
+                break
+            time.sleep(0.02)
+        plc.close()
+        rc = daemon.wait(30)
+    finally:
+        daemon.kill()
+
+    assert rc == 0, daemon.stderr()[-3000:]
+    last = seen[-1]
+    assert (last.ready, last.result_valid, last.online, last.error_code) == (False, False, False, ErrorCode.SHUTDOWN)
+    [stopped] = daemon.events("stopped")
+    assert stopped["parts_in"] == stopped["journaled"] == len(journal_rows(tmp_path / "journal.sqlite"))

@@ -21,7 +21,7 @@ def test_ready_status_keepalives_stopping(tmp_path: Path, abstract: bool) -> Non
     notify = NotifySocket(tmp_path, abstract=abstract)
     daemon = DaemonProcess(station, notify, watchdog_usec=2_000_000)
     try:
-        ready = notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive)
+        ready = notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0)
         assert ready is not None, daemon.stderr()
         # READY comes once camera, backend and journal are up: the journal exists, the status names the product.
         assert (tmp_path / "journal.sqlite").exists()
@@ -57,7 +57,7 @@ def test_watchdog_meant_for_another_pid_is_not_fed(tmp_path: Path) -> None:
     notify = NotifySocket(tmp_path)
     daemon = DaemonProcess(station, notify, watchdog_usec=1_000_000, env={"WATCHDOG_PID": "1"})
     try:
-        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive), daemon.stderr()
+        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
         assert notify.wait_for(lambda m: m.has("STATUS") and parts_in_status(m) > 0, 10, daemon.alive)
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(30) == 0

@@ -51,7 +51,7 @@ def test_hung_stage_stops_keepalives_and_exits_with_stall_code(tmp_path: Path) -
     daemon = DaemonProcess(station, notify, watchdog_usec=int(2 * stall_s * 1e6), module="tests.test_supervise_stall",
                            env={HANG_ENV: str(hang)})
     try:
-        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive), daemon.stderr()
+        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
         assert notify.wait_for(lambda m: m.has("WATCHDOG"), 5, daemon.alive), "no keep-alive while parts flow"
 
         hang.touch()
