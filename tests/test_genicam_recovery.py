@@ -18,6 +18,7 @@ import pytest
 
 from inspectd.camera.genicam import GenICamConfig, GenICamSource
 from inspectd.config.load import load_config
+from inspectd.errors import CameraError
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import build_runtime
 from inspectd.types import Outcome, Part, Trigger, Verdict
@@ -159,5 +160,23 @@ def test_reconnect_waits_out_failing_stream_start_and_reapplies_features(shim) -
         f = src.grab(1.0)
         assert f is not None and f.image.shape == (128, 256)  # the recipe was re-applied on reconnect
         assert src.stats.losses == 1 and src.stats.reconnects == 1
+    finally:
+        src.close()
+
+
+def test_start_without_camera_when_asked(shim) -> None:
+    cti, control = shim
+    control.set(provision.ShimControl.CABLE_PULLED)
+    with pytest.raises(CameraError, match="no camera with serial"):
+        open_source(cti)  # default: cannot start -> the daemon exits CAMERA and systemd retries
+    src = open_source(cti, wait_for_camera=True)
+    try:
+        assert not src.connected
+        src.fire()
+        assert src.grab(0.5) is None
+        control.clear()
+        assert src.wait_connected(10)
+        src.fire()
+        assert src.grab(1.0) is not None
     finally:
         src.close()

@@ -224,3 +224,50 @@ def test_fifty_connect_disconnect_cycles_without_memory_growth(tlsimu: Path) -> 
     growth_mb = (proc.memory_info().rss - rss0) / 2**20
     # a leaked acquirer keeps its 8 buffers (8 x 300 KB) plus its node map: 50 leaks would be > 100 MB
     assert growth_mb < 8, f"RSS grew {growth_mb:.1f} MB over 50 cycles"
+
+
+def test_hardware_trigger_matches_frames_in_order_and_drops_stray_pulses(tlsimu: Path) -> None:
+    # TLSimu has no trigger lines: its software trigger stands in for the line pulse, fired by the test (the
+    # "PLC"), while the source runs the hardware-trigger path (fire() does nothing, grab matches in order).
+    s = source(tlsimu, trigger="hardware", trigger_line="Software", trigger_activation=None,
+               hardware_max_age_s=0.3, features={"Width": 64, "Height": 32})
+
+    def pulse() -> None:
+        s._ia.remote_device.node_map.TriggerSoftware.execute()
+
+    try:
+        ids = []
+        for _ in range(5):  # frame arrives before the PLC's trigger is read: still this part's frame
+            pulse()
+            time.sleep(0.03)
+            s.fire()
+            f = s.grab(1.0)
+            assert f is not None
+            ids.append(f.frame_id)
+        assert ids == list(range(ids[0], ids[0] + 5)) and s.stats.triggers == 0
+
+        pulse()  # a stray pulse: no part follows it
+        time.sleep(0.6)
+        pulse()
+        time.sleep(0.03)
+        f = s.grab(1.0)
+        assert f is not None and f.frame_id == ids[-1] + 2  # the stray frame was discarded, not matched
+        assert s.stats.extra == 1 and s.stats.missed == 0
+
+        assert s.grab(0.2) is None  # a PLC trigger with no pulse: no frame, fail-safe upstream
+        assert s.connected
+    finally:
+        s.close()
+
+
+def test_frame_accounting_counts_gaps_not_wraps() -> None:
+    from inspectd.camera.genicam_stats import AcquisitionStats, FrameAccounting
+
+    st = AcquisitionStats()
+    acc = FrameAccounting(st)
+    for fid in (10, 11, 14, 15, 1, 2):  # 12, 13 missed; 15 -> 1: a wrap (GigE 16-bit block id), not a gap
+        acc.seen(fid, 0)
+    assert st.missed == 2 and st.last_frame_id == 2
+    acc.restart()
+    acc.seen(100, 0)  # new stream: ids start afresh
+    assert st.missed == 2

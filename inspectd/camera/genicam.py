@@ -14,6 +14,8 @@ harvesters is imported only when a source is built (`[genicam]` extra).
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +32,7 @@ from inspectd.types import Frame
 log = structlog.get_logger("inspectd.camera.genicam")
 
 DRAIN_S = 1e-4  # try_fetch treats timeout 0 as "wait forever": drain with a tiny positive one
+PUMP_POLL_S = 0.05  # hardware trigger: longest the pump holds the lock waiting for a frame
 
 
 class GenICamConfig(Model):
@@ -47,6 +50,11 @@ class GenICamConfig(Model):
                                            "trigger; null leaves the camera's setting")
     features: dict[str, FeatureValue] = Field(default_factory=dict, description="station-wide SFNC features "
                                               "set before each product's camera_features")
+    hardware_max_age_s: float = Field(0.5, gt=0, description="hardware trigger: a frame that arrived longer than "
+                                      "this before the PLC's trigger is read had no part behind it (a stray line "
+                                      "pulse): discarded and counted as extra. Keep it under the part spacing")
+    wait_for_camera: bool = Field(False, description="start without the camera and connect in the background "
+                                  "(triggers get camera_lost verdicts meanwhile) instead of failing to start")
     num_buffers: int = Field(8, ge=2, le=256, description="GenTL buffers announced to the stream")
     lost_after_timeouts: int = Field(3, ge=1, le=1000, description="consecutive grab timeouts that declare "
                                      "the camera lost (a failed register probe declares it at once)")
@@ -90,6 +98,9 @@ class GenICamSource:
         self.cfg = cfg
         self.stats = AcquisitionStats()
         self._accounting = FrameAccounting(self.stats)
+        self._arrival = threading.Condition()  # guards _arrived; hardware trigger only
+        self._arrived: deque[Frame] = deque()
+        self._pump_thread: threading.Thread | None = None
         self._lock = threading.RLock()  # guards every call into harvesters
         self._h: Any = None
         self._ia: Any = None
@@ -105,18 +116,33 @@ class GenICamSource:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Connect now (CameraError if the camera cannot be had) and start the recovery supervisor."""
+        """Connect now and start the recovery supervisor. CameraError if the camera cannot be had (unless
+        wait_for_camera); FeatureError (a config fault) if the station's features cannot be set."""
         self._closing.clear()
-        self._connect(initial=True)
+        try:
+            self._connect(initial=True)
+        except FeatureError:
+            raise
+        except Exception as e:
+            ident = f"serial {self.cfg.serial!r}" if self.cfg.serial is not None else f"user id {self.cfg.user_id!r}"
+            err = e if isinstance(e, CameraError) else CameraError(f"camera {ident}: {type(e).__name__}: {e}")
+            if not self.cfg.wait_for_camera:
+                raise err from e
+            log.error("camera_unavailable_at_start", error=str(err), action="connecting in the background")
+            self._lost.set()
         self._supervisor = threading.Thread(target=self._supervise, name="genicam-supervisor", daemon=True)
         self._supervisor.start()
+        if self.cfg.trigger == "hardware":
+            self._pump_thread = threading.Thread(target=self._pump, name="genicam-pump", daemon=True)
+            self._pump_thread.start()
 
     def close(self) -> None:
         self._closing.set()
         self._lost.set()  # wake the supervisor
-        if self._supervisor is not None:
-            self._supervisor.join(timeout=30)
-            self._supervisor = None
+        for t in (self._supervisor, self._pump_thread):
+            if t is not None:
+                t.join(timeout=30)
+        self._supervisor = self._pump_thread = None
         with self._lock:
             self._connected.clear()
             self._dev.teardown(self._ia, self._h)
@@ -136,7 +162,7 @@ class GenICamSource:
         """Software trigger: TriggerSoftware.execute(). Frames already waiting were made before this trigger:
         they are discarded and counted as extra, so a late frame is never matched to this part."""
         if self.cfg.trigger != "software":
-            return  # free-run streams; a hardware line fires the camera (grab drains instead)
+            return  # free-run streams; a hardware line fires the camera
         with self._lock:
             if not self.connected:
                 return
@@ -152,30 +178,82 @@ class GenICamSource:
             if self.cfg.trigger == "free_run":  # the acquire stage loops on grab: don't spin
                 self._connected.wait(timeout)
             return None
+        if self.cfg.trigger == "hardware":
+            return self._grab_arrived(timeout)
         with self._lock:
             if not self.connected:
                 return None
-            try:
-                if self.cfg.trigger == "hardware":
-                    # grab follows the PLC's trigger: a frame already waiting came from an earlier line pulse
-                    # with no part behind it. Dropping it costs at worst a no_frame fail-safe, never a frame
-                    # matched to the wrong part.
-                    self._drain()
-                buf = self._ia.try_fetch(timeout=max(timeout, DRAIN_S))
-            except Exception as e:
-                self._declare_lost(f"fetch failed: {type(e).__name__}: {e}")
+            frame = self._fetch(timeout)
+            if frame is None:
+                if self.connected:
+                    self._timed_out()
                 return None
-            if buf is None:
-                self._timed_out()
-                return None
-            try:
-                frame, frame_id, ts = self._dev.buffer_to_frame(buf, self.device.get("serial", ""))
-            finally:
-                buf.queue()  # a buffer not handed back starves the stream after num_buffers frames
-            self._accounting.seen(frame_id, ts)
-            self._timeouts_in_row = 0
-            self.stats.frames += 1
-            return frame
+        return self._delivered(frame)
+
+    def _grab_arrived(self, timeout: float) -> Frame | None:
+        """Hardware trigger: frames are matched to the PLC's triggers in order; the PLC's trigger may be read
+        before or after its frame arrives. A frame that arrived longer than hardware_max_age_s before this
+        trigger was read came from a line pulse with no part behind it: discarded, counted as extra."""
+        t_call = time.monotonic()
+        end = t_call + timeout
+        frame = None
+        with self._arrival:
+            while True:
+                while self._arrived and self._arrived[0].t_grab < t_call - self.cfg.hardware_max_age_s:
+                    stray = self._arrived.popleft()
+                    self.stats.extra += 1
+                    log.warning("camera_extra_frame", frame_id=stray.frame_id, reason="line pulse with no part")
+                if self._arrived:
+                    frame = self._arrived.popleft()
+                    break
+                left = end - time.monotonic()
+                if left <= 0 or not self.connected:
+                    break
+                self._arrival.wait(left)
+        if frame is None:
+            with self._lock:
+                if self.connected:
+                    self._timed_out()
+            return None
+        return self._delivered(frame)
+
+    def _delivered(self, frame: Frame) -> Frame:
+        self._timeouts_in_row = 0
+        self.stats.frames += 1
+        return frame
+
+    def _fetch(self, timeout: float) -> Frame | None:
+        """One frame out of the stream (caller holds the lock), or None: timeout, or the camera declared lost."""
+        try:
+            buf = self._ia.try_fetch(timeout=max(timeout, DRAIN_S))
+        except Exception as e:
+            self._declare_lost(f"fetch failed: {type(e).__name__}: {e}")
+            return None
+        if buf is None:
+            return None
+        try:
+            frame, frame_id, ts = self._dev.buffer_to_frame(buf, self.device.get("serial", ""))
+        finally:
+            buf.queue()  # a buffer not handed back starves the stream after num_buffers frames
+        self._accounting.seen(frame_id, ts)
+        return frame
+
+    def _pump(self) -> None:
+        """Hardware trigger: take frames off the stream as they arrive, so each carries its host arrival time
+        (Frame.t_grab) for _grab_arrived. Bounded: beyond num_buffers waiting, the oldest is extra."""
+        while not self._closing.is_set():
+            if not self._connected.wait(0.1):
+                continue
+            with self._lock:
+                frame = self._fetch(PUMP_POLL_S) if self.connected else None
+            if frame is None:
+                continue
+            with self._arrival:
+                if len(self._arrived) >= self.cfg.num_buffers:
+                    self._arrived.popleft()
+                    self.stats.extra += 1
+                self._arrived.append(frame)
+                self._arrival.notify()
 
     def apply_features(self, features: Mapping[str, object]) -> None:
         """Set a product's camera features (stream stopped meanwhile: Width, PixelFormat... are locked while it
@@ -231,6 +309,9 @@ class GenICamSource:
         with self._lock:
             self._h, self._ia, self.device = h, ia, device
             self._accounting.restart()
+            with self._arrival:  # frames from before the loss belong to triggers already answered
+                self.stats.extra += len(self._arrived)
+                self._arrived.clear()
             self._timeouts_in_row = 0
             self._lost.clear()
             if not initial:
@@ -251,7 +332,10 @@ class GenICamSource:
             self._declare_lost(f"grab timeout and register probe failed: {type(e).__name__}: {e}")
 
     def _probe(self) -> None:
-        node = self._ia.remote_device.node_map.PayloadSize
+        nm = self._ia.remote_device.node_map
+        if not hasattr(nm, "PayloadSize"):  # mandatory for streaming devices; without it, no probe
+            return
+        node = nm.PayloadSize
         node.node.invalidate_node()  # read the register, not GenApi's cache
         _ = node.value
 
@@ -270,6 +354,8 @@ class GenICamSource:
         self.stats.losses += 1
         log.error("camera_lost", serial=self.device.get("serial"), reason=why)
         self._lost.set()
+        with self._arrival:
+            self._arrival.notify_all()  # a hardware-trigger grab waiting for a frame answers now
 
     def _supervise(self) -> None:
         while not self._closing.is_set():

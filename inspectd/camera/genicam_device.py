@@ -167,7 +167,7 @@ def teardown(ia: ImageAcquirer | None, h: Harvester | None) -> None:
 def buffer_to_frame(buf: Any, serial: str) -> tuple[Frame, int, int]:
     """Copy the image out of a GenTL buffer (the one copy), so the buffer can go back to the stream at once.
 
-    Returns the frame, the camera's frame id and its timestamp in ns (0 where the producer has none).
+    Returns the frame, the camera's frame id and its timestamp in ns (0 where the producer gives none).
     """
     comp = buf.payload.components[0]
     h, w, n = int(comp.height), int(comp.width), int(comp.num_components_per_pixel)
@@ -178,8 +178,8 @@ def buffer_to_frame(buf: Any, serial: str) -> tuple[Frame, int, int]:
     frame_id = int(buf.frame_id)
     try:
         ts = int(buf.timestamp_ns)
-    except Exception:  # producers without ns timestamps: ticks, unit per producer
-        ts = int(buf.timestamp)
+    except Exception:  # producer without ns timestamps (raw ticks have no known unit): none
+        ts = 0
     frame = Frame(image=image, pixel_format=fmt, t_grab=time.monotonic(), frame_id=frame_id,
                   meta={"serial": serial, "camera_ts_ns": ts})
     return frame, frame_id, ts

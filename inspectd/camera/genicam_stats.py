@@ -50,3 +50,4 @@ class FrameAccounting:
             self._prev = frame_id
             self.stats.last_frame_id = frame_id
             self.stats.last_camera_ts_ns = timestamp_ns
+
