@@ -196,3 +196,29 @@ def test_bind_failure_does_not_stop_the_daemon(tmp_path: Path) -> None:
         t.join(60)
         assert not t.is_alive() and d.exit_code == 0
         assert d.journal.written == 5 and d.metrics.server is None
+
+
+def test_deadline_misses_match_the_journal(tmp_path: Path) -> None:
+    # A 1 ms budget that preprocessing alone overruns: most parts get the deadline fail-safe.
+    path = write_station(tmp_path, {"cycle_budget_ms": 1, "camera": {"bank": 4}, "archive": {"enabled": False},
+                                    "metrics": {"enabled": True, "port": 0}, "log": {"every_part": False}})
+    d = Daemon(load_config(path), Options(handle_signals=False, max_parts=20))
+    try:
+        d.start()
+        wait_for(lambda: d.journal.written == 20 and d.metrics.pending == 0)
+        s = samples(get(f"http://127.0.0.1:{d.metrics.server.port}/metrics")[1].decode())
+    finally:
+        d.shutdown()
+    db = sqlite3.connect(str(d.journal.path))
+    misses = db.execute("SELECT COUNT(*) FROM verdicts WHERE verdict = 'failsafe' AND reason = 'deadline'")
+    misses = misses.fetchone()[0]
+    assert misses > 0
+    assert s[("inspectd_deadline_misses_total", ())] == misses
+    assert s[("inspectd_failsafes_total", (("reason", "deadline"),))] == misses
+    assert s[("inspectd_parts_total", (("product", "disc-a"), ("verdict", "failsafe")))] >= misses
+    assert s[("inspectd_cycle_budget_seconds", ())] == 0.001
+    # fail-safes land at the deadline plus scheduling delay (here up to ~10 ms); buckets around the budget agree
+    latencies = [r[0] / 1e3 for r in db.execute("SELECT latency_ms FROM verdicts")]
+    for le in ("0.00095", "0.001", "0.0015", "0.002"):
+        assert s[("inspectd_cycle_seconds_bucket", (("le", le), ("product", "disc-a")))] == sum(
+            x <= float(le) for x in latencies)
