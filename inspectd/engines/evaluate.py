@@ -101,7 +101,8 @@ def plot(results: Sequence[EvalResult], path: Path) -> Path:
     for ax, r, label in zip(axes[2:], results, labels, strict=True):
         ax.imshow(r.confusion, cmap="Blues")
         for (i, j), v in np.ndenumerate(r.confusion):
-            ax.text(j, i, str(v), ha="center", va="center")
+            dark = v > r.confusion.max() / 2
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if dark else "black")
         ax.set_xticks([0, 1], ["pass", "reject"])
         ax.set_yticks([0, 1], ["pass", "reject"])
         ax.set_xlabel("verdict")
