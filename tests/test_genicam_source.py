@@ -202,6 +202,7 @@ def test_every_pixel_format_into_preprocessing(tlsimu: Path, fmt: str, serial: s
     np.testing.assert_array_equal(tensor, reference)
 
 
+@pytest.mark.slow  # ~30 s: TLSimu's DSStopAcquisition alone takes 0.5 s per cycle
 def test_fifty_connect_disconnect_cycles_without_memory_growth(tlsimu: Path) -> None:
     proc = psutil.Process()
 
@@ -271,3 +272,46 @@ def test_frame_accounting_counts_gaps_not_wraps() -> None:
     acc.restart()
     acc.seen(100, 0)  # new stream: ids start afresh
     assert st.missed == 2
+
+
+def test_producers_from_config_and_environment(tlsimu: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspectd.camera.genicam_device import producer_files
+
+    viky = provision.viky()
+    monkeypatch.setenv("GENICAM_GENTL64_PATH", f"{viky.parent}:/nonexistent")
+    found = producer_files([tlsimu])
+    assert found[0] == tlsimu.resolve() and viky.resolve() in found
+    assert producer_files([tlsimu], use_env=False) == [tlsimu.resolve()]
+    with pytest.raises(CameraError, match="GenTL producer not found"):
+        producer_files([tlsimu.parent / "missing.cti"])
+    monkeypatch.delenv("GENICAM_GENTL64_PATH")
+    with pytest.raises(CameraError, match="no GenTL producer"):
+        producer_files([])
+    # a camera found through the environment alone
+    monkeypatch.setenv("GENICAM_GENTL64_PATH", str(tlsimu.parent))
+    s = GenICamSource(GenICamConfig(type="genicam", serial="SN_InterfaceB_0"))
+    s.open()
+    try:
+        assert s.device["model"] == "TLSimuMono"
+    finally:
+        s.close()
+
+
+def test_cameras_listing_and_feature_dump(tlsimu: Path) -> None:
+    from inspectd.camera.genicam_tools import dump_features, list_cameras
+
+    cams = list_cameras([tlsimu], use_env=False)
+    assert [c["serial"] for c in cams] == ["SN_InterfaceA_0", "SN_InterfaceA_1", "SN_InterfaceB_0", "SN_InterfaceB_1"]
+    assert cams[1] | {"producer": ""} == {"vendor": "EMVA_D", "model": "TLSimuColor", "serial": "SN_InterfaceA_1",
+                                         "user_id": "Center", "interface": "Interface : InterfaceA",
+                                         "tl_type": "Custom", "id": "TLSimuColor", "producer": ""}
+    text = dump_features([tlsimu], "SN_InterfaceA_0", use_env=False)
+    lines = text.splitlines()
+    assert lines[0] == "# EMVA_D TLSimuMono serial=SN_InterfaceA_0 user_id=Center"
+    assert "ImageFormatControl/" in lines
+    width = next(line for line in lines if line.strip().startswith("Width "))
+    assert "Integer RW" in width and "512  [8 .. 4096]" in width
+    assert any(line.strip().startswith("PayloadSize") and "Integer RO" in line for line in lines)
+    # the helpers leave the camera free for the daemon
+    s = source(tlsimu)
+    s.close()
