@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "genicam"
 HERE = Path(__file__).resolve().parent
 # The [genicam] extra, as pyproject pins it; installed without deps (numpy comes from the venv).
-EXTRA = ["harvesters==1.4.3", "genicam>=1.5,<1.7"]
+EXTRA = ["harvesters==1.4.3", "genicam>=1.5.1,<1.7"]
 TLSIMU_WHEEL = "genicam==1.5.0"
 TLSIMU_FILES = ("TLSimu.cti", "libVirtualFG.so")
 
