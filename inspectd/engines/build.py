@@ -20,16 +20,25 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 import onnx
+import structlog
 
 from inspectd.engines.manifest import Manifest, ProfileSpec, atomic_write, write_engine
 from inspectd.errors import ModelError
 from inspectd.infer.base import sha256_file
+
+log = structlog.get_logger("inspectd.engines")
 
 Precision = Literal["fp32", "fp16", "int8"]
 
 
 def is_rtx(trt) -> bool:
     return trt.__name__.split(".")[0] in ("tensorrt_rtx", "tensorrt_rtx_bindings")
+
+
+def strongly_typed_only(trt) -> bool:
+    """TensorRT-RTX (and a TensorRT without precision flags, as TensorRT 11 is announced) take precision
+    from the model's own types and Q/DQ nodes."""
+    return is_rtx(trt) or not hasattr(trt.BuilderFlag, "FP16")
 
 
 def runtime_name(trt) -> Literal["tensorrt", "tensorrt-rtx"]:
@@ -145,11 +154,12 @@ def _parse(trt, logger, onnx_path: Path):
 
 def _set_precision(trt, config, opts: BuildOptions, qdq: bool, onnx_path: Path) -> str:
     """Builder flags for the requested precision; returns the INT8 mode recorded in the manifest."""
-    if is_rtx(trt):  # strongly typed: precision comes from the model's own types and Q/DQ nodes
+    if strongly_typed_only(trt):
+        name = f"{trt.__name__} {trt.__version__}"
         if opts.precision == "fp16":
-            raise ModelError("TensorRT-RTX builds strongly typed networks: export an FP16 ONNX and build it as fp32")
+            raise ModelError(f"{name} builds strongly typed networks: export an FP16 ONNX and build it as fp32")
         if opts.precision == "int8" and not qdq:
-            raise ModelError(f"{onnx_path.name} has no Q/DQ nodes; TensorRT-RTX needs an explicitly quantised "
+            raise ModelError(f"{onnx_path.name} has no Q/DQ nodes; {name} needs an explicitly quantised "
                              f"model: run `inspectd quantize` first")
         return "qdq" if qdq else "none"
     if opts.precision in ("fp16", "int8"):
@@ -200,7 +210,10 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profiles: Sequence[Pro
         config.set_compute_capability(getattr(trt.ComputeCapability, sm), 0)
     elif opts.timing_cache is not None:  # TensorRT-RTX has no timing cache (its calls are no-ops there)
         old = opts.timing_cache.read_bytes() if opts.timing_cache.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(old), False)  # False: refuse another GPU's cache
+        cache = config.create_timing_cache(old)
+        if not config.set_timing_cache(cache, False):  # False: refuse a cache made on another GPU
+            log.warning("timing_cache_ignored", path=str(opts.timing_cache), reason="made on another device")
+            config.set_timing_cache(config.create_timing_cache(b""), False)
 
     if progress is not None and hasattr(trt, "IProgressMonitor"):
         monitor = progress_monitor(trt, progress)

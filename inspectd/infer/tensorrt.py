@@ -174,6 +174,8 @@ class TensorRTBackend:
             raise ModelError(f"engine has inputs {inputs}; inspectd feeds exactly one ({spec.name!r})")
         outputs = [n for n, inp, *_ in io if not inp]
         cuda = self._device.cuda  # type: ignore[union-attr]
+        # All contexts select the same profile: TensorRT 10 lets contexts share one (the former preview
+        # feature PROFILE_SHARING_0806 is always on), so one engine serves N cameras without N profiles.
         for _ in range(self.cfg.contexts):
             context = engine.create_execution_context()
             if context is None:
