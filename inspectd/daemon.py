@@ -9,8 +9,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -29,7 +31,7 @@ from inspectd.plc.link import PlcLink
 from inspectd.plc.registry import make_plc_link
 from inspectd.supervise.systemd import Notifier
 from inspectd.supervise.watchdog import Watchdog
-from inspectd.types import Outcome, Reason
+from inspectd.types import Frame, Outcome, Reason, Trigger
 
 log = structlog.get_logger("inspectd.daemon")
 
@@ -44,6 +46,22 @@ class Options:
     max_parts: int | None = None
     handle_signals: bool = True
     extra_sinks: list = field(default_factory=list)
+
+
+class SwitchPoint:
+    """The camera as a free-running pipeline sees it: each grab first applies a pending product switch, on the
+    acquire thread, so camera features and runtime change together, between two parts."""
+
+    def __init__(self, source: Source, between_parts: Callable[[], None]) -> None:
+        self._source, self._between_parts = source, between_parts
+        self.name = source.name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._source, attr)
+
+    def grab(self, timeout: float) -> Frame | None:
+        self._between_parts()
+        return self._source.grab(timeout)
 
 
 def check_golden(rt: ProductRuntime) -> list[str]:
@@ -73,6 +91,7 @@ class Daemon:
         self._reload = threading.Event()
         self._wake = threading.Event()
         self._switch_lock = threading.Lock()
+        self._pending: ProductRuntime | None = None  # product switch waiting for the acquire thread
         self._fps: float | None = None  # verdicts per second over the last STATUS window
 
     # ---------------------------------------------------------------------------------- start-up
@@ -121,9 +140,12 @@ class Daemon:
             sinks.append(self.archive)
         if st.log.every_part:
             sinks.append(VerdictLogger())
-        self.pipeline = Pipeline(st, self.source, self.runtimes[st.product], products=self.config.products.get,
-                                 sinks=sinks,
-                                 triggers=self.plc.next_trigger if st.trigger.source != "free_run" else None)
+        # A product switch lands on the acquire thread right before a part is made: after each trigger poll, or
+        # before each grab in free-run. Camera features and runtime then change together, between parts.
+        triggered = st.trigger.source != "free_run"
+        self.pipeline = Pipeline(st, self.source if triggered else SwitchPoint(self.source, self._between_parts),
+                                 self.runtimes[st.product], products=self.config.products.get, sinks=sinks,
+                                 triggers=self._next_trigger if triggered else None)
         self.pipeline.set_max_parts(self.options.max_parts)
         # No keep-alive while a stage holds one part longer than a cycle (at least 1 s): parts are not flowing.
         self.watchdog = Watchdog(self.pipeline.stamps, st.watchdog.stall_s, self.notifier, self._on_stall,
@@ -196,17 +218,30 @@ class Daemon:
 
     # ---------------------------------------------------------------------------------- products
     def switch_product(self, name: str) -> bool:
-        """Make `name` active for the next part (parts in flight finish with the old recipe)."""
+        """Make `name` active from the next part on (parts in flight finish with the old recipe).
+
+        Any thread may ask (main loop on reload, PLC worker); the acquire thread applies it between parts."""
         with self._switch_lock:
             rt = self.runtimes.get(name)
             if rt is None or self.pipeline is None or self.source is None:
                 log.error("product_switch_refused", product=name, known=sorted(self.runtimes))
                 return False
-            if self.pipeline.active is rt:
-                return True
+            self._pending = None if self.pipeline.active is rt else rt
+            return True
+
+    def _between_parts(self) -> None:
+        """Acquire thread, no part being made: apply a pending switch, camera features first."""
+        with self._switch_lock:
+            rt, self._pending = self._pending, None
+        if rt is not None and self.source is not None and self.pipeline is not None:
             self.source.apply_features(rt.product.camera_features)
             self.pipeline.switch(rt)
-            return True
+
+    def _next_trigger(self, timeout: float) -> Trigger | None:
+        assert self.plc is not None
+        trigger = self.plc.next_trigger(timeout)
+        self._between_parts()  # after the poll: a switch asked for before this trigger applies to its part
+        return trigger
 
     def switch_by_plc_id(self, plc_id: int) -> bool:
         product = self.config.product_by_plc_id(plc_id)
