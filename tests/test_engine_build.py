@@ -187,3 +187,17 @@ def test_build_engine_command_with_rtx(trt_rtx, tmp_path, capsys):
     engine = tmp_path / "b.fp32.engine"
     assert read_manifest(engine).workspace_mb == 128
     assert f"wrote {engine}" in capsys.readouterr().out
+
+
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "engines" / "demo_disc.onnx"
+
+
+@pytest.mark.skipif(not DEMO_MODEL.is_file(), reason="trained demo model not in the tree")
+def test_rtx_builds_the_demo_model_for_its_recipe(trt_rtx, tmp_path):
+    product = load_product(DEMO_MODEL.parent.parent / "configs" / "demo" / "products" / "disc-a.yaml")
+    engine = tmp_path / "demo_disc.sm86.fp32.engine"
+    m = build_engine(trt_rtx, DEMO_MODEL, engine, profiles_for([product], DEMO_MODEL, max_batch=8),
+                     BuildOptions(precision="fp32", compute_capability="8.6"))
+    assert m.profiles[0].max == (8, 3, 224, 224) and m.onnx_file == str(DEMO_MODEL)
+    rtx86 = HostInfo("tensorrt-rtx", trt_rtx.__version__, "8.6")
+    assert decide(engine, rtx86, DEMO_MODEL, allow_rebuild=False).action is Action.LOAD
