@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from inspectd.camera.genicam_features import FeatureError, FeatureResult, FeatureValue, apply_features, problems
 from inspectd.camera.genicam_stats import AcquisitionStats, FrameAccounting
 from inspectd.config.base import Model
-from inspectd.errors import CameraError
+from inspectd.errors import CameraError, ExitCode
 from inspectd.types import Frame
 
 log = structlog.get_logger("inspectd.camera.genicam")
@@ -68,6 +68,12 @@ class GenICamConfig(Model):
         return self
 
 
+class GenICamUnavailable(CameraError):
+    """harvesters/genicam missing: an installation fault that a restart will not fix."""
+
+    exit_code = ExitCode.CONFIG
+
+
 def trigger_features(cfg: GenICamConfig, node_map: Any) -> dict[str, FeatureValue]:
     """The SFNC settings that make the camera's trigger match `cfg.trigger`."""
     out: dict[str, FeatureValue] = {}
@@ -93,7 +99,7 @@ class GenICamSource:
         try:
             from inspectd.camera import genicam_device
         except ImportError as e:
-            raise CameraError(f"GenICam support is not installed ({e}): pip install 'inspectd[genicam]'") from e
+            raise GenICamUnavailable(f"GenICam support is not installed ({e}): pip install 'inspectd[genicam]'") from e
         self._dev = genicam_device
         self.cfg = cfg
         self.stats = AcquisitionStats()
