@@ -4,7 +4,7 @@
 
 Outputs in benchmarks/reports/: ops_shift_report.png (inspectd report's plot), ops_shift_report.txt (its
 table), ops_archive_reject.jpg (an archived reject as the archive drew it), ops_metrics.txt (a scrape).
-Uses the test suite's brightness model when engines/demo_disc.onnx has not been trained.
+Uses engines/demo_disc.onnx (the test suite's brightness model where it has not been trained).
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="inspectd-ops-"))
     station = write_station(work, {"camera": {"bank": 64, "rate_hz": 50}, "metrics": {"enabled": True, "port": 0},
-                                   "archive": {"enabled": True, "sample_pass": 0.02}, "log": {"every_part": False}},
-                            {"rules": [{"name": "defect", "class": "defect", "min_score": 0.36, "result_code": 1}]})
+                                   "archive": {"enabled": True, "sample_pass": 0.02}, "log": {"every_part": False}})
     d = Daemon(load_config(station), Options(handle_signals=False, max_parts=args.parts))
     d.start()
     try:
