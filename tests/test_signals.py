@@ -166,3 +166,22 @@ def test_sigterm_leaves_the_plc_outputs_in_their_safe_state(tmp_path: Path) -> N
     assert (last.ready, last.result_valid, last.online, last.error_code) == (False, False, False, ErrorCode.SHUTDOWN)
     [stopped] = daemon.events("stopped")
     assert stopped["parts_in"] == stopped["journaled"] == len(journal_rows(tmp_path / "journal.sqlite"))
+
+
+def test_sigterm_while_starting_is_acted_on_once_up(tmp_path: Path) -> None:
+    """A stop asked for while models load is not lost: start finishes, then the daemon drains and exits 0."""
+    station = write_station(tmp_path, {"camera": {"bank": 8}})
+    notify = NotifySocket(tmp_path)
+    daemon = DaemonProcess(station, notify)
+    try:
+        # EXTEND_TIMEOUT_USEC is sent while each product loads: signal handlers are in place by then.
+        assert notify.wait_for(lambda m: m.has("EXTEND_TIMEOUT_USEC"), START_S, daemon.alive, since=0)
+        daemon.signal(signal.SIGTERM)
+        rc = daemon.wait(60)
+        notify.settle()
+    finally:
+        daemon.kill()
+    assert rc == 0, daemon.stderr()[-3000:]
+    assert any(m.has("STOPPING") for m in notify.messages)
+    [stopped] = daemon.events("stopped")
+    assert stopped["parts_in"] == stopped["journaled"] == len(journal_rows(tmp_path / "journal.sqlite"))
