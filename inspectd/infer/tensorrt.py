@@ -18,12 +18,12 @@ import structlog
 from pydantic import Field
 
 from inspectd.config.base import Model
+from inspectd.engines.manifest import Action, HostInfo, Manifest, decide, read_manifest
 from inspectd.errors import BackendUnavailable, ModelError
 from inspectd.infer.base import TensorInfo, check_io
 
 if TYPE_CHECKING:  # schema imports the backend registry; avoid the cycle
     from inspectd.config.schema import ProductConfig
-    from inspectd.engines.manifest import HostInfo, Manifest
     from inspectd.infer.cuda_buffers import CudaDevice, TensorSlot
 
 log = structlog.get_logger("inspectd.tensorrt")
@@ -64,7 +64,6 @@ def load_trt(runtime: Runtime = "tensorrt"):
 
 def host_info(trt, device: CudaDevice) -> HostInfo:
     from inspectd.engines.build import runtime_name
-    from inspectd.engines.manifest import HostInfo
 
     return HostInfo(runtime_name(trt), trt.__version__, device.compute_capability, device.name)
 
@@ -75,7 +74,7 @@ def engine_paths(cfg: TensorRTConfig, product: ProductConfig) -> tuple[Path, Pat
 
     model = product.model.path
     if model.suffix in ENGINE_SUFFIXES:
-        from inspectd.engines.manifest import manifest_path, read_manifest
+        from inspectd.engines.manifest import manifest_path
 
         onnx = None
         if manifest_path(model).is_file():
@@ -123,12 +122,19 @@ class TensorRTBackend:
 
     # -- load: verify, maybe rebuild, deserialise, one context + buffers per camera -------------------------
     def load(self) -> None:
-        from inspectd.engines.manifest import Action, decide, read_manifest
         from inspectd.infer.cuda_buffers import CudaDevice
 
         trt = self._trt = load_trt(self.cfg.runtime)
         self._device = CudaDevice(self.cfg.device)
+        try:
+            self._load(trt)
+        except BaseException:
+            self.close()  # a refused engine must not leave GPU memory or a context retain behind
+            raise
+
+    def _load(self, trt) -> None:
         engine_path, onnx = engine_paths(self.cfg, self.product)
+        assert self._device is not None
         with self._device:
             host = host_info(trt, self._device)
             decision = decide(engine_path, host, onnx, self.cfg.rebuild)

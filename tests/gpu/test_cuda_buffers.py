@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA 
 
 from pycuda.compiler import SourceModule  # noqa: E402  (needs the guard above)
 
+from inspectd.errors import ModelError  # noqa: E402
 from inspectd.infer.cuda_buffers import CudaDevice, SlotPool, StreamSlot, TensorSlot  # noqa: E402
 
 KERNELS = r"""
@@ -270,3 +271,12 @@ def test_tensorrt_backend_contexts_buffers_and_streams(device, kernels, tmp_path
               f"last event-timed round trips {' '.join(f'{ms:.3f}' for ms in backend.last_gpu_ms())} ms")
     finally:
         backend.close()
+    assert backend._device is None and backend._contexts == []
+
+    # a tampered engine is refused before TensorRT sees it, and the refused backend releases the GPU
+    engine.write_bytes(b"FAKE-ENGINE" * 99 + b"EVIL-ENGINE")
+    calls.clear()
+    refused = trt_mod.TensorRTBackend(trt_mod.TensorRTConfig(type="tensorrt"), product)
+    with pytest.raises(ModelError, match="does not match its manifest"):
+        refused.load()
+    assert calls == [] and refused._device is None
