@@ -315,3 +315,17 @@ def test_cameras_listing_and_feature_dump(tlsimu: Path) -> None:
     # the helpers leave the camera free for the daemon
     s = source(tlsimu)
     s.close()
+
+
+def test_slow_free_run_is_not_a_lost_camera() -> None:
+    # the acquire stage polls free-run sources every 100 ms: at 2 fps most polls time out, and that is normal
+    provision.harvesters_importable()
+    s = source(provision.viky(), serial="1", trigger="free_run", features={"AcquisitionFrameRate": 2.0})
+    try:
+        end = time.monotonic() + 1.6
+        while time.monotonic() < end:
+            s.grab(0.1)
+        assert s.connected and s.stats.losses == 0
+        assert s.stats.frames >= 2 and s.stats.timeouts >= 8
+    finally:
+        s.close()

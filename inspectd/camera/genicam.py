@@ -56,8 +56,10 @@ class GenICamConfig(Model):
     wait_for_camera: bool = Field(False, description="start without the camera and connect in the background "
                                   "(triggers get camera_lost verdicts meanwhile) instead of failing to start")
     num_buffers: int = Field(8, ge=2, le=256, description="GenTL buffers announced to the stream")
-    lost_after_timeouts: int = Field(3, ge=1, le=1000, description="consecutive grab timeouts that declare "
-                                     "the camera lost (a failed register probe declares it at once)")
+    lost_after_timeouts: int = Field(3, ge=1, le=1000, description="triggered modes: consecutive grab timeouts "
+                                     "that declare the camera lost (a failed register probe declares it at once)")
+    free_run_stall_s: float = Field(5.0, gt=0, description="free-run: no frame for this long declares the camera "
+                                    "lost even while it answers register reads; keep it above the frame period")
     reconnect_min_s: float = Field(0.5, gt=0, description="first wait between reconnection attempts")
     reconnect_max_s: float = Field(10.0, gt=0, description="longest wait between reconnection attempts")
 
@@ -116,6 +118,7 @@ class GenICamSource:
         self._supervisor: threading.Thread | None = None
         self._recipe: dict[str, FeatureValue] = {}
         self._timeouts_in_row = 0
+        self._last_frame_t = 0.0  # free-run stall detection; reset at each (re)connect
         self.last_features: list[FeatureResult] = []
         self.device: dict[str, str] = {}
 
@@ -225,6 +228,7 @@ class GenICamSource:
 
     def _delivered(self, frame: Frame) -> Frame:
         self._timeouts_in_row = 0
+        self._last_frame_t = frame.t_grab
         self.stats.frames += 1
         return frame
 
@@ -319,6 +323,7 @@ class GenICamSource:
                 self.stats.extra += len(self._arrived)
                 self._arrived.clear()
             self._timeouts_in_row = 0
+            self._last_frame_t = time.monotonic()
             self._lost.clear()
             if not initial:
                 self.stats.reconnects += 1
@@ -329,7 +334,12 @@ class GenICamSource:
     def _timed_out(self) -> None:
         self.stats.timeouts += 1
         self._timeouts_in_row += 1
-        if self._timeouts_in_row >= self.cfg.lost_after_timeouts:
+        if self.cfg.trigger == "free_run":  # idle polls time out at slow frame rates: judge by time, not count
+            stalled = time.monotonic() - self._last_frame_t
+            if stalled > self.cfg.free_run_stall_s:
+                self._declare_lost(f"no frame for {stalled:.1f} s")
+                return
+        elif self._timeouts_in_row >= self.cfg.lost_after_timeouts:
             self._declare_lost(f"{self._timeouts_in_row} grab timeouts in a row")
             return
         try:  # a register read tells a slow or untriggered camera from a gone one
