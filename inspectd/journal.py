@@ -12,6 +12,7 @@ from pathlib import Path
 
 import structlog
 
+from inspectd.errors import ConfigError
 from inspectd.types import Part, Verdict
 
 log = structlog.get_logger("inspectd.journal")
@@ -121,7 +122,10 @@ class Journal:
         self._db: sqlite3.Connection | None = None
 
     def start(self) -> None:
-        self._db = open_db(self.path)
+        try:
+            self._db = open_db(self.path)
+        except (OSError, sqlite3.Error) as e:  # no restart fixes a path or a permission: cannot boot
+            raise ConfigError([f"journal.path: cannot open {self.path}: {e}"]) from None
         self._thread.start()
 
     def submit(self, verdict: Verdict, part: Part | None = None) -> None:

@@ -70,3 +70,13 @@ def test_sigterm_mid_run_loses_no_part(tmp_path: Path) -> None:
     assert stopped["parts_in"] == stopped["verdicts"] == stopped["journaled"] == len(rows) > 30
     assert [row["seq"] for row in rows] == list(range(1, len(rows) + 1))
     assert stopped["journal_dropped"] == 0
+
+
+def test_unopenable_journal_is_a_boot_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    st = write_station(tmp_path, {"journal": {"path": str(blocker / "journal.sqlite")}})
+    r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(st)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "journal.path: cannot open" in r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
