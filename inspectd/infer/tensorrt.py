@@ -242,12 +242,12 @@ class TensorRTBackend:
 
     def close(self) -> None:
         """Call after the inference stage has stopped (the pipeline's ordered shutdown does)."""
-        if self._device is not None and self._contexts:
-            with self._device:
+        if self._device is not None:
+            with self._device:  # TensorRT frees device memory when its objects go: keep the context current
                 for ctx in self._contexts:
                     ctx.slot.free()
-        self._contexts, self._pool = [], None
-        self._engine = self._runtime = None  # TensorRT frees them when the last reference goes
+                self._contexts, self._pool = [], None
+                self._engine = self._runtime = None  # contexts first, then engine, then runtime
         if self._device is not None:
             self._device.close()
             self._device = None
