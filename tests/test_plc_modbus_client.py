@@ -100,7 +100,8 @@ def test_plc_killed_and_restarted_mid_run(plc: Peer) -> None:
     assert link.stats.reconnects + link.stats.connect_failures >= 1
     _check(rep, resp, link)
     assert len(rep.results) >= 195  # at most the part in flight at the kill may be lost, and then it is flagged
-    assert resp.max_submit_s < 0.005
+    # a submit that waited on the PLC would take the 250 ms timeout; GIL and a busy 2-core box cost a few ms
+    assert resp.max_submit_s < 0.05
 
 
 def test_frozen_plc_costs_a_reconnect_not_a_stalled_pipeline(plc: Peer) -> None:
@@ -133,7 +134,7 @@ def test_frozen_plc_costs_a_reconnect_not_a_stalled_pipeline(plc: Peer) -> None:
         io.close()
         resp.stop()
         link.stop()
-    assert max(worst) < 0.005, worst
+    assert max(worst) < 0.05, worst  # not the 250 ms request timeout, let alone pymodbus' 12 s
     assert link.stats.write_errors >= 1  # the request that timed out (250 ms), then a reconnect
     assert len(rep.triggered) == 120 and not rep.missing
     _check(rep, resp, link)

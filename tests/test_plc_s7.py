@@ -131,7 +131,7 @@ def test_frozen_and_killed_s7_plc(native_plc: Peer) -> None:
         io.close()
         resp.stop()
         link.stop()
-    assert max(worst) < 0.005 and link.stats.write_errors >= 1
+    assert max(worst) < 0.05 and link.stats.write_errors >= 1  # not snap7's 5 s, not our 300 ms
     assert len(rep.triggered) == 90
     flagged = set(link.stats.dropped_part_ids)
     assert all(rep.results.get(p) == resp.sent[p] or p in flagged for p in rep.triggered)

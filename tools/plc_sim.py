@@ -182,7 +182,10 @@ class PlcSim:
                 rep.order.append(b.result_part_id)
                 rep.t_seen.setdefault(b.result_part_id, t_read)
                 ack_at = now + self.rng.uniform(*self.ack_delay)
-            if ack_at is not None and now >= ack_at and b.result_valid and not self.pause_ack.is_set():
+            # ACK is a level: "the shown result is one I latched" -- also a result shown again with the same
+            # RESULT_SEQ after the daemon reconnected (block B is rewritten whole then)
+            if (b.result_valid and b.result_seq == last_seq and not a.result_ack and not self.pause_ack.is_set()
+                    and (ack_at is None or now >= ack_at)):
                 a, ack_at = _with(a, result_ack=True), None
             elif a.result_ack and not b.result_valid:
                 a = _with(a, result_ack=False)
@@ -350,7 +353,9 @@ def _bench(args: argparse.Namespace) -> int:
     t_ready = {int(k): v for k, v in stats["t_ready"].items()}
     vis = [(rep.t_seen[p] - t_ready[p]) * 1e3 for p in rep.t_seen if p in t_ready]
     _print(rep, args.transport)
-    print(f"  ready->visible at PLC: p50 {pct(vis, 0.5):.3f} ms  p99 {pct(vis, 0.99):.3f} ms  (n={len(vis)}, PLC "
+    within = sum(v <= 2.0 for v in vis) / max(1, len(vis)) * 100
+    print(f"  ready->visible at PLC: p50 {pct(vis, 0.5):.3f} ms  p99 {pct(vis, 0.99):.3f} ms  {within:.1f}% <= 2 ms "
+          f"(n={len(vis)}, PLC "
           f"scan {args.scan_ms} ms, pitch {args.period_ms} ms)")
     print(f"  ready->block B written (link stats): p50 {stats['link_p50_ms']:.3f} ms  "
           f"p99 {stats['link_p99_ms']:.3f} ms")

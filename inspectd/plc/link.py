@@ -125,6 +125,7 @@ class TransportLink:
 
     def __init__(self, make_transport: Callable[[Callable[[], None]], Transport], layout: Layout,
                  handshake: HandshakeConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | None = None,
+                 on_publish: Callable[[float], None] | None = None,
                  timeout_s: float = 0.25, poll_s: float = 0.01, backoff_max_s: float = 2.0,
                  linger_s: float = 0.0, name: str = "plc") -> None:
         self.stats = LinkStats()
@@ -134,6 +135,7 @@ class TransportLink:
         self._hs_cfg = handshake
         self._on_recipe = on_recipe
         self._on_missed = on_missed
+        self._on_publish = on_publish  # seconds from verdict handed over to block B written (metrics)
         self._timeout = timeout_s
         self._poll = poll_s
         self._backoff_max = backoff_max_s
@@ -246,13 +248,17 @@ class TransportLink:
     async def _session(self, transport: Transport) -> None:
         hs = self._hs
         written: list[int] | None = None  # None: rewrite block B whole (fresh session)
+        next_read = 0.0
         while not self._stopping:
+            self._drain(hs)  # verdicts first: a wake-up for a verdict writes it without waiting for a poll
             now = time.monotonic()
-            words = await asyncio.wait_for(transport.read_a(), self._timeout)
-            inputs = self.layout.decode_a(words)
-            self._part_id = inputs.part_id
-            self._drain(hs)
-            hs.on_inputs(inputs, now)
+            if transport.event_driven or now >= next_read:
+                words = await asyncio.wait_for(transport.read_a(), self._timeout)
+                now = time.monotonic()
+                next_read = now + self._poll
+                inputs = self.layout.decode_a(words)
+                self._part_id = inputs.part_id
+                hs.on_inputs(inputs, now)
             hs.tick(now)
             self._events(hs)
             out = self.layout.encode_b(hs.outputs())
@@ -260,7 +266,7 @@ class TransportLink:
                 await asyncio.wait_for(transport.write_b(out), self._timeout)
                 written = out
                 self._published(hs)
-            await self._wait(hs, None if transport.event_driven else self._poll)
+            await self._wait(hs, None if transport.event_driven else max(0.0, next_read - time.monotonic()))
 
     async def _idle(self, seconds: float) -> None:
         """While disconnected: keep the handshake running (results buffer, heartbeat, watchdog)."""
@@ -302,6 +308,8 @@ class TransportLink:
             r = hs.published.popleft()
             self.stats.published += 1
             self.stats.publish_latency_s.append(t - r.t_ready)
+            if self._on_publish is not None:
+                self._call_quietly(self._on_publish, t - r.t_ready)
 
     def _events(self, hs: Handshake) -> None:
         while hs.events:

@@ -14,17 +14,21 @@ from inspectd.plc.s7 import S7Transport
 _CLIENTS: dict[type, Callable[..., object]] = {ModbusClientConfig: ModbusClientTransport, S7Config: S7Transport}
 
 
-def make_plc_link(cfg: PlcConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | None = None) -> PlcLink:
+def make_plc_link(cfg: PlcConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | None = None,
+                  on_publish: Callable[[float], None] | None = None) -> PlcLink:
     """`on_recipe(plc_id) -> accepted` runs on a worker thread when the PLC raises LOAD_RECIPE.
-    `on_missed(part_id, why)` is told about every trigger refused while not READY (for the journal)."""
+    `on_missed(part_id, why)` is told about every trigger refused while not READY (for the journal).
+    `on_publish(seconds)`: verdict handed over -> visible at the PLC, per result (metrics). Both run on the
+    link's thread and must not block."""
     if isinstance(cfg, NoPlcConfig):
         return NoPlcLink()
     layout = Layout(cfg.layout)
     if isinstance(cfg, ModbusServerConfig):
         return TransportLink(lambda notify: ModbusServerTransport(cfg, notify), layout, cfg.handshake,
-                             on_recipe=on_recipe, on_missed=on_missed, timeout_s=1.0,
+                             on_recipe=on_recipe, on_missed=on_missed, on_publish=on_publish, timeout_s=1.0,
                              linger_s=cfg.linger_ms / 1e3, name="modbus_server")
     make = _CLIENTS[type(cfg)]
     return TransportLink(lambda notify: make(cfg, notify), layout, cfg.handshake,  # type: ignore[arg-type,return-value]
-                         on_recipe=on_recipe, on_missed=on_missed, timeout_s=cfg.timeout_ms / 1e3,
+                         on_recipe=on_recipe, on_missed=on_missed, on_publish=on_publish,
+                         timeout_s=cfg.timeout_ms / 1e3,
                          poll_s=cfg.poll_ms / 1e3, backoff_max_s=cfg.backoff_max_ms / 1e3, name=cfg.type)
