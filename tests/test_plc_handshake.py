@@ -159,3 +159,18 @@ def test_random_parts_every_result_shown_once_in_order() -> None:
         while pending and rng.random() < 0.4:
             hs.push_result(_result(pending.pop(0), ok=rng.random() < 0.7))
     assert pid > 300 and seen == list(range(1, len(seen) + 1)) and len(seen) >= pid - 8
+
+
+def test_set_offline_and_unbuffered_results() -> None:
+    hs = _hs()
+    hs.on_inputs(PlcInputs(trigger_enable=True, set_offline=True), 0.0)
+    out = hs.outputs()
+    assert not out.online and not out.ready
+    hs.on_inputs(PlcInputs(trigger_enable=True, set_offline=True, trigger=True, part_id=3), 0.1)
+    assert hs.events[-1] == TriggerMissed(3, "offline")
+    nb = _hs(result_ack=False, buffer_depth=2)  # no RESULT_ACK: each result replaces the last, nothing overruns
+    for pid in (1, 2, 3, 4):
+        nb.push_result(_result(pid))
+    out = nb.outputs()
+    assert (out.result_part_id, out.result_seq, out.result_valid, out.overrun) == (4, 4, True, False)
+    assert not out.done_toggle  # flipped four times
