@@ -202,7 +202,7 @@ def test_every_pixel_format_into_preprocessing(tlsimu: Path, fmt: str, serial: s
     np.testing.assert_array_equal(tensor, reference)
 
 
-@pytest.mark.slow  # ~30 s: TLSimu's DSStopAcquisition alone takes 0.5 s per cycle
+@pytest.mark.slow  # ~45 s: TLSimu's DSStopAcquisition alone takes 0.5 s per cycle
 def test_fifty_connect_disconnect_cycles_without_memory_growth(tlsimu: Path) -> None:
     proc = psutil.Process()
 
@@ -215,16 +215,20 @@ def test_fifty_connect_disconnect_cycles_without_memory_growth(tlsimu: Path) -> 
         finally:
             s.close()
 
-    for _ in range(5):  # warm-up: first loads of the producer and GenApi caches
-        cycle()
-    gc.collect()
-    rss0 = proc.memory_info().rss
-    for _ in range(50):
-        cycle()
-    gc.collect()
-    growth_mb = (proc.memory_info().rss - rss0) / 2**20
-    # a leaked acquirer keeps its 8 buffers (8 x 300 KB) plus its node map: 50 leaks would be > 100 MB
-    assert growth_mb < 8, f"RSS grew {growth_mb:.1f} MB over 50 cycles"
+    def rss_after(n: int) -> float:
+        for _ in range(n):
+            cycle()
+        gc.collect()
+        return proc.memory_info().rss / 2**20
+
+    # Warm-up: producer load, GenApi caches, and malloc arenas of the per-source threads fill over the first
+    # ~25 cycles (+3 MB here), then RSS is flat: measured +0.02..0.05 MB over the next 25.
+    r0 = rss_after(25)
+    r1 = rss_after(25)
+    r2 = rss_after(25)
+    # A leaked acquirer costs ~210 KB (harvesters' chunk adapter, before the workaround) to > 2 MB (its buffers):
+    # 25 leaks would show as > 5 MB in each half.
+    assert r1 - r0 < 1.0 and r2 - r1 < 1.0, f"RSS grew {r1 - r0:.2f} then {r2 - r1:.2f} MB over 2 x 25 cycles"
 
 
 def test_hardware_trigger_matches_frames_in_order_and_drops_stray_pulses(tlsimu: Path) -> None:
