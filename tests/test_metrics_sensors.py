@@ -44,10 +44,12 @@ def test_this_machines_sysfs_reads_without_raising() -> None:
 
 
 def test_nvidia_smi_csv() -> None:
-    text = "0, NVIDIA H100 80GB HBM3, 34, 1980, 2619\n1, NVIDIA A2, [N/A], 1770, 6251\ngarbage line\n"
+    # First line: the query's real output on an idle H100 (inspectd.sensors.HostSensors.poll ran there: 27 ms,
+    # gpu0 33 C). Second: a GPU that reports no temperature, as nvidia-smi prints it. Third: noise.
+    text = "0, NVIDIA H100 80GB HBM3, 33, 375, 2619\n1, NVIDIA A2, [N/A], 1770, 6251\ngarbage line\n"
     r = parse_nvidia_smi(text)
-    assert r.temperature_c == {"gpu0": 34.0}
-    assert r.clock_hz == {"gpu0/sm": 1.98e9, "gpu0/mem": 2.619e9, "gpu1/sm": 1.77e9, "gpu1/mem": 6.251e9}
+    assert r.temperature_c == {"gpu0": 33.0}
+    assert r.clock_hz == {"gpu0/sm": 375e6, "gpu0/mem": 2.619e9, "gpu1/sm": 1.77e9, "gpu1/mem": 6.251e9}
 
 
 def test_poller_without_nvidia_smi(tmp_path: Path) -> None:
