@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", type=Path, default=Path("report.png"), help="plot file")
     p.add_argument("--utc", action="store_true", help="hours and times in UTC instead of local time")
     p.set_defaults(func=cmd_report)
+
+    from inspectd.engines.cli import add_engine_parsers  # build-engine, quantize, compare, eval
+
+    add_engine_parsers(sub)
     return ap
 
 
