@@ -170,8 +170,8 @@ class GenICamSource:
     def fire(self) -> None:
         """Software trigger: TriggerSoftware.execute(). Frames already waiting were made before this trigger:
         they are discarded and counted as extra, so a late frame is never matched to this part."""
-        if self.cfg.trigger != "software":
-            return  # free-run streams; a hardware line fires the camera
+        if self.cfg.trigger != "software" or not self.connected:
+            return  # free-run streams; a hardware line fires the camera; lost: grab answers None at once
         with self._lock:
             if not self.connected:
                 return
@@ -220,9 +220,10 @@ class GenICamSource:
                     break
                 self._arrival.wait(left)
         if frame is None:
-            with self._lock:
-                if self.connected:
-                    self._timed_out()
+            if self.connected:
+                with self._lock:
+                    if self.connected:
+                        self._timed_out()
             return None
         return self._delivered(frame)
 
@@ -278,6 +279,7 @@ class GenICamSource:
                 results = self._configure(self._ia)
                 self._ia.start()
                 self._accounting.restart()
+                self._discard_arrived()  # taken with the old product's settings
             except Exception as e:
                 self._declare_lost(f"feature switch failed: {type(e).__name__}: {e}")
                 return
@@ -303,25 +305,25 @@ class GenICamSource:
         return results
 
     def _connect(self, initial: bool) -> None:
+        # Under the lock throughout, so a product switch during a reconnect is either seen by _configure or
+        # waits for it. grab/fire/pump check `connected` before taking the lock: a reconnect never blocks them.
         dev, cfg = self._dev, self.cfg
         h = ia = None
-        try:
-            h = dev.new_harvester(dev.producer_files(cfg.producers, cfg.use_env_path))
-            ia, device = dev.open_acquirer(h, cfg.serial, cfg.user_id, cfg.num_buffers)
-            results = self._configure(ia)
-            bad = problems(results)
-            if bad and initial:
-                raise FeatureError(bad)  # wrong station config: let the daemon refuse to start
-            ia.start()
-        except Exception:
-            dev.teardown(ia, h)
-            raise
         with self._lock:
+            try:
+                h = dev.new_harvester(dev.producer_files(cfg.producers, cfg.use_env_path))
+                ia, device = dev.open_acquirer(h, cfg.serial, cfg.user_id, cfg.num_buffers)
+                results = self._configure(ia)
+                bad = problems(results)
+                if bad and initial:
+                    raise FeatureError(bad)  # wrong station config: let the daemon refuse to start
+                ia.start()
+            except Exception:
+                dev.teardown(ia, h)
+                raise
             self._h, self._ia, self.device = h, ia, device
             self._accounting.restart()
-            with self._arrival:  # frames from before the loss belong to triggers already answered
-                self.stats.extra += len(self._arrived)
-                self._arrived.clear()
+            self._discard_arrived()  # frames from before the loss belong to triggers already answered
             self._timeouts_in_row = 0
             self._last_frame_t = time.monotonic()
             self._lost.clear()
@@ -354,6 +356,11 @@ class GenICamSource:
         node = nm.PayloadSize
         node.node.invalidate_node()  # read the register, not GenApi's cache
         _ = node.value
+
+    def _discard_arrived(self) -> None:
+        with self._arrival:
+            self.stats.extra += len(self._arrived)
+            self._arrived.clear()
 
     def _drain(self) -> None:
         while (buf := self._ia.try_fetch(timeout=DRAIN_S)) is not None:
