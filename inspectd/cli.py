@@ -18,12 +18,7 @@ def tune_interpreter() -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from inspectd.config.load import load_config
 
-    try:
-        cfg = load_config(args.path)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return int(ExitCode.CONFIG)
+    cfg = load_config(args.path)  # ConfigError: main() prints one line per problem, exit 2
     print(f"{cfg.station_path}: ok ({len(cfg.products)} products: {', '.join(sorted(cfg.products))})")
     return 0
 
@@ -33,12 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from inspectd.daemon import Daemon, Options
     from inspectd.log import setup_logging
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return int(ExitCode.CONFIG)
+    cfg = load_config(args.config)
     writer = setup_logging(cfg.station.log.level, cfg.station.log.format)
     tune_interpreter()
     try:
@@ -129,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ConfigError as e:  # for technicians: file:line: key: message, one per line, no traceback
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return int(e.exit_code)
     except InspectdError as e:
         print(f"inspectd: {e}", file=sys.stderr)
         return int(e.exit_code)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from inspectd.camera.pacing import Pacer
 from inspectd.config.base import Model
 from inspectd.errors import CameraError
 from inspectd.types import Frame
@@ -73,7 +74,7 @@ class ReplaySource:
         self.cfg = cfg
         self._images: list[tuple[np.ndarray, str | None, str]] = []
         self._i = 0
-        self._next_t = 0.0
+        self._pacer = Pacer(None)
         self._open = False
 
     def open(self) -> None:
@@ -85,7 +86,7 @@ class ReplaySource:
         self._images = [(read_image(p, self.cfg.pixel_format), label, p.name) for p, label in items]
         for img, _, _ in self._images:
             img.setflags(write=False)
-        self._next_t = time.monotonic()
+        self._pacer = Pacer(self.cfg.rate_hz)
         self._open = True
 
     def close(self) -> None:
@@ -105,14 +106,8 @@ class ReplaySource:
         if not self._open or (not self.cfg.loop and self._i >= len(self._images)):
             time.sleep(timeout)
             return None
-        if self.cfg.rate_hz:
-            wait = self._next_t - time.monotonic()
-            if wait > timeout:
-                time.sleep(timeout)
-                return None
-            if wait > 0:
-                time.sleep(wait)
-            self._next_t = max(self._next_t + 1 / self.cfg.rate_hz, time.monotonic() - 1 / self.cfg.rate_hz)
+        if not self._pacer.wait(timeout):
+            return None
         image, truth, name = self._images[self._i % len(self._images)]
         frame_id = self._i
         self._i += 1

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from inspectd.camera.pacing import Pacer
 from inspectd.camera.parts import make_part, random_kind, to_pixel_format
 from inspectd.config.base import Model
 from inspectd.types import Frame
@@ -33,7 +34,7 @@ class SyntheticSource:
         self.cfg = cfg
         self._bank: list[tuple[object, str, str]] = []
         self._i = 0
-        self._next_t = 0.0
+        self._pacer = Pacer(None)
         self._fired = threading.Event()
         self._open = False
 
@@ -49,7 +50,7 @@ class SyntheticSource:
             image.setflags(write=False)  # frames are shared by every lap of the bank
             bank.append((image, "reject" if kind else "pass", kind or "good"))
         self._bank = bank
-        self._next_t = time.monotonic()
+        self._pacer = Pacer(self.cfg.rate_hz)
         self._open = True
 
     def close(self) -> None:
@@ -72,14 +73,8 @@ class SyntheticSource:
             if not self._fired.wait(timeout):
                 return None
             self._fired.clear()
-        elif self.cfg.rate_hz:
-            wait = self._next_t - time.monotonic()
-            if wait > timeout:
-                time.sleep(timeout)
-                return None
-            if wait > 0:
-                time.sleep(wait)
-            self._next_t = max(self._next_t + 1 / self.cfg.rate_hz, time.monotonic() - 1 / self.cfg.rate_hz)
+        elif not self._pacer.wait(timeout):
+            return None
         image, truth, kind = self._bank[self._i % len(self._bank)]
         frame_id = self._i
         self._i += 1
