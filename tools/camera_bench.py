@@ -26,45 +26,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inspectd.camera.genicam import GenICamConfig, GenICamSource
+from inspectd.camera.genicam_bench import acquisition_overhead
 
 
 def bench_source(cfg: GenICamConfig, seconds: float) -> dict[str, float]:
     src = GenICamSource(cfg)
     src.open()
-    dev = src._dev  # the same helpers the source uses, timed on their own below
     try:
-        for _ in range(5):  # warm-up: first buffers, page faults of the frame arrays
-            src.grab(2.0)
-        grab_s: list[float] = []
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            t0 = time.perf_counter()
-            f = src.grab(2.0)
-            if f is not None:
-                grab_s.append(time.perf_counter() - t0)
-        # The work per frame without the wait: let every buffer fill, then take them as they lie.
-        fetch_s: list[float] = []
-        copy_s: list[float] = []
-        for _ in range(10):
-            time.sleep(0.2)
-            for _ in range(cfg.num_buffers - 1):
-                t0 = time.perf_counter()
-                buf = src._ia.try_fetch(timeout=2.0)
-                t1 = time.perf_counter()
-                if buf is None:
-                    break
-                try:
-                    dev.buffer_to_frame(buf, "")
-                finally:
-                    buf.queue()
-                fetch_s.append(t1 - t0)
-                copy_s.append(time.perf_counter() - t1)
-        stats = src.stats
-        fetch_ms, copy_ms = 1e3 * statistics.median(fetch_s), 1e3 * statistics.median(copy_s)
-        return {"frames": len(grab_s), "fps": len(grab_s) / seconds, "grab_ms": 1e3 * statistics.median(grab_s),
-                "grab_p99_ms": 1e3 * sorted(grab_s)[int(0.99 * (len(grab_s) - 1))],
-                "fetch_ready_ms": fetch_ms, "copy_requeue_ms": copy_ms, "overhead_per_frame_ms": fetch_ms + copy_ms,
-                "missed": stats.missed, "timeouts": stats.timeouts}
+        return acquisition_overhead(src, seconds)
     finally:
         src.close()
 
