@@ -1,7 +1,9 @@
-"""Modbus client mode: a libmodbus server (C, Debian's libmodbus) plays the PLC's MB_SERVER; kill and freeze it."""
+"""Modbus client mode: a libmodbus server (C, Debian's libmodbus) and pymodbus' own server play the PLC's MB_SERVER;
+the libmodbus one is killed and frozen mid-run. A black-hole PLC (SYNs dropped) bounds the connect."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,13 +14,21 @@ import pytest
 from inspectd.plc.config import HandshakeConfig, LayoutConfig, ModbusClientConfig
 from inspectd.plc.link import TransportLink
 from inspectd.plc.registry import make_plc_link
-from tests.plc.peers import Capture, Peer, free_port, lmb_server
+from tests.plc.peers import Capture, Peer, free_port, lmb_server, pymodbus_server
 from tools.plc_sim import ModbusPlcIO, PlcSim, Responder
 
 
 @pytest.fixture
 def plc() -> Iterator[Peer]:
     peer = lmb_server(free_port()).start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(params=["libmodbus", "pymodbus"])
+def any_plc(request: pytest.FixtureRequest) -> Iterator[Peer]:
+    port = free_port()
+    peer = (lmb_server(port) if request.param == "libmodbus" else pymodbus_server(port)).start()
     yield peer
     peer.stop()
 
@@ -50,7 +60,8 @@ def _check(rep, resp: Responder, link: TransportLink) -> None:  # type: ignore[n
             assert pid in flagged, f"part {pid}: no result at the PLC and not flagged"
 
 
-def test_handshake_and_wire_against_libmodbus(plc: Peer, tmp_path: Path) -> None:
+def test_handshake_and_wire(any_plc: Peer, tmp_path: Path) -> None:
+    plc = any_plc
     cap = Capture(plc.port, tmp_path).start()
     link = _link(plc.port, recipes={3})
     resp = Responder(link, seed=4).start()
@@ -139,3 +150,34 @@ def test_frozen_plc_costs_a_reconnect_not_a_stalled_pipeline(plc: Peer) -> None:
     assert len(rep.triggered) == 120 and not rep.missing
     _check(rep, resp, link)
     assert all(pid in rep.results for pid in extra)  # buffered through the freeze, then shown
+
+
+def test_black_hole_plc_bounded_connects_and_stop() -> None:
+    """A PLC whose accept queue is full drops our SYNs: each connect gives up after timeout_ms, backoff is capped."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    port = hole.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # fill the accept queue; later SYNs are dropped and connect() hangs
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(("127.0.0.1", port))
+        fillers.append(f)
+    t_start = time.monotonic()
+    link = _link(port)
+    try:
+        t0 = time.perf_counter()
+        link.submit(Responder(link).verdict(1, time.monotonic()), None)
+        assert time.perf_counter() - t0 < 0.05
+        _wait(lambda: link.stats.connect_failures >= 3, 3.0)
+        assert 0.7 < time.monotonic() - t_start < 2.5  # 3 x 250 ms timeouts + 50/100 ms backoff, not 3 x 3 s
+        assert not link.connected
+    finally:
+        t0 = time.perf_counter()
+        link.stop()
+        stop_s = time.perf_counter() - t0
+        for f in fillers:
+            f.close()
+        hole.close()
+    assert stop_s < 1.5  # the safe-state attempt is one more bounded connect

@@ -126,6 +126,10 @@ def lmb_server(port: int) -> Peer:
     return Peer([str(lmb_server_binary()), str(port)], port, "lmb_server")
 
 
+def pymodbus_server(port: int) -> Peer:
+    return Peer([sys.executable, str(HERE / "mb_server.py"), str(port)], port, "pymodbus_server")
+
+
 def s7_server(port: int, *, native: bool, db: int = 100) -> Peer:
     py = str(native_snap7_python()) if native else sys.executable
     return Peer([py, str(HERE / "s7_server.py"), str(port), str(db)], port, "s7_native" if native else "s7_python")
