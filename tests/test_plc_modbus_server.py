@@ -234,3 +234,27 @@ def test_mbpoll_plays_the_plc_and_tshark_sees_the_registers(served, tmp_path: Pa
                     if r["modbus.func_code"] == "3" and r["modbus.regval_uint16"].count(",") == 11]
     assert any(v[2:4] == [str(hi), str(lo)] for v in status_reads)  # RESULT_PART_ID on the wire
     assert any(r["modbus.exception_code"] == "2" for r in answers)  # the refused write into block B
+
+
+def test_station_specific_layout_and_any_unit_id() -> None:
+    """Blocks moved to HR 200/300, little word order, unit id 0 (answer any): the simulated PLC, configured
+    the same way, runs parts; the default addresses are not served."""
+    port = free_port()
+    lay = LayoutConfig(block_a=200, block_b=300, word_order="little")
+    link = make_plc_link(ModbusServerConfig(type="modbus_server", port=port, unit_id=0, layout=lay, linger_ms=0,
+                                            handshake=HandshakeConfig(plc_heartbeat_ms=0)), on_recipe=lambda n: True)
+    link.start()
+    wait_port(port)
+    link.set_ready(True)
+    resp = Responder(link, seed=11).start()
+    io = ModbusPlcIO("127.0.0.1", port, lay, unit=17)
+    try:
+        rep = PlcSim(io, lay, first_part=0x12345).run(20, timeout_s=30)
+        assert not rep.missing and all(rep.results[p] == resp.sent[p] for p in rep.triggered)
+        words = io.c.read_holding_registers(302, count=2, device_id=17).registers
+        assert words == [(0x12345 + 19) & 0xFFFF, (0x12345 + 19) >> 16]  # RESULT_PART_ID, low word first
+        assert io.c.read_holding_registers(100, count=20, device_id=17).isError()
+    finally:
+        io.close()
+        resp.stop()
+        link.stop()
