@@ -169,6 +169,24 @@ def test_kernel_source_bakes_the_chain(case: tuple, dtype: str, variant: str) ->
         assert grid[0] * 32 >= plan.out_w and block == (32, gk.row_split(ty), 1)
 
 
+def test_vec16_only_for_aligned_mono8_and_reads_within_the_row() -> None:
+    for case in CASES:
+        pp, spec, frame = chain(case)
+        plan = make_plan(pp, spec, frame.image.shape[1], frame.image.shape[0], frame.pixel_format)
+        tx, ty = gk.resize_taps(plan)
+        pitch = frame.image.strides[0]
+        applies = gk.vec16_applies(plan, tx, pitch)
+        assert applies == (case[0] == "Mono8" and pitch % 16 == 0)
+        assert gk.pick_variant(plan, tx, pitch) == ("vec16" if applies else "separable")
+        if applies:
+            a0 = (plan.roi[0] + int(tx.idx[0, 0])) & ~15
+            assert a0 + gk.vec16_span(plan, tx) <= pitch  # whole 16-byte loads never cross the row end
+            src = gk.kernel_source(plan, tx, ty, variant="vec16")
+            assert "reinterpret_cast<const uint4*>" in src
+            assert f"#define VEC_SPAN {gk.vec16_span(plan, tx)}" in src
+            assert gk.launch_shape(plan, 1, "vec16", tx) == ((1, plan.out_h, 1), (gk.vec16_threads(plan, tx), 1, 1))
+
+
 def test_separable_footprint_bound_covers_every_block() -> None:
     pp, spec, frame = chain(CASES[8])  # letterbox: blocks over padding read nothing
     plan = make_plan(pp, spec, frame.image.shape[1], frame.image.shape[0], frame.pixel_format)

@@ -122,6 +122,8 @@ def bench_case(cuda, fmt: str, w: int, h: int, iters: int, variants: list[tuple[
         in_bytes, out_bytes = w * h, 3 * 224 * 224 * 4
         ref = cpu(frames[0])[0].astype(np.float64)
         for variant, r in variants:
+            if variant == "vec16" and not gk.vec16_applies(plan, gk.resize_taps(plan)[0], w):
+                continue
             k = Kernel(plan, rows=r, variant=variant)
             # correctness of this variant on frame 0 before timing it (poisoned output)
             cuda.memset_d8(dst, 0xFF, k.out_nbytes)
@@ -192,8 +194,8 @@ def _regs(k: Kernel) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--variants", default="separable,gather:1,gather:2,gather:4,gather:8",
-                    help="kernels to time: separable, gather:ROWS (threads per output pixel)")
+    ap.add_argument("--variants", default="vec16,separable,gather:1,gather:4",
+                    help="kernels to time: vec16 (Mono8 only), separable, gather:ROWS (threads per output pixel)")
     ap.add_argument("--json", type=Path, help="write all figures here")
     args = ap.parse_args(argv)
     dev = require_cuda(0)
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "gpu_e2e_ms", "cpu_ms_all_cores", "cpu_ms_1_thread", "speedup_kernel"]
     print(f"\n{'frame -> 224x224x3 f32':<24}" + "".join(f"{c:>{wd}}" for c, wd, _ in cols))
     for r in out["cases"]:
-        r["name"] = ("separable" if r["variant"] == "separable" else f"gather/{r['rows']}") + ("*" if r["best"] else "")
+        r["name"] = (f"gather/{r['rows']}" if r["variant"] == "gather" else r["variant"]) + ("*" if r["best"] else "")
         cells = "".join(f"{r[k]:>{wd}{f}}" for k, (_, wd, f) in zip(keys, cols, strict=True))
         print(f"{r['format'] + ' ' + r['frame']:<24}" + cells)
     print("times in ms (medians); * fastest kernel of the case; x cpu = cpu(all cores) / kernel")

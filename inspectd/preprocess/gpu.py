@@ -103,10 +103,11 @@ def _driver_register(addr: int, nbytes: int) -> int:
 class Kernel:
     """One compiled chain: plan, tap tables on the device, and the launch."""
 
-    def __init__(self, plan: Plan, rows: int | None = None, variant: str | None = None) -> None:
+    def __init__(self, plan: Plan, rows: int | None = None, variant: str | None = None,
+                 pitch_bytes: int | None = None) -> None:
         self.plan = plan
         tx, ty = gk.resize_taps(plan)
-        self.variant = variant or gk.pick_variant(plan, tx)
+        self.variant = variant or gk.pick_variant(plan, tx, pitch_bytes)
         self.rows = rows or gk.row_split(ty)
         self.source = gk.kernel_source(plan, tx, ty, self.rows, self.variant)
         self.module = SourceModule(self.source, no_extern_c=True, options=["-O3"])
@@ -114,13 +115,16 @@ class Kernel:
         self.fn.prepare("PiPPPPP")
         self._tables = [_cuda.to_device(np.ascontiguousarray(a)) for a in (tx.idx, tx.w, ty.idx, ty.w)]
         self._table_ptrs = [int(t) for t in self._tables]
-        self.grid, self.block = gk.launch_shape(plan, self.rows, self.variant)
+        self.grid, self.block = gk.launch_shape(plan, self.rows, self.variant, tx)
         self.out_dtype = np.dtype(np.float16 if plan.dtype == "float16" else np.float32)
         self.out_shape = (1, plan.channels, plan.out_h, plan.out_w)
         self.out_nbytes = int(np.prod(self.out_shape)) * self.out_dtype.itemsize
 
     def launch(self, src_ptr: int, pitch_elems: int, dst_ptr: int, stream: Any = None) -> None:
         """src_ptr: first ROI row of the frame (any column); writes the NCHW tensor at dst_ptr."""
+        if self.variant == "vec16" and (src_ptr % 16 or pitch_elems % 16):
+            raise ValueError("vec16 kernel needs 16-byte aligned rows (staging slots are; a registered camera "
+                             "buffer may not be): construct GpuPreprocessor with variant='separable'")
         self.fn.prepared_async_call(self.grid, self.block, stream, src_ptr, np.int32(pitch_elems), dst_ptr,
                                     *self._table_ptrs)
 
@@ -217,7 +221,8 @@ class GpuPreprocessor:
         if k is None:  # compiled once per frame geometry (nvcc ~1 s; pycuda caches the cubin on disk)
             with self.current():
                 plan = make_plan(self.pp, self.spec, w, h, frame.pixel_format)
-                k = self._kernels[key] = Kernel(plan, variant=self.variant)
+                pitch = frame.image.strides[0] if frame.image.flags.c_contiguous else None
+                k = self._kernels[key] = Kernel(plan, variant=self.variant, pitch_bytes=pitch)
         return k
 
     def _ensure_slots(self, nbytes: int) -> None:

@@ -162,6 +162,8 @@ _TEMPLATE = r"""
 #define CW {cw}         // separable: output columns per block
 #define SEP_T {sep_t}   // separable: threads per block
 #define SPAN_MAX {span_max}  // separable: most ROI columns one block reads
+#define VEC_T {vec_t}   // vec16: threads per block
+#define VEC_SPAN {vec_span}  // vec16: shared floats, the footprint in whole 16-byte vectors
 #define NC {nc}         // channels accumulated (1 for a mono source replicated to 3 outputs)
 
 __device__ __forceinline__ float ld(const SRC_T* __restrict__ p) {{ return (float)__ldg(p); }}
@@ -289,8 +291,78 @@ extern "C" __global__ void __launch_bounds__(SEP_T)
 }}
 """
 
+# 8-bit mono only: one block per output row; each thread reads 16 consecutive bytes of a row per load
+# (uint4), so a warp moves 512 contiguous bytes per request instead of 32. The vertical sums of the whole
+# footprint go to shared memory, then the horizontal pass as in the separable kernel.
+_VEC16 = r"""
+extern "C" __global__ void __launch_bounds__(VEC_T)
+{name}(const unsigned char* __restrict__ src, int pitch, OUT_T* __restrict__ dst,
+       const int* __restrict__ ix, const float* __restrict__ wx,
+       const int* __restrict__ iy, const float* __restrict__ wy)
+{{
+    __shared__ float cols[VEC_SPAN];
+    const int oy = blockIdx.y, fy = oy - PAD_Y;
+    const bool row_in = fy >= 0 && fy < FIT_H;
+    const int a0 = (ROI_X + __ldg(ix)) & ~15;  // first column read, aligned down to a 16-byte vector
+    if (row_in) {{
+        const int nvec = (ROI_X + __ldg(ix + FIT_W * KX - 1) + 1 - a0 + 15) >> 4;
+        int sy[KY];
+        float wyk[KY];
+        #pragma unroll
+        for (int ky = 0; ky < KY; ++ky) {{ sy[ky] = __ldg(iy + fy * KY + ky); wyk[ky] = __ldg(wy + fy * KY + ky); }}
+        for (int t = threadIdx.x; t < nvec; t += VEC_T) {{
+            uint4 q[KY];
+            #pragma unroll
+            for (int ky = 0; ky < KY; ++ky)  // all rows in flight before the first use
+                q[ky] = __ldg(reinterpret_cast<const uint4*>(src + sy[ky] * pitch + a0) + t);
+            float col[16];
+            #pragma unroll
+            for (int j = 0; j < 16; ++j) col[j] = 0.f;
+            #pragma unroll
+            for (int ky = 0; ky < KY; ++ky) {{
+                const unsigned int wd[4] = {{q[ky].x, q[ky].y, q[ky].z, q[ky].w}};
+                #pragma unroll
+                for (int j = 0; j < 16; ++j) col[j] += wyk[ky] * (float)((wd[j >> 2] >> (8 * (j & 3))) & 0xffu);
+            }}
+            #pragma unroll
+            for (int j = 0; j < 16; ++j) cols[t * 16 + j] = col[j];
+        }}
+    }}
+    __syncthreads();
+    const int plane = OUT_W * OUT_H;
+    for (int ox = threadIdx.x; ox < OUT_W; ox += VEC_T) {{
+        const int fx = ox - PAD_X;
+        const bool inside = row_in && fx >= 0 && fx < FIT_W;
+        float acc[1] = {{0.f}};
+        if (inside) {{
+            #pragma unroll
+            for (int kx = 0; kx < KX; ++kx)
+                acc[0] += __ldg(wx + fx * KX + kx) * cols[ROI_X + __ldg(ix + fx * KX + kx) - a0];
+        }}
+        const int o = oy * OUT_W + ox;
+{store}
+    }}
+}}
+"""
+
 SEP_COLUMNS, SEP_THREADS = 32, 128
 SMEM_LIMIT = 48 * 1024  # static shared memory per block without opting in
+
+
+def vec16_span(plan: Plan, taps_x: Taps) -> int:
+    """Shared-memory floats of the vec16 kernel: the whole footprint in whole 16-byte vectors."""
+    a0 = (plan.roi[0] + int(taps_x.idx[0, 0])) & ~15
+    return -(-(plan.roi[0] + int(taps_x.idx[-1, -1]) + 1 - a0) // 16) * 16
+
+
+def vec16_threads(plan: Plan, taps_x: Taps) -> int:
+    return min(256, -(-vec16_span(plan, taps_x) // 16 // 32) * 32)
+
+
+def vec16_applies(plan: Plan, taps_x: Taps, pitch_bytes: int | None) -> bool:
+    """8-bit mono source, rows 16-byte aligned, footprint within shared memory."""
+    return (plan.pixel_format == "Mono8" and accumulated_channels(plan) == 1 and pitch_bytes is not None
+            and pitch_bytes % 16 == 0 and vec16_span(plan, taps_x) * 4 <= SMEM_LIMIT)
 
 
 def span_max(plan: Plan, taps_x: Taps, cw: int = SEP_COLUMNS) -> int:
@@ -303,8 +375,11 @@ def span_max(plan: Plan, taps_x: Taps, cw: int = SEP_COLUMNS) -> int:
     return best
 
 
-def pick_variant(plan: Plan, taps_x: Taps) -> str:
-    """separable where its column sums fit in shared memory (all usual chains), else gather."""
+def pick_variant(plan: Plan, taps_x: Taps, pitch_bytes: int | None = None) -> str:
+    """vec16 for aligned Mono8; separable where its column sums fit in shared memory (all usual chains);
+    else gather. (Measured on an H100: tools/bench_gpu_preprocess.py, README "GPU preprocessing".)"""
+    if vec16_applies(plan, taps_x, pitch_bytes):
+        return "vec16"
     fits = accumulated_channels(plan) * span_max(plan, taps_x) * 4 <= SMEM_LIMIT
     return "separable" if fits else "gather"
 
@@ -378,6 +453,7 @@ def kernel_source(plan: Plan, taps_x: Taps, taps_y: Taps, rows: int | None = Non
     nc = accumulated_channels(plan)
     rows = rows if rows is not None else row_split(taps_y)
     variant = variant or pick_variant(plan, taps_x)
+    body = {"separable": _SEPARABLE, "gather": _GATHER, "vec16": _VEC16}[variant]
     out_t = "__half" if plan.dtype == "float16" else "float"
     cvt = "__float2half_rn" if plan.dtype == "float16" else ""
     store = []
@@ -393,16 +469,21 @@ def kernel_source(plan: Plan, taps_x: Taps, taps_y: Taps, rows: int | None = Non
         roi_x=x, roi_w=w, roi_h=h, out_w=plan.out_w, out_h=plan.out_h, fit_w=plan.fit_w, fit_h=plan.fit_h,
         pad_x=plan.pad_x, pad_y=plan.pad_y, kx=taps_x.k, ky=taps_y.k, rows=rows, nc=nc,
         cw=SEP_COLUMNS, sep_t=SEP_THREADS, span_max=span_max(plan, taps_x),
+        vec_t=vec16_threads(plan, taps_x), vec_span=vec16_span(plan, taps_x),
         pixel_body=_pixel_body(plan),
-        kernel=(_SEPARABLE if variant == "separable" else _GATHER).format(
-            name=kernel_name(plan), store="\n".join(("    " if variant == "separable" else "") + ln for ln in store)),
+        kernel=body.format(name=kernel_name(plan),
+                           store="\n".join(("" if variant == "gather" else "    ") + ln for ln in store)),
     )
 
 
-def launch_shape(plan: Plan, source_rows: int, variant: str = "gather"
+def launch_shape(plan: Plan, source_rows: int, variant: str = "gather", taps_x: Taps | None = None
                  ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(grid, block) for kernel_source's layouts, one block row per output row. gather: 32 output columns x
-    `source_rows` threads per block; separable: SEP_COLUMNS output columns, SEP_THREADS threads."""
+    `source_rows` threads per block; separable: SEP_COLUMNS output columns, SEP_THREADS threads; vec16: the
+    whole row, vec16_threads threads."""
+    if variant == "vec16":
+        assert taps_x is not None
+        return (1, plan.out_h, 1), (vec16_threads(plan, taps_x), 1, 1)
     if variant == "separable":
         return (-(-plan.out_w // SEP_COLUMNS), plan.out_h, 1), (SEP_THREADS, 1, 1)
     return (-(-plan.out_w // 32), plan.out_h, 1), (32, source_rows, 1)
