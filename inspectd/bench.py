@@ -158,6 +158,15 @@ def run_bench(args: argparse.Namespace) -> int:
         warm = [first_after_pause(cfg, args.pause, args.pause / 4) for _ in range(args.pause_repeats)]
         out["after_pause_infer_ms"] = {"pause_s": args.pause, "keep_warm_off": cold, "keep_warm_on": warm,
                                        "steady_p50": out["stages"]["infer"]["p50"]}
+    if cfg.station.camera.type == "genicam" and cfg.station.camera.trigger != "hardware":
+        from inspectd.camera.genicam_bench import acquisition_overhead
+
+        source = make_source(cfg.station.camera)
+        source.open()
+        try:
+            out["acquisition"] = acquisition_overhead(source)  # type: ignore[arg-type]
+        finally:
+            source.close()
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["config"] = {"station": str(cfg.station_path), "product": cfg.station.product,
                      "backend": cfg.station.backend.type, "in_flight": args.in_flight}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -36,6 +37,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         return daemon.run()
     finally:
         writer.close()
+
+
+def _producers(args: argparse.Namespace) -> list[Path]:
+    """Producers from --producer, else from the station file's genicam camera (GENICAM_GENTL64_PATH is added)."""
+    if args.producer:
+        return list(args.producer)
+    if args.config:
+        from inspectd.config.load import load_station
+
+        camera = load_station(args.config).camera
+        return list(getattr(camera, "producers", []))
+    return []
+
+
+def cmd_cameras(args: argparse.Namespace) -> int:
+    from inspectd.camera.genicam_tools import list_cameras
+
+    cams = list_cameras(_producers(args))
+    if args.json:
+        print(json.dumps(cams, indent=2))
+        return 0
+    cols = ("vendor", "model", "serial", "user_id", "interface")
+    print("  ".join(f"{c:<16}" for c in cols))
+    for cam in cams:
+        print("  ".join(f"{cam.get(c, ''):<16}" for c in cols))
+    if not cams:
+        print("no cameras found (check the producers and GENICAM_GENTL64_PATH)", file=sys.stderr)
+    return 0
+
+
+def cmd_camera_features(args: argparse.Namespace) -> int:
+    from inspectd.camera.genicam_tools import dump_features
+
+    print(dump_features(_producers(args), args.serial))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -108,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", type=Path, default=Path("report.png"), help="plot file")
     p.add_argument("--utc", action="store_true", help="hours and times in UTC instead of local time")
     p.set_defaults(func=cmd_report)
+
+    for name, func, text in (("cameras", cmd_cameras, "list GenICam cameras of the configured producers"),
+                             ("camera-features", cmd_camera_features, "dump a camera's GenICam node map")):
+        p = sub.add_parser(name, help=text)
+        if name == "camera-features":
+            p.add_argument("serial", help="camera serial number")
+        else:
+            p.add_argument("--json", action="store_true")
+        p.add_argument("--config", type=Path, help="station file whose camera.producers to use")
+        p.add_argument("--producer", type=Path, action="append", help="GenTL producer .cti (repeatable)")
+        p.set_defaults(func=func)
 
     from inspectd.engines.cli import add_engine_parsers  # build-engine, quantize, compare, eval
 

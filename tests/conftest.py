@@ -19,7 +19,9 @@ DEMO_MODEL = ROOT / "engines" / "demo_disc.onnx"
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        same_kind = isinstance(out.get(k), dict) and out[k].get("type") == v.get("type", out[k].get("type")) \
+            if isinstance(v, dict) else False  # another plugin type replaces the section
+        out[k] = _merge(out[k], v) if same_kind else v
     return out
 
 

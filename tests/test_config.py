@@ -127,3 +127,23 @@ def test_run_with_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
     r = run_cli("run", "--config", str(st))
     assert r.returncode == 2
     assert "cycle_budget_ms: must be > 0 (got 0)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_trigger_source_and_camera_trigger_must_agree(tmp_path: Path) -> None:
+    cam = {"type": "genicam", "serial": "X", "trigger": "free_run", "producers": ["p/TLSimu.cti"]}
+    st = write_station(tmp_path, {"camera": cam, "trigger": {"source": "hardware"}})
+    [p] = problems_for(st)
+    assert "trigger.source hardware needs camera.trigger: hardware (got free_run)" in p
+
+
+def test_trigger_plc_needs_a_plc(tmp_path: Path) -> None:
+    [p] = problems_for(write_station(tmp_path, {"trigger": {"source": "plc"}}))
+    assert "trigger.source plc needs a plc section" in p
+
+
+def test_relative_paths_in_lists_resolve_against_the_file(tmp_path: Path) -> None:
+    from inspectd.config.load import load_station
+
+    cam = {"type": "genicam", "serial": "X", "producers": ["p/TLSimu.cti"]}
+    st = load_station(write_station(tmp_path, {"camera": cam}))
+    assert st.camera.producers == [tmp_path / "p" / "TLSimu.cti"]

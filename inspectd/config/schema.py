@@ -188,3 +188,14 @@ class StationConfig(Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+
+    @model_validator(mode="after")
+    def _trigger_modes_agree(self) -> StationConfig:
+        # A GenICam camera must be set up for the trigger the station uses, or parts would pair with wrong frames.
+        want = {"free_run": "free_run", "plc": "software", "hardware": "hardware"}[self.trigger.source]
+        cam = getattr(self.camera, "trigger", None)
+        if self.camera.type == "genicam" and cam != want:
+            raise ValueError(f"trigger.source {self.trigger.source} needs camera.trigger: {want} (got {cam})")
+        if self.trigger.source == "plc" and self.plc.type == "none":
+            raise ValueError("trigger.source plc needs a plc section (type modbus_server, modbus_client or s7)")
+        return self
