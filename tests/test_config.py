@@ -144,6 +144,6 @@ def test_trigger_plc_needs_a_plc(tmp_path: Path) -> None:
 def test_relative_paths_in_lists_resolve_against_the_file(tmp_path: Path) -> None:
     from inspectd.config.load import load_station
 
-    cam = {"type": "genicam", "serial": "X", "producers": ["p/TLSimu.cti"]}
+    cam = {"type": "genicam", "serial": "X", "trigger": "free_run", "producers": ["p/TLSimu.cti"]}
     st = load_station(write_station(tmp_path, {"camera": cam}))
     assert st.camera.producers == [tmp_path / "p" / "TLSimu.cti"]
