@@ -64,8 +64,10 @@ def test_plugin_type_and_plugin_key_errors(tmp_path: Path) -> None:
 
 def test_cross_field_rule_error_names_the_problem(tmp_path: Path) -> None:
     st = write_station(tmp_path, product={"rules": [{"name": "scratch", "class": "scratchh", "min_score": 0.5}]})
+    product = tmp_path / "products" / "disc-a.yaml"
     [p] = problems_for(st)
-    assert "disc-a.yaml:1: (top level): rule 'scratch' names class 'scratchh', not one of ['good', 'defect']" in p
+    assert p == (f"{product}:{line_of(product, 'scratchh')}: rules[0].class: 'scratchh' is not one of the classes "
+                 "['good', 'defect']")
 
 
 def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
@@ -133,12 +135,13 @@ def test_trigger_source_and_camera_trigger_must_agree(tmp_path: Path) -> None:
     cam = {"type": "genicam", "serial": "X", "trigger": "free_run", "producers": ["p/TLSimu.cti"]}
     st = write_station(tmp_path, {"camera": cam, "trigger": {"source": "hardware"}})
     [p] = problems_for(st)
-    assert "trigger.source hardware needs camera.trigger: hardware (got free_run)" in p
+    assert p == f"{st}:{line_of(st, 'source: hardware')}: trigger.source: hardware needs camera.trigger: hardware " \
+        "(got free_run)"
 
 
 def test_trigger_plc_needs_a_plc(tmp_path: Path) -> None:
     [p] = problems_for(write_station(tmp_path, {"trigger": {"source": "plc"}}))
-    assert "trigger.source plc needs a plc section" in p
+    assert p.endswith("trigger.source: plc needs a plc section (type modbus_server, modbus_client or s7)")
 
 
 def test_relative_paths_in_lists_resolve_against_the_file(tmp_path: Path) -> None:

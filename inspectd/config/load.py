@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,6 +81,13 @@ def format_error(doc: YamlDoc, loc: Loc, message: str) -> str:
     return f"{doc.path}:{doc.line_of(loc)}: {_key_text(loc)}: {message}"
 
 
+_KEYED = re.compile(r"^([A-Za-z_]\w*(?:\.\w+|\[\d+\])*): (.*)$", re.S)
+
+
+def _parse_key(text: str) -> Loc:
+    return tuple(int(p[1:-1]) if p.startswith("[") else p for p in re.findall(r"\w+|\[\d+\]", text))
+
+
 def _num(v: Any) -> Any:
     """Bounds read as the technician wrote them: 0 not 0.0."""
     return int(v) if isinstance(v, float) and v.is_integer() else v
@@ -111,9 +119,14 @@ def validate(doc: YamlDoc, model: type[M]) -> M:
         problems = []
         for err in e.errors():
             loc = _clean_loc(err["loc"], doc.data)
+            message = _message(err)
             if err["type"] == "union_tag_invalid":  # point at the bad `type:` line, not the section
                 loc = (*loc, "type")
-            problems.append(format_error(doc, loc, _message(err)))
+            elif err["type"] == "value_error" and (m := _KEYED.match(message)):
+                key = (*loc, *_parse_key(m.group(1)))
+                if key in doc.lines:  # a cross-field check naming its key: point at that key's line
+                    loc, message = key, m.group(2)
+            problems.append(format_error(doc, loc, message))
         raise ConfigError(problems) from None
 
 

@@ -1,5 +1,8 @@
 """Schema of the station file and of the per-product recipes.
 
+Cross-field validators start their message with the key they are about ("rules[0].class: ..."),
+relative to the model, so the loader can point at that key's line.
+
 Every field has a description: `inspectd check-config` and the README quote them,
 so a technician learns what a key means from the message that rejects it.
 Plugin configs (cameras, backends, PLC transports) live beside their plugin and
@@ -61,9 +64,9 @@ class Preprocess(Model):
     @model_validator(mode="after")
     def _std_positive(self) -> Preprocess:
         if any(s <= 0 for s in self.std):
-            raise ValueError("std values must all be > 0")
+            raise ValueError("std: values must all be > 0")
         if len(self.mean) != len(self.std):
-            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+            raise ValueError(f"mean: has {len(self.mean)} values but std has {len(self.std)}")
         return self
 
 
@@ -100,12 +103,12 @@ class ProductConfig(Model):
 
     @model_validator(mode="after")
     def _rules_name_classes(self) -> ProductConfig:
-        for rule in self.rules:
+        for i, rule in enumerate(self.rules):
             if rule.class_name not in self.classes:
-                raise ValueError(f"rule {rule.name!r} names class {rule.class_name!r}, not one of {self.classes}")
+                raise ValueError(f"rules[{i}].class: {rule.class_name!r} is not one of the classes {self.classes}")
         channels = self.model.input.channels
         if len(self.preprocess.mean) not in (1, channels):
-            raise ValueError(f"preprocess.mean needs 1 or {channels} values for a {channels}-channel input")
+            raise ValueError(f"preprocess.mean: needs 1 or {channels} values for a {channels}-channel input")
         return self
 
 
@@ -195,7 +198,7 @@ class StationConfig(Model):
         want = {"free_run": "free_run", "plc": "software", "hardware": "hardware"}[self.trigger.source]
         cam = getattr(self.camera, "trigger", None)
         if self.camera.type == "genicam" and cam != want:
-            raise ValueError(f"trigger.source {self.trigger.source} needs camera.trigger: {want} (got {cam})")
+            raise ValueError(f"trigger.source: {self.trigger.source} needs camera.trigger: {want} (got {cam})")
         if self.trigger.source == "plc" and self.plc.type == "none":
-            raise ValueError("trigger.source plc needs a plc section (type modbus_server, modbus_client or s7)")
+            raise ValueError("trigger.source: plc needs a plc section (type modbus_server, modbus_client or s7)")
         return self
