@@ -23,7 +23,10 @@ def test_demo_plc_station_parses_to_modbus_server_on_5020() -> None:
     st = StationConfig.model_validate(raw)
     assert isinstance(st.plc, ModbusServerConfig) and st.trigger.source == "plc"
     assert (st.plc.address, st.plc.port, st.plc.layout.block_a, st.plc.layout.block_b) == ("127.0.0.1", 5020, 0, 100)
-    assert isinstance(StationConfig.model_validate({**raw, "plc": {"type": "none"}}).plc, NoPlcConfig)
+    free_run = {**raw, "plc": {"type": "none"}, "trigger": {"source": "free_run"}}
+    assert isinstance(StationConfig.model_validate(free_run).plc, NoPlcConfig)
+    with pytest.raises(ValidationError, match="needs a plc section"):  # PLC triggers with no PLC
+        StationConfig.model_validate({**raw, "plc": {"type": "none"}})
 
 
 def test_union_rejects_typos_and_defaults_s7_layout() -> None:
