@@ -13,7 +13,11 @@ Resize weights reproduce OpenCV's cv2.resize (the CPU reference) geometry:
 - stretch: INTER_LINEAR (2 taps, pixel-centre aligned, 11-bit fixed-point weights for 8-bit input as OpenCV).
 - area with an upscale on either axis: OpenCV's INTER_AREA upscale coefficients (2 taps).
 Differences from the CPU path are then only OpenCV's rounding of its uint8/uint16 intermediate (the resized
-image); the GPU keeps the exact float average (see tests/gpu for the stated tolerance).
+image); the GPU keeps the exact float average (see tolerance_levels and tests/gpu).
+
+Three layouts compute the same function (pick_variant chooses; tools/bench_gpu_preprocess.py times them):
+vec16 (aligned Mono8, 16-byte row loads), separable (vertical then horizontal pass through shared memory, any
+format), gather (one output pixel per thread group; fallback for footprints too wide for shared memory).
 """
 
 from __future__ import annotations
