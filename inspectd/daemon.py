@@ -127,7 +127,8 @@ class Daemon:
         self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue,
                                retention_days=st.journal.retention_days, max_mb=st.journal.max_mb)
         self.journal.start()
-        self.plc = make_plc_link(st.plc, on_recipe=self.switch_by_plc_id, on_missed=self._on_missed_trigger)
+        self.plc = make_plc_link(st.plc, on_recipe=self.switch_by_plc_id, on_missed=self._on_missed_trigger,
+                                 on_publish=self.metrics.observe_plc_write if self.metrics else None)
         self.plc.set_ready(False, ErrorCode.NOT_READY)  # safe state until every stage is up
         self.plc.set_active_recipe(self.config.products[st.product].plc_id)
         self.plc.start()
@@ -211,10 +212,12 @@ class Daemon:
         t.join(timeout)
 
     def _on_missed_trigger(self, part_id: int, why: str) -> None:
-        """PLC worker: a trigger came while we were not READY. It is journaled as a fail-safe like any part."""
+        """PLC worker: a trigger the link refused (not READY: MISSED_TRIGGER; trigger queue full: answered NG).
+        It is journaled as a fail-safe like any part; the PLC side was handled by the link's handshake."""
         log.warning("missed_trigger", part_id=part_id, why=why)
         if self.pipeline is not None:
-            self.pipeline.refuse(part_id, time.monotonic(), Reason.NOT_READY)
+            reason = Reason.OVERFLOW if why == "trigger_queue_full" else Reason.NOT_READY
+            self.pipeline.refuse(part_id, time.monotonic(), reason, skip=self.plc)
 
     # ---------------------------------------------------------------------------------- products
     def switch_product(self, name: str) -> bool:

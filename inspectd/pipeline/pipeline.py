@@ -80,12 +80,12 @@ class Pipeline:
         part.runtime = rt
         return part
 
-    def refuse(self, part_id: int, t_trigger: float, reason: Reason) -> None:
+    def refuse(self, part_id: int, t_trigger: float, reason: Reason, skip: VerdictSink | None = None) -> None:
         """A trigger that never became a part (e.g. the PLC triggered while we were not READY) still gets
-        its one recorded fail-safe verdict."""
+        its one recorded fail-safe verdict; `skip` is the sink that refused it and already knows."""
         part = self._new_part(t_trigger, part_id)
         self.stats.refused += 1
-        self.bus.fail(part, reason)
+        self.bus.fail(part, reason, skip=skip)
 
     @property
     def active(self) -> ProductRuntime:

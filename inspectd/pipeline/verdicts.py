@@ -35,8 +35,10 @@ class VerdictBus:
         self.on_settled: Callable[[Part], None] | None = None  # e.g. frees an in-flight slot
         self._product = product_lookup
 
-    def settle(self, part: Part, decision: Decision, model_sha256: str = "") -> Verdict | None:
-        """Issue `part`'s verdict if nobody has; returns it, or None when it was already issued."""
+    def settle(self, part: Part, decision: Decision, model_sha256: str = "",
+               skip: VerdictSink | None = None) -> Verdict | None:
+        """Issue `part`'s verdict if nobody has; returns it, or None when it was already issued.
+        `skip`: a sink that already knows (e.g. the PLC link that refused the trigger itself)."""
         if not part.claim():
             self.stats.late_results += 1
             return None
@@ -45,6 +47,8 @@ class VerdictBus:
         if self.on_settled is not None:
             self.on_settled(part)
         for sink in self.sinks:
+            if sink is skip:
+                continue
             try:
                 sink.submit(verdict, part)
             except Exception:  # a broken sink must not stop the others or the cycle
@@ -52,8 +56,9 @@ class VerdictBus:
                 log.exception("sink_failed", sink=type(sink).__name__, seq=part.seq)
         return verdict
 
-    def fail(self, part: Part, reason: Reason, model_sha256: str = "") -> Verdict | None:
-        return self.settle(part, failsafe(reason), model_sha256)
+    def fail(self, part: Part, reason: Reason, model_sha256: str = "",
+             skip: VerdictSink | None = None) -> Verdict | None:
+        return self.settle(part, failsafe(reason), model_sha256, skip)
 
 
 class DeadlineKeeper:

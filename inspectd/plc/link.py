@@ -322,6 +322,8 @@ class TransportLink:
                     self.stats.missed_triggers += 1
                     log.error("plc_trigger_queue_full", link=self.name, part_id=e.part_id)
                     hs.push_result(Result(e.part_id, False, FAILSAFE_CODES[Reason.OVERFLOW], 0.0, 0.0, e.t))
+                    if self._on_missed is not None:  # answered here; the daemon journals it
+                        self._call_quietly(self._on_missed, e.part_id, "trigger_queue_full")
             elif isinstance(e, TriggerMissed):
                 self.stats.missed_triggers += 1
                 log.warning("plc_missed_trigger", link=self.name, part_id=e.part_id, why=e.why)
