@@ -110,6 +110,7 @@ class _Context:
 
 class TensorRTBackend:
     name = "tensorrt"
+    accepts_device_input = True  # preprocess: gpu hands us DeviceInput, launched into the engine's input buffer
 
     def __init__(self, cfg: TensorRTConfig, product: ProductConfig) -> None:
         self.cfg, self.product = cfg, product
@@ -119,6 +120,7 @@ class TensorRTBackend:
         self._device: CudaDevice | None = None
         self._runtime = self._engine = self._pool = None
         self._contexts: list[_Context] = []
+        self.cuda_device = cfg.device  # the GPU preprocessor uses the same device (primary context)
 
     # -- load: verify, maybe rebuild, deserialise, one context + buffers per camera -------------------------
     def load(self) -> None:

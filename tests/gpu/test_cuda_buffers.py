@@ -212,7 +212,8 @@ def _fake_trt(mean_logits, streams_by_handle, calls: list[str]):
     return trt
 
 
-def test_tensorrt_backend_contexts_buffers_and_streams(device, kernels, tmp_path, monkeypatch):
+def _standin_backend(device, kernels, tmp_path, monkeypatch, contexts: int):
+    """A TensorRTBackend over a manifest-checked engine file, TensorRT replaced by the stand-in above."""
     from inspectd.config.load import load_product
     from inspectd.engines.manifest import Manifest, ProfileSpec, write_engine
     from inspectd.infer import tensorrt as trt_mod
@@ -237,13 +238,44 @@ def test_tensorrt_backend_contexts_buffers_and_streams(device, kernels, tmp_path
     product = load_product(tmp_path / "p.yaml")
 
     calls: list[str] = []
-    backend = trt_mod.TensorRTBackend(trt_mod.TensorRTConfig(type="tensorrt", contexts=4), product)
+    backend = trt_mod.TensorRTBackend(trt_mod.TensorRTConfig(type="tensorrt", contexts=contexts), product)
 
     def stream_of(handle):
         return next(c.slot.stream for c in backend._contexts if c.slot.handle == handle)
 
     monkeypatch.setattr(trt_mod, "load_trt", lambda runtime: _fake_trt(mean_logits, stream_of, calls))
     backend.load()
+    return backend, product, calls, engine
+
+
+def test_gpu_preprocessing_writes_straight_into_the_engine_input(device, kernels, tmp_path, monkeypatch):
+    """preprocess: gpu + tensorrt: the fused kernel fills the engine's input buffer on the context's stream."""
+    from inspectd.preprocess.cpu import CpuPreprocessor
+    from inspectd.preprocess.gpu import make_gpu_preprocessor
+    from inspectd.types import Frame
+
+    backend, product, calls, _ = _standin_backend(device, kernels, tmp_path, monkeypatch, contexts=2)
+    try:
+        gpu = make_gpu_preprocessor(product, backend, 4)
+        cpu = CpuPreprocessor(product.preprocess, product.model.input)
+        rng = np.random.default_rng(5)
+        for i in range(6):
+            img = rng.integers(0, 256, (128, 128), dtype=np.uint8)
+            frame = Frame(image=img, pixel_format="Mono8", t_grab=0.0)
+            staged = gpu(frame)
+            assert hasattr(staged, "enqueue_into"), "the TensorRT backend must get a DeviceInput, not host data"
+            logits = backend.infer(staged)["logits"]
+            # the stand-in engine returns the input's mean: equal to the CPU reference's mean
+            assert abs(float(logits[0, 0]) - float(cpu(frame).mean())) < 1e-2, i
+        assert calls.count("execute") == 6
+    finally:
+        backend.close()
+
+
+def test_tensorrt_backend_contexts_buffers_and_streams(device, kernels, tmp_path, monkeypatch):
+    from inspectd.infer import tensorrt as trt_mod
+
+    backend, product, calls, engine = _standin_backend(device, kernels, tmp_path, monkeypatch, contexts=4)
     try:
         assert calls.count("profile") == 4 and len({c.slot.handle for c in backend._contexts}) == 4
         assert backend.describe()["device"].startswith(device.name)
