@@ -14,5 +14,5 @@ python3 setup.py build_ext --inplace -j 16 > "$OUT/pycuda_build.log" 2>&1   # nv
 echo "pycuda build_ext rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
 cd "$R" || exit 1
 python3 -m pytest -p no:cacheprovider -v -s -rs tests/gpu/test_cuda_buffers.py 2>&1 | tee "$OUT/gpu_cuda_buffers.log"
-[ "${1:-}" = "--bench" ] && python3 benchmarks/cuda_contexts.py --out "$OUT" 2>&1 | tee "$OUT/cuda_contexts.txt"
+[ "${1:-}" = "--bench" ] && python3 tools/cuda_contexts.py --out "$OUT" 2>&1 | tee "$OUT/cuda_contexts.txt"
 exit 0

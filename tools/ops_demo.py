@@ -1,8 +1,8 @@
 """Operations demo: run the daemon on the demo station, scrape /metrics, archive rejects, write the shift report.
 
-    .venv/bin/python benchmarks/ops_demo.py --parts 600
+    .venv/bin/python tools/ops_demo.py --parts 600
 
-Outputs in benchmarks/reports/: ops_shift_report.png (inspectd report's plot), ops_shift_report.txt (its
+Outputs in tools/reports/: ops_shift_report.png (inspectd report's plot), ops_shift_report.txt (its
 table), ops_archive_reject.jpg (an archived reject as the archive drew it), ops_metrics.txt (a scrape).
 Uses engines/demo_disc.onnx (the test suite's brightness model where it has not been trained).
 """

@@ -5,7 +5,7 @@ camera. TensorRT is not on the GPU machine, so each "inference" here is the slot
 a kernel on the slot's stream, D2H copy, event sync) with a kernel sized like a small model at batch 1: a few
 thread blocks busy for about a millisecond. Needs pycuda and a CUDA device.
 
-    python benchmarks/cuda_contexts.py --out benchmarks/reports   # table on stdout, cuda_contexts.png/json
+    python tools/cuda_contexts.py --out tools/reports   # table on stdout, cuda_contexts.png/json
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--per-thread", type=int, default=200)
     ap.add_argument("--spin", type=int, default=3000, help="work per element (sets the kernel time)")
     ap.add_argument("--blocks", type=int, default=8, help="thread blocks per launch (a small model's footprint)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/reports"))
+    ap.add_argument("--out", type=Path, default=Path("tools/reports"))
     args = ap.parse_args()
 
     from pycuda.compiler import SourceModule
