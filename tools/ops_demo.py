@@ -29,7 +29,7 @@ from tests.conftest import write_station  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", type=int, default=600)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "reports")
+    ap.add_argument("--out", type=Path, default=ROOT / "tools" / "reports")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="inspectd-ops-"))
