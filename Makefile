@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean bench
+.PHONY: run test lint venv clean bench plc-demo
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/inspectd bench --config configs/demo/station.yaml --parts 2000 --json
+
+# The line working with a PLC: the daemon triggered over Modbus TCP (127.0.0.1:5020) by the PLC simulator.
+plc-demo: $(STAMP)
+	@$(BIN)/inspectd run --config configs/demo/station-plc.yaml > var/plc-demo.log 2>&1 & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid' EXIT; \
+	$(BIN)/python tools/plc_sim.py modbus --port 5020 --parts $${PARTS:-200}
 
 clean:
 	rm -rf $(VENV)

@@ -62,7 +62,9 @@ class Collect:
 
 def test_cable_pull_and_replug_through_the_pipeline(tmp_path: Path, shim) -> None:
     cti, control = shim
+    # triggers come from this test instead of a PLC link (the station still names one, as the schema requires)
     cfg = load_config(write_station(tmp_path, {"cycle_budget_ms": 2000, "trigger": {"source": "plc"},
+                                               "plc": {"type": "modbus_server", "port": 0},
                                                "pipeline": {"grab_timeout_ms": 300}}))
     rt = build_runtime(cfg.station, cfg.products["disc-a"])
     src = open_source(cti, features={"Width": 448, "Height": 448})
