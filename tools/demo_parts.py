@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from inspectd.camera.parts import DEFECT_KINDS, make_part, random_kind
-from inspectd.config.load import _read, resolve_paths, validate
+from inspectd.config.load import resolve_paths, validate
 from inspectd.config.schema import ProductConfig
+from inspectd.config.yamlfile import read_yaml
 from inspectd.preprocess.cpu import CpuPreprocessor
 from inspectd.types import Frame
 
@@ -30,8 +31,8 @@ CHUNK = 32  # parts per seeded chunk
 
 
 def recipe(path: Path = PRODUCT) -> ProductConfig:
-    """The product recipe without requiring its model file (the training tool is what creates it)."""
-    doc = _read(path)
+    """The product recipe without requiring its model file (load_product does; the training tool creates it)."""
+    doc = read_yaml(path)
     return resolve_paths(validate(doc, ProductConfig), path.parent)
 
 
