@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-import inspectd.config  # noqa: F401  (first: importing inspectd.camera.replay alone hits an import cycle)
 from inspectd.camera.parts import make_part, random_kind
 from inspectd.camera.replay import labelled_images
 from inspectd.config.load import load_product

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from demo_parts import CHUNK, KINDS, PRODUCT, ROOT, raw_parts
 
-import inspectd.config  # noqa: F401  (imported first: inspectd.camera.replay alone hits an import cycle)
 from inspectd.camera.replay import labelled_images, read_image
 from inspectd.config.load import load_product
 from inspectd.decide import decide
