@@ -174,3 +174,22 @@ def test_stop_drains_parts_in_flight(tmp_path: Path) -> None:
     col.wait(20)
     pipe.stop()
     assert_exactly_once(pipe, col.verdicts)  # everything taken in got its verdict before stop() returned
+
+
+def test_admission_waits_so_a_part_meets_a_free_stage(tmp_path: Path) -> None:
+    _, pipe, _ = setup(tmp_path, {"pipeline": {"max_in_flight": 2, "admission_lead_ms": 0.0}})
+    s = pipe.stamps
+    s["acquire"].typical_s, s["preprocess"].typical_s, s["infer"].typical_s = 0.001, 0.002, 0.010
+    assert pipe.admission_delay() == 0.0  # everything idle: admit now
+    s["infer"].busy_since = time.monotonic()  # inference just started on the part ahead
+    delay = pipe.admission_delay()
+    assert 0.006 < delay <= 0.007  # 10 ms of inference left, the new part needs 3 ms to get there
+    s["preprocess"].busy_since = time.monotonic()  # and another part is being preprocessed
+    assert 0.016 < pipe.admission_delay() <= 0.017  # it goes to inference first: wait one more inference
+
+
+def test_admission_lead_makes_admission_earlier(tmp_path: Path) -> None:
+    _, pipe, _ = setup(tmp_path, {"pipeline": {"max_in_flight": 2, "admission_lead_ms": 2.0}})
+    s = pipe.stamps
+    s["infer"].typical_s, s["infer"].busy_since = 0.010, time.monotonic()
+    assert 0.007 < pipe.admission_delay() <= 0.008

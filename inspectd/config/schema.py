@@ -127,6 +127,10 @@ class PipelineConfig(Model):
         None, ge=1, le=64,
         description="admit a new part only while fewer than this are in flight (sources that can wait: synthetic, "
         "replay); keeps queues short so latency stays at the sum of the stages. null: no limit")
+    admission_lead_ms: float = Field(
+        0.3, ge=0, le=100,
+        description="with max_in_flight: admit the next part this much before the stage it would wait for "
+        "frees up (covers thread wake-up); larger raises throughput, smaller lowers latency")
 
 
 class TriggerConfig(Model):

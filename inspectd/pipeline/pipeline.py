@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -51,6 +52,7 @@ class Pipeline:
         self._budget = station.cycle_budget_ms / 1e3
         self._guard = guard_s(self._budget)
         depth = station.pipeline.queue_depth
+        self._lead = station.pipeline.admission_lead_ms / 1e3
         limit = station.pipeline.max_in_flight
         self.slots = threading.BoundedSemaphore(limit) if limit else None
         if self.slots is not None:
@@ -61,7 +63,7 @@ class Pipeline:
             source=source, outq=q_pre, bus=self.bus, stamp=self.stamps["acquire"], new_part=self._new_part,
             watch=self.keeper.watch, triggers=triggers, overflow=station.pipeline.overflow,
             grab_timeout=station.pipeline.grab_timeout_ms / 1e3, slots=self.slots,
-            fire=station.trigger.source != "hardware")
+            fire=station.trigger.source != "hardware", pace=self.admission_delay if self.slots else None)
         self.infer = InferStage(q_inf, q_dec, self.bus, self.stamps["infer"],
                                 keep_warm_s=station.watchdog.keep_warm_s, active=lambda: self._active)
         self.workers = [
@@ -79,6 +81,25 @@ class Pipeline:
                     deadline=t_trigger + self._budget - self._guard)
         part.runtime = rt
         return part
+
+    def admission_delay(self) -> float:
+        """How long a source that can wait should hold its next part so that it reaches every stage as
+        that stage frees up, instead of waiting in a queue (latency = sum of the stages at full rate).
+        From each stage's typical time, what it is busy with, and the parts ahead of a new one."""
+        now = time.monotonic()
+        arrive = now + self.stamps["acquire"].typical_s  # when a part admitted now reaches the next stage
+        ahead = 0  # parts already admitted that will pass through the stage before the new one
+        delay = 0.0
+        for name in STAGES[1:]:
+            stamp = self.stamps[name]
+            ahead += self.queues[name].qsize()
+            busy = stamp.busy_since
+            free = now + (max(0.0, busy + stamp.typical_s - now) if busy is not None else 0.0)
+            free += ahead * stamp.typical_s
+            delay = max(delay, free - arrive)
+            arrive += stamp.typical_s
+            ahead += busy is not None  # the part in this stage is ahead of us at the next one
+        return delay - self._lead  # a little early: a thread's wake-up costs a fraction of a ms
 
     def refuse(self, part_id: int, t_trigger: float, reason: Reason, skip: VerdictSink | None = None) -> None:
         """A trigger that never became a part (e.g. the PLC triggered while we were not READY) still gets

@@ -128,13 +128,15 @@ class AcquireStage(threading.Thread):
     def __init__(self, *, source: Source, outq: queue.Queue, bus: VerdictBus, stamp: StageStamp,
                  new_part: Callable[[float, int | None], Part], watch: Callable[[Part], None],
                  triggers: Callable[[float], object] | None, overflow: str, grab_timeout: float,
-                 slots: threading.Semaphore | None = None, fire: bool = True) -> None:
+                 slots: threading.Semaphore | None = None, fire: bool = True,
+                 pace: Callable[[], float] | None = None) -> None:
         super().__init__(name="acquire", daemon=True)
         self.source, self.outq, self.bus, self.stamp = source, outq, bus, stamp
         self.new_part, self.watch, self.triggers = new_part, watch, triggers
         self.overflow, self.grab_timeout = overflow, grab_timeout
         self.slots = slots  # in-flight limit (admission control); released when the part's verdict is issued
         self.fire = fire  # False with a hardware trigger: the line fires the camera, we only pair the frame
+        self.pace = pace  # seconds to hold the next admission so it meets a free stage, not a queue
         self.stopping = threading.Event()
         self.max_parts: int | None = None
 
@@ -151,6 +153,10 @@ class AcquireStage(threading.Thread):
             self.outq.put(STOP)
 
     def _one(self) -> None:
+        if self.pace is not None and (delay := self.pace()) > 0:
+            time.sleep(min(delay, POLL_S))
+            self.stamp.idle_beat()
+            return
         if self.slots is not None and not self.slots.acquire(timeout=POLL_S):
             self.stamp.idle_beat()
             return

@@ -15,6 +15,7 @@ class StageStamp:
     last_beat: float = field(default_factory=time.monotonic)  # any sign of life (also while idle-waiting)
     done: int = 0
     thread_id: int | None = None
+    typical_s: float = 0.0  # moving average of the time one part takes here (admission pacing)
 
     def begin(self, seq: int) -> float:
         now = time.monotonic()
@@ -23,6 +24,9 @@ class StageStamp:
 
     def end(self) -> float:
         now = time.monotonic()
+        if self.busy_since is not None:
+            took = now - self.busy_since
+            self.typical_s = took if not self.done else 0.9 * self.typical_s + 0.1 * took
         self.busy_since, self.last_beat = None, now
         self.done += 1
         return now
