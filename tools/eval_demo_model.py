@@ -6,7 +6,7 @@
 Each part goes CpuPreprocessor -> OnnxRuntimeBackend -> Postprocessor -> decide with the
 disc-a recipe, exactly as in the daemon. Prints accuracy, per-kind recall, good-part
 specificity, the confusion matrix and single-image latency, and draws a montage of example
-parts with their scores and heatmaps (misjudged parts framed in red) to docs/demo_model.png.
+parts with their scores and heatmaps (misjudged parts framed in red) to tools/reports/demo_model.png.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4242, help="generator seed; training used 1001/1002")
     ap.add_argument("--folder", type=Path, help="evaluate a make_dataset.py folder instead of fresh parts")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--montage", type=Path, default=ROOT / "docs/demo_model.png", help="'' to skip")
+    ap.add_argument("--montage", type=Path, default=ROOT / "tools/reports/demo_model.png", help="'' to skip")
     ap.add_argument("--latency-runs", type=int, default=500, help="single-image inferences timed (1 thread)")
     args = ap.parse_args()
 
