@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +79,12 @@ def check_io(product: ProductConfig, inputs: Sequence[TensorInfo], outputs: Sequ
             problems.append(f"{where}: no output named {name!r} for model.{key} (model outputs: "
                             f"{', '.join(out_by_name)})")
     scores = out_by_name.get(ref.scores_output)
-    if scores is not None and scores.shape and isinstance(scores.shape[-1], int) and scores.shape[-1] > 0 \
-            and scores.shape[-1] != len(product.classes):
-        problems.append(f"{where}: output {scores.name!r} has {scores.shape[-1]} classes, recipe lists "
-                        f"{len(product.classes)}: {product.classes}")
+    dims = scores.shape[1:] if scores is not None else ()
+    if dims and all(isinstance(d, int) and d > 0 for d in dims):  # N x C, or N x C x 1 x 1 (conv heads)
+        n = math.prod(dims)  # type: ignore[arg-type]
+        if n != len(product.classes):
+            shown = product.classes if len(product.classes) <= 8 else [*product.classes[:8], "..."]
+            problems.append(f"{where}: output {scores.name!r} has {n} classes, recipe lists "  # type: ignore[union-attr]
+                            f"{len(product.classes)}: {shown}")
     if problems:
         raise ModelError("\n".join(problems))

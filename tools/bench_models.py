@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""`inspectd bench` over real model topologies: the demo model, the `light_*.onnx` graphs inside the `onnx` wheel
+(true compute cost, constant weights) and EfficientNet-Lite0 when tools/export_efficientnet.py has built it.
+
+    .venv/bin/python tools/bench_models.py [--parts 300] [--models light_resnet50 ...] [--json out.json]
+
+Each model runs through the real pipeline on the demo station's synthetic parts (the recipe's input name,
+output and class count adapted to the model) and through the naive sequential loop; one table row per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import onnx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inspectd.bench import bench_config, run_naive, run_pipeline  # noqa: E402
+from inspectd.config.load import load_config  # noqa: E402
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def io_names(path: Path) -> tuple[str, str, int, str]:
+    """(input name, output name, classes, activation) of a single-input classifier."""
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    inp = next(i for i in m.graph.input if i.name not in inits)
+    out = m.graph.output[0]
+    classes = [d.dim_value for d in out.type.tensor_type.shape.dim][1]
+    softmaxed = any(n.op_type == "Softmax" for n in m.graph.node[-3:])
+    return inp.name, out.name, classes, "none" if softmaxed else "softmax"
+
+
+def station_for(model: Path, folder: Path) -> Path:
+    station = yaml.safe_load((ROOT / "configs/demo/station.yaml").read_text())
+    product = yaml.safe_load((ROOT / "configs/demo/products/disc-a.yaml").read_text())
+    # a budget no model misses: this measures capacity (the daemon would fail-safe parts over its 50 ms)
+    station.update(journal={"path": str(folder / "j.sqlite")}, archive={"enabled": False}, metrics={"enabled": False},
+                   products_dir=str(folder / "products"), cycle_budget_ms=10_000)
+    product["model"]["path"] = str(model)
+    if model.name != "demo_disc.onnx":
+        name, output, n, activation = io_names(model)
+        classes = ["good", *(f"c{i}" for i in range(1, n))]
+        product["model"] = {"path": str(model), "input": {"name": name, "width": 224, "height": 224},
+                            "scores_output": output, "activation": activation}
+        product["classes"] = classes
+        product["rules"] = [{"name": "c1", "class": "c1", "min_score": 0.5}]
+    (folder / "products").mkdir(parents=True, exist_ok=True)
+    (folder / "products" / "disc-a.yaml").write_text(yaml.safe_dump(product))
+    (folder / "station.yaml").write_text(yaml.safe_dump(station))
+    return folder / "station.yaml"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", type=int, default=300)
+    ap.add_argument("--models", nargs="*", default=["demo_disc", "light_squeezenet", "light_shufflenet",
+                                                    "light_resnet50", "efficientnet_lite0"])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    paths = {"demo_disc": ROOT / "engines/demo_disc.onnx",
+             "efficientnet_lite0": ROOT / "engines/bench/efficientnet_lite0.onnx",
+             **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
+    rows = []
+    print(f"{'model':22} {'MB':>6} {'infer p50':>9} {'pipe fps':>8} {'bound':>7} {'eff':>5} {'naive':>7} "
+          f"{'speedup':>7} {'e2e p99':>8}")
+    for name in args.models:
+        path = paths.get(name)
+        if path is None or not path.exists():
+            print(f"{name:22} (not available: {path})")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = bench_config(load_config(station_for(path, Path(tmp))), in_flight=2)
+            r = run_pipeline(cfg, args.parts, warmup=20)
+            r["naive_fps"] = run_naive(cfg, args.parts, warmup=20)
+        r.update(model=name, mb=path.stat().st_size / 2**20)
+        rows.append(r)
+        print(f"{name:22} {r['mb']:6.1f} {r['stages']['infer']['p50']:8.2f}ms {r['throughput_fps']:8.1f} "
+              f"{r['bound_fps']:7.1f} {r['efficiency']:5.2f} {r['naive_fps']:7.1f} "
+              f"{r['throughput_fps'] / r['naive_fps']:7.2f} {r['e2e_ms']['p99']:6.2f}ms", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
