@@ -74,3 +74,19 @@ def test_replay_without_loop_stops(tmp_path: Path) -> None:
 def test_replay_empty_folder_is_a_camera_error(tmp_path: Path) -> None:
     with pytest.raises(CameraError, match="no images"):
         ReplaySource(ReplayConfig(type="replay", folder=tmp_path)).open()
+
+
+def test_rate_limits_frames_and_timeout_is_honoured() -> None:
+    import time
+
+    src = SyntheticSource(SyntheticConfig(type="synthetic", size=32, bank=2, rate_hz=50))
+    src.open()
+    t0, n = time.monotonic(), 0
+    while time.monotonic() - t0 < 0.3:
+        n += src.grab(0.1) is not None
+    assert 10 <= n <= 17  # 50 Hz for 0.3 s: ~15 frames, never a burst
+    slow = SyntheticSource(SyntheticConfig(type="synthetic", size=32, bank=1, rate_hz=2))
+    slow.open()
+    slow.grab(1.0)
+    t0 = time.monotonic()
+    assert slow.grab(0.05) is None and time.monotonic() - t0 < 0.2  # next frame is 0.5 s away: give up at timeout
