@@ -56,7 +56,7 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
     source = make_source(st.camera)
     source.open()
     col = Collector(parts + warmup)
-    pipe = Pipeline(st, source, rt, products=cfg.products.get, sinks=[col])
+    pipe = Pipeline(st, source, rt, sinks=[col])
     pipe.set_max_parts(parts + warmup)
     pipe.start()
     col.done.wait(timeout=600)
@@ -131,7 +131,7 @@ def first_after_pause(cfg: Config, pause_s: float, keep_warm_s: float | None, wa
             return None
 
     col = Collector(warm + 1)
-    pipe = Pipeline(st, source, rt, products=cfg.products.get, sinks=[col], triggers=next_trigger)
+    pipe = Pipeline(st, source, rt, sinks=[col], triggers=next_trigger)
     pipe.start()
     for i in range(warm):
         triggers.put(Trigger(i, time.monotonic()))

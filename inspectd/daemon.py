@@ -145,7 +145,7 @@ class Daemon:
         # before each grab in free-run. Camera features and runtime then change together, between parts.
         triggered = st.trigger.source != "free_run"
         self.pipeline = Pipeline(st, self.source if triggered else SwitchPoint(self.source, self._between_parts),
-                                 self.runtimes[st.product], products=self.config.products.get, sinks=sinks,
+                                 self.runtimes[st.product], sinks=sinks,
                                  triggers=self._next_trigger if triggered else None)
         self.pipeline.set_max_parts(self.options.max_parts)
         # No keep-alive while a stage holds one part longer than a cycle (at least 1 s): parts are not flowing.

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from inspectd.config.schema import ProductConfig
-from inspectd.types import Findings, Outcome, Part, Reason, Verdict
+from inspectd.types import Findings, Frame, Outcome, Part, Reason, Verdict
 
 # RESULT_CODE for fail-safe verdicts, above any rule's code (rules use 1..999).
 FAILSAFE_CODES: dict[Reason, int] = {
@@ -17,6 +17,7 @@ FAILSAFE_CODES: dict[Reason, int] = {
     Reason.STAGE_ERROR: 1005,
     Reason.SHUTDOWN: 1006,
     Reason.NOT_READY: 1007,
+    Reason.BAD_OUTPUT: 1008,
 }
 
 
@@ -41,7 +42,20 @@ def failsafe(reason: Reason) -> Decision:
     return Decision(Outcome.FAILSAFE, reason.value, FAILSAFE_CODES[reason], 0.0)
 
 
+def source_ref(frame: Frame | None) -> str:
+    """The image's identity at its source, so a journal row leads back to it."""
+    if frame is None:
+        return ""
+    meta = frame.meta
+    if "file" in meta:
+        return str(meta["file"])
+    if "camera_ts_ns" in meta:
+        return f"frame_id={frame.frame_id} camera_ts_ns={meta['camera_ts_ns']}"
+    return f"frame_id={frame.frame_id}" if frame.frame_id >= 0 else ""
+
+
 def make_verdict(part: Part, decision: Decision, product: ProductConfig | None, model_sha256: str) -> Verdict:
+    """`product` is the recipe of the part's own runtime (fixed at its trigger), never a global lookup."""
     frame = part.frame
     plc_ok = decision.outcome is Outcome.PASS or (
         decision.outcome is Outcome.FAILSAFE and product is not None and product.failsafe == "pass")
@@ -61,4 +75,6 @@ def make_verdict(part: Part, decision: Decision, product: ProductConfig | None, 
         model_sha256=model_sha256,
         stage_ms=part.stage_ms(),
         wall_time=time.time(),
+        recipe_no=product.plc_id if product is not None else 0,
+        source_ref=source_ref(frame),
     )

@@ -34,6 +34,7 @@ class Reason(str, Enum):
     STAGE_ERROR = "stage_error"  # a stage raised; the log has the traceback
     SHUTDOWN = "shutdown"  # still queued when the daemon was told to stop
     NOT_READY = "not_ready"  # golden check failed or backend not up
+    BAD_OUTPUT = "bad_output"  # the model gave a non-finite or mis-shaped output: never a pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class Verdict:
     model_sha256: str
     stage_ms: Mapping[str, float]
     wall_time: float  # time.time() at verdict, for the journal and archive names
+    recipe_no: int = 0  # plc_id of the recipe that judged the part (the one active at its trigger)
+    source_ref: str = ""  # where the image came from: replay file name, or GenICam frame id / camera timestamp
 
     @property
     def latency_ms(self) -> float:

@@ -77,7 +77,7 @@ def test_cable_pull_and_replug_through_the_pipeline(tmp_path: Path, shim) -> Non
             return None
 
     col = Collect()
-    pipe = Pipeline(cfg.station, src, rt, products=cfg.products.get, sinks=[col], triggers=triggers)
+    pipe = Pipeline(cfg.station, src, rt, sinks=[col], triggers=triggers)
     pipe.start()
     part_id = 0
 

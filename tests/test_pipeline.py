@@ -69,7 +69,7 @@ def setup(tmp_path: Path, station: dict | None = None, **faults) -> tuple[Config
     source = make_source(cfg.station.camera)
     source.open()
     col = Collect()
-    pipe = Pipeline(cfg.station, source, rt, products=cfg.products.get, sinks=[col])
+    pipe = Pipeline(cfg.station, source, rt, sinks=[col])
     return cfg, pipe, col
 
 
@@ -129,7 +129,7 @@ def test_failsafe_pass_product_tells_plc_ok(tmp_path: Path) -> None:
     source = make_source(cfg.station.camera)
     source.open()
     col = Collect()
-    pipe = Pipeline(cfg.station, source, rt, products=cfg.products.get, sinks=[col])
+    pipe = Pipeline(cfg.station, source, rt, sinks=[col])
     [v] = run_parts(pipe, col, 1)
     assert v.outcome is Outcome.FAILSAFE and v.plc_ok is True
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from inspectd.camera.base import Source
-from inspectd.config.schema import ProductConfig, StationConfig
+from inspectd.config.schema import StationConfig
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.pipeline.stages import AcquireStage, DecideStage, InferStage, PreprocessStage
 from inspectd.pipeline.stamps import StageStamp
@@ -36,14 +36,13 @@ class Pipeline:
         source: Source,
         runtime: ProductRuntime,
         *,
-        products: Callable[[str], ProductConfig | None],
         sinks: list[VerdictSink] | None = None,
         triggers: Callable[[float], Trigger | None] | None = None,
     ) -> None:
         self.station = station
         self.source = source
         self.stats = PipelineStats()
-        self.bus = VerdictBus(self.stats, products)
+        self.bus = VerdictBus(self.stats)
         self.bus.sinks.extend(sinks or [])
         self.keeper = DeadlineKeeper(self.bus)
         self.stamps = {name: StageStamp(name) for name in STAGES}

@@ -29,11 +29,10 @@ class VerdictSink(Protocol):
 
 
 class VerdictBus:
-    def __init__(self, stats: PipelineStats, product_lookup: Callable[[str], object | None]) -> None:
+    def __init__(self, stats: PipelineStats) -> None:
         self.sinks: list[VerdictSink] = []
         self.stats = stats
         self.on_settled: Callable[[Part], None] | None = None  # e.g. frees an in-flight slot
-        self._product = product_lookup
 
     def settle(self, part: Part, decision: Decision, model_sha256: str = "",
                skip: VerdictSink | None = None) -> Verdict | None:
@@ -42,7 +41,9 @@ class VerdictBus:
         if not part.claim():
             self.stats.late_results += 1
             return None
-        verdict = make_verdict(part, decision, self._product(part.product), model_sha256)  # type: ignore[arg-type]
+        rt = part.runtime  # the recipe active at the part's trigger judges it, whatever was reloaded since
+        verdict = make_verdict(part, decision, rt.product if rt is not None else None,
+                               model_sha256 or (rt.backend.model_sha256 if rt is not None else ""))
         self.stats.count(verdict)
         if self.on_settled is not None:
             self.on_settled(part)

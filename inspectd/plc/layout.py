@@ -14,12 +14,12 @@ from enum import IntEnum
 from inspectd.plc.config import LayoutConfig
 
 A_WORDS = 10  # CONTROL, PLC_HEARTBEAT, PART_ID (2), RECIPE_NO, 5 reserved
-B_WORDS = 20  # STATUS .. RESULTS_PENDING (12), 8 reserved
+B_WORDS = 20  # STATUS .. RUN_EPOCH (14), 6 reserved
 
 # word offsets inside the blocks (fixed; a station moves a whole block with its start address)
 A_CONTROL, A_HEARTBEAT, A_PART_ID, A_RECIPE_NO = 0, 1, 2, 4
 (B_STATUS, B_HEARTBEAT, B_PART_ID, B_SEQ, B_CODE, B_ERROR, B_RECIPE, B_SCORE, B_MS,
- B_PENDING) = 0, 1, 2, 4, 5, 6, 7, 8, 10, 11
+ B_PENDING, B_RESULT_RECIPE, B_RUN_EPOCH) = 0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13
 
 
 class ErrorCode(IntEnum):
@@ -76,6 +76,8 @@ class VisionOutputs:
     score: float = 0.0
     inspection_ms: int = 0
     results_pending: int = 0
+    result_recipe: int = 0  # RECIPE_NO that judged the result shown (ACTIVE_RECIPE may already be the next one)
+    run_epoch: int = 0  # changes with every daemon start (1..65535, persisted): (RUN_EPOCH, RESULT_SEQ) is unique
 
 
 _CONTROL_NAMES = ("trigger_enable", "trigger", "result_ack", "clear_error", "load_recipe", "set_offline")
@@ -151,6 +153,8 @@ class Layout:
         words[B_SCORE:B_SCORE + 2] = self.f32_words(b.score)
         words[B_MS] = _u16(round(b.inspection_ms))
         words[B_PENDING] = _u16(b.results_pending)
+        words[B_RESULT_RECIPE] = _u16(b.result_recipe)
+        words[B_RUN_EPOCH] = _u16(b.run_epoch)
         return words
 
     def decode_b(self, words: list[int]) -> VisionOutputs:
@@ -161,7 +165,8 @@ class Layout:
             result_part_id=self.words_u32(words[B_PART_ID], words[B_PART_ID + 1]),
             result_seq=words[B_SEQ], result_code=words[B_CODE], error_code=words[B_ERROR],
             active_recipe=words[B_RECIPE], score=self.words_f32(words[B_SCORE], words[B_SCORE + 1]),
-            inspection_ms=words[B_MS], results_pending=words[B_PENDING])
+            inspection_ms=words[B_MS], results_pending=words[B_PENDING],
+            result_recipe=words[B_RESULT_RECIPE], run_epoch=words[B_RUN_EPOCH])
 
     def status_mask(self, *names: str) -> int:
         return sum(1 << self._sbits[n] for n in names)
