@@ -24,6 +24,7 @@ from inspectd.errors import ConfigError, ExitCode, GoldenCheckError, InspectdErr
 from inspectd.journal import Journal
 from inspectd.log import VerdictLogger
 from inspectd.metrics import Metrics
+from inspectd.outputs.plant import PlantOutputs
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
 from inspectd.plc.layout import ErrorCode
@@ -86,6 +87,7 @@ class Daemon:
         self.archive: Archive | None = None
         self.watchdog: Watchdog | None = None
         self.plc: PlcLink | None = None
+        self.plant: PlantOutputs | None = None  # mqtt: / opcua: sections
         self.exit_code = ExitCode.OK
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -141,6 +143,9 @@ class Daemon:
             sinks.append(self.archive)
         if st.log.every_part:
             sinks.append(VerdictLogger())
+        self.plant = PlantOutputs(st, self, journal_path, self.metrics.registry if self.metrics else None)
+        self.plant.start()  # never waits for a broker: connects in the background
+        sinks.extend(self.plant.sinks)
         # A product switch lands on the acquire thread right before a part is made: after each trigger poll, or
         # before each grab in free-run. Camera features and runtime then change together, between parts.
         triggered = st.trigger.source != "free_run"
@@ -335,6 +340,8 @@ class Daemon:
         self.safe_outputs()  # after the drain, so the last verdicts reach the PLC first
         if self.journal:
             self.journal.close()
+        if self.plant:  # after the journal: its last rows go out too (bounded by mqtt.drain_s)
+            self.plant.close()
         if self.archive:
             self.archive.close()
         if self.source:

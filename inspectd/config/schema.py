@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 from inspectd.camera.registry import CameraConfig
 from inspectd.config.base import Model
 from inspectd.infer.registry import BackendConfig
+from inspectd.outputs.config import MqttConfig
 from inspectd.plc.config import PlcConfig
 
 # ----------------------------------------------------------------------------- product (recipe)
@@ -195,6 +196,7 @@ class StationConfig(Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    mqtt: MqttConfig | None = Field(None, description="publish verdicts, state and counters to an MQTT broker")
 
     @model_validator(mode="after")
     def _trigger_modes_agree(self) -> StationConfig:

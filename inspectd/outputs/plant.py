@@ -1,0 +1,54 @@
+"""The plant outputs a station has (`mqtt:`, `opcua:`), started after the journal and stopped after it.
+
+The daemon holds one PlantOutputs: `sinks` go into the pipeline's sink list (each submit is a wake-up or an
+attribute store, never I/O); `close` runs after the journal has written its last row, so MQTT can send it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from inspectd.outputs.mqtt import MqttPublisher
+from inspectd.outputs.station_view import StationView
+
+
+class PlantOutputs:
+    def __init__(self, station: Any, daemon: Any, journal_path: Path,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.view = StationView(daemon)
+        self.mqtt: MqttPublisher | None = None
+        self.opcua: Any = None
+        mqtt_cfg = getattr(station, "mqtt", None)
+        if mqtt_cfg is not None and mqtt_cfg.enabled:
+            self.mqtt = MqttPublisher(mqtt_cfg, station.name, journal_path,
+                                      counters=lambda: self.view.snapshot().counters(), registry=registry)
+        opcua_cfg = getattr(station, "opcua", None)
+        if opcua_cfg is not None and opcua_cfg.enabled:
+            from inspectd.outputs.opcua import OpcuaServer  # asyncua loads slowly: only when configured
+
+            self.opcua = OpcuaServer(opcua_cfg, station.name, self.view, on_recipe=getattr(daemon, "switch_by_plc_id",
+                                                                                           None))
+
+    @property
+    def sinks(self) -> list[Any]:
+        out: list[Any] = []
+        if self.opcua is not None:
+            out.append(self.view)
+        if self.mqtt is not None:
+            out.append(self.mqtt)
+        return out
+
+    def start(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.start()
+        if self.opcua is not None:
+            self.opcua.start()
+
+    def close(self) -> None:
+        if self.opcua is not None:
+            self.opcua.close()
+        if self.mqtt is not None:
+            self.mqtt.close()

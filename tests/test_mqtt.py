@@ -1,0 +1,194 @@
+"""MQTT store-and-forward against a real Mosquitto, with the daemon as a real subprocess.
+
+Zero loss is checked against the journal: every journaled row reaches the subscriber (QoS 1 may duplicate,
+never lose), whatever happens to the broker or the daemon in between.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_station
+from tests.mqtt_peers import Mosquitto, Recorder
+from tests.supervise_harness import START_S, DaemonProcess, journal_rows
+
+pytestmark = pytest.mark.slow
+
+FIELDS = {"run_id", "seq", "part_id", "product", "verdict", "reason", "result_code", "score", "scores",
+          "t_trigger", "t_verdict", "latency_ms", "model_sha256", "station", "journal_id"}
+
+
+def _station(tmp_path: Path, broker: Mosquitto, metrics: bool = False) -> Path:
+    cfg = {"host": "127.0.0.1", "port": broker.port, "counters_every_s": 0.5, "drain_s": 20}
+    return write_station(tmp_path, {"name": "line1", "camera": {"bank": 8, "rate_hz": 40}, "mqtt": cfg,
+                                    "log": {"every_part": False}, "metrics": {"enabled": metrics, "port": 0}})
+
+
+def _rows(tmp_path: Path) -> int:
+    path = tmp_path / "journal.sqlite"
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(str(path))
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+def _wait(pred, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _all_journaled_arrived(tmp_path: Path, rec: Recorder, timeout: float = 60) -> tuple[list[dict], list[dict]]:
+    rows = journal_rows(tmp_path / "journal.sqlite")
+    want = {r["id"] for r in rows}
+    rec.wait(lambda: want <= {v["journal_id"] for v in rec.verdicts()}, timeout)
+    got = rec.verdicts()
+    missing = sorted(want - {v["journal_id"] for v in got})
+    assert not missing, f"{len(missing)} of {len(want)} journaled verdicts never reached the broker: {missing[:20]}"
+    return rows, got
+
+
+def _first_arrivals_in_order(got: list[dict]) -> None:
+    seen: list[int] = []
+    for v in got:
+        if v["journal_id"] not in seen:
+            seen.append(v["journal_id"])
+    assert seen == sorted(seen), "QoS 1 order broken: first arrivals are not in journal order"
+
+
+def test_every_verdict_arrives_with_its_fields_state_and_counters(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    rec = Recorder(broker.port)
+    daemon = None
+    try:
+        rec.wait(lambda: rec.client.is_connected(), 10)
+        daemon = DaemonProcess(_station(tmp_path, broker), None)
+        _wait(lambda: _rows(tmp_path) >= 80 or not daemon.alive(), START_S, "80 journaled parts")
+        assert rec.wait(lambda: "online" in rec.states(), 10), rec.states()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, daemon.stderr()[-3000:]
+        rows, got = _all_journaled_arrived(tmp_path, rec)
+        by_id = {r["id"]: r for r in rows}
+        for v in got:
+            assert set(v) >= FIELDS, FIELDS - set(v)
+            r = by_id[v["journal_id"]]
+            assert (v["run_id"], v["seq"], v["part_id"], v["verdict"], v["reason"], v["result_code"]) == \
+                (r["run_id"], r["seq"], r["part_id"], r["verdict"], r["reason"], r["result_code"])
+            assert v["station"] == "line1" and isinstance(v["scores"], dict)
+        _first_arrivals_in_order(got)
+        # A clean stop says `offline` itself (retained), after the last verdict went out.
+        assert rec.wait(lambda: rec.states()[-1:] == ["offline"], 10), rec.states()
+        counters = rec.counters()
+        assert counters and counters[-1]["station"] == "line1" and counters[-1]["parts"] > 0
+        assert {"pass", "reject", "failsafe", "yield", "product"} <= set(counters[-1])
+    finally:
+        if daemon:
+            daemon.kill()
+        rec.close()
+        broker.stop()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^(inspectd_mqtt_\w+)(\{[^}]*\})? ([-0-9.e+]+)$", line)
+        if m and not m.group(2):
+            out[m.group(1)] = float(m.group(3))
+    return out
+
+
+def test_broker_stopped_mid_run_and_restarted_loses_nothing(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    rec = Recorder(broker.port)
+    station = _station(tmp_path, broker, metrics=True)
+    daemon = DaemonProcess(station, None)
+    try:
+        listening = daemon.wait_event("metrics_listening", START_S)
+        assert listening, daemon.stderr()[-3000:]
+        port = listening["port"]
+        assert rec.wait(lambda: len(rec.verdicts()) >= 20, START_S), daemon.stderr()[-3000:]
+        broker.stop()
+        before = _rows(tmp_path)
+        _wait(lambda: _rows(tmp_path) >= before + 100, 60, "100 parts journaled while the broker is down")
+        during = _scrape(port)
+        assert during["inspectd_mqtt_connected"] == 0
+        assert during["inspectd_mqtt_backlog_rows"] >= 50 and during["inspectd_mqtt_backlog_age_seconds"] > 0
+        broker.start()
+        assert rec.wait(lambda: len({v["journal_id"] for v in rec.verdicts()}) >= before + 100, 60)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, daemon.stderr()[-3000:]
+        _, got = _all_journaled_arrived(tmp_path, rec)
+        _first_arrivals_in_order(got)
+        assert daemon.events("mqtt_disconnected") and len(daemon.events("mqtt_connected")) >= 2
+    finally:
+        daemon.kill()
+        rec.close()
+        broker.stop()
+
+
+def test_daemon_killed_and_restarted_while_broker_down_loses_nothing(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    rec = Recorder(broker.port)
+    station = _station(tmp_path, broker)
+    first = DaemonProcess(station, None)
+    second = None
+    try:
+        assert rec.wait(lambda: len(rec.verdicts()) >= 20, START_S), first.stderr()[-3000:]
+        broker.stop()
+        before = _rows(tmp_path)
+        _wait(lambda: _rows(tmp_path) >= before + 40, 60, "parts journaled while the broker is down")
+        first.proc.send_signal(signal.SIGKILL)
+        first.wait(10)
+        killed_at = _rows(tmp_path)
+        second = DaemonProcess(station, None)
+        _wait(lambda: _rows(tmp_path) >= killed_at + 40, START_S, "the restarted daemon journaling, broker down")
+        broker.start()
+        run_ids = {r["run_id"] for r in journal_rows(tmp_path / "journal.sqlite")}
+        assert len(run_ids) == 2
+        second.signal(signal.SIGTERM)
+        assert second.wait(60) == 0, second.stderr()[-3000:]
+        _, got = _all_journaled_arrived(tmp_path, rec)
+        _first_arrivals_in_order(got)
+        assert {v["run_id"] for v in got} == run_ids
+    finally:
+        first.kill()
+        if second:
+            second.kill()
+        rec.close()
+        broker.stop()
+
+
+def test_last_will_offline_on_kill_9(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    rec = Recorder(broker.port)
+    daemon = DaemonProcess(_station(tmp_path, broker), None)
+    try:
+        assert rec.wait(lambda: rec.states()[-1:] == ["online"], START_S), daemon.stderr()[-3000:]
+        assert rec.wait(lambda: len(rec.verdicts()) >= 5, 30)
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        # The broker publishes the Will when the connection drops without a DISCONNECT.
+        assert rec.wait(lambda: rec.states()[-1:] == ["offline"], 30), rec.states()
+        late = Recorder(broker.port, topic="inspectd/line1/state")  # a newcomer reads it retained
+        try:
+            assert late.wait(lambda: late.states() == ["offline"], 10), late.states()
+        finally:
+            late.close()
+    finally:
+        daemon.kill()
+        rec.close()
+        broker.stop()
