@@ -22,6 +22,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check inspectd tests tools
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/inspectd bench --config configs/demo/station.yaml --parts 2000 --json

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 
@@ -47,6 +47,30 @@ class Frame:
     frame_id: int = -1  # the camera's own counter, for missed/extra frame detection
     truth: str | None = None  # 'pass' | 'reject' for labelled sources
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class DeviceTensor(Protocol):
+    """A model input made on the GPU (GPU preprocessing) whose kernel has not run yet: the backend says where.
+
+    A backend that launches it into its own input buffer (TensorRT) avoids a copy; any other backend reads it
+    through `__array__` (a device-to-host copy), so every backend accepts every `ModelInput`.
+    """
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    def enqueue_into(self, dst_ptr: int, stream: Any = None) -> None:
+        """Write the tensor at device pointer `dst_ptr`, ordered on `stream` (a CUDA stream or None)."""
+        ...
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray: ...
+
+
+ModelInput: TypeAlias = "np.ndarray | DeviceTensor"  # what a preprocessor returns and a backend's infer takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +141,7 @@ class Part:
         self.product = product
         self.deadline = deadline
         self.frame: Frame | None = None
-        self.tensor: np.ndarray | None = None
+        self.tensor: ModelInput | None = None
         self.outputs: dict[str, np.ndarray] | None = None
         self.findings: Findings | None = None
         self.runtime: Any = None  # the ProductRuntime this part is inspected with (fixed at trigger)

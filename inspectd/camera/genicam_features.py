@@ -69,7 +69,7 @@ def access_mode(node: object) -> int:
 def read_value(node: object) -> FeatureValue | None:
     """The node's value, or None for nodes without one (commands, categories, registers)."""
     try:
-        return node.value  # type: ignore[attr-defined, no-any-return]
+        return node.value  # type: ignore[attr-defined]
     except AttributeError:
         return None
 
@@ -124,7 +124,7 @@ def write_feature(node_map: object, name: str, value: FeatureValue) -> FeatureRe
         return FeatureResult(name, value, got, f"{name}: read-only (is {got!r}, recipe wants {value!r})")
     try:
         wanted = _coerce(node, value)
-        node.value = wanted  # type: ignore[attr-defined]
+        node.value = wanted
     except Exception as e:
         return FeatureResult(name, value, None, f"{name}: cannot set {value!r} ({type(e).__name__}: {e})")
     if mode == WO:

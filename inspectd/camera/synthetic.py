@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from inspectd.camera.pacing import Pacer
@@ -32,15 +33,13 @@ class SyntheticSource:
 
     def __init__(self, cfg: SyntheticConfig) -> None:
         self.cfg = cfg
-        self._bank: list[tuple[object, str, str]] = []
+        self._bank: list[tuple[np.ndarray, str, str]] = []  # (image, truth, kind)
         self._i = 0
         self._pacer = Pacer(None)
         self._fired = threading.Event()
         self._open = False
 
     def open(self) -> None:
-        import numpy as np
-
         rng = np.random.default_rng(self.cfg.seed)
         bank = []
         for _ in range(self.cfg.bank):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from inspectd.config.schema import ProductConfig, StationConfig
 from inspectd.config.yamlfile import Loc, YamlDoc, YamlSyntaxError, read_yaml
@@ -93,7 +94,7 @@ def _num(v: Any) -> Any:
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: ErrorDetails) -> str:
     template = _MESSAGES.get(err["type"])
     ctx = err.get("ctx") or {}
     if template:

@@ -34,13 +34,14 @@ class YamlSyntaxError(Exception):
 def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key = key_node.value
-            lines[(*loc, key)] = key_node.start_mark.line + 1
-            _index(value_node, (*loc, key), lines)
+            child = (*loc, key_node.value)  # a name, not lines[(*loc, k)]: mypy reads that as 3.11-only syntax
+            lines[child] = key_node.start_mark.line + 1
+            _index(value_node, child, lines)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            lines[(*loc, i)] = item.start_mark.line + 1
-            _index(item, (*loc, i), lines)
+            child = (*loc, i)
+            lines[child] = item.start_mark.line + 1
+            _index(item, child, lines)
 
 
 def read_yaml(path: Path) -> YamlDoc:

@@ -115,7 +115,7 @@ class BuildProgress:
 def progress_monitor(trt, progress: BuildProgress):
     """An IProgressMonitor (TensorRT >= 10.0) forwarding to `progress`."""
 
-    class Monitor(trt.IProgressMonitor):  # type: ignore[misc,name-defined]
+    class Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)  # pybind11 trampoline: initialise the base explicitly
 

@@ -99,14 +99,13 @@ class CalibratorFeed:
 
 def make_entropy_calibrator(trt, feed: CalibratorFeed):
     """An IInt8EntropyCalibrator2 (TensorRT 10; removed in TensorRT 11 and absent from TensorRT-RTX)."""
-    base = getattr(trt, "IInt8EntropyCalibrator2", None)
-    if base is None:
+    if not hasattr(trt, "IInt8EntropyCalibrator2"):
         raise RuntimeError(f"{trt.__name__} {trt.__version__} has no IInt8EntropyCalibrator2: use a Q/DQ model "
                            f"from `inspectd quantize` instead")
 
-    class EntropyCalibrator(base):  # type: ignore[misc,valid-type]
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
-            base.__init__(self)  # the pybind11 trampoline must be initialised explicitly
+            trt.IInt8EntropyCalibrator2.__init__(self)  # the pybind11 trampoline must be initialised explicitly
 
         def get_batch_size(self) -> int:
             return feed.batch_size()

@@ -56,7 +56,7 @@ def evaluate(runtime: ProductRuntime, frames: Sequence[Frame], *, precision: str
             if lap:
                 continue
             verdict = decide(runtime.postprocess(outputs), runtime.product).outcome.value
-            result.confusion[LABELS.index(frame.truth), LABELS.index(verdict)] += 1  # type: ignore[arg-type]
+            result.confusion[LABELS.index(frame.truth), LABELS.index(verdict)] += 1
             if verdict != frame.truth:
                 result.errors.append(f"{frame.meta.get('file', '?')}: truth {frame.truth}, got {verdict}")
     return result

@@ -55,7 +55,7 @@ def quantize_qdq(src: Path, dst: Path, data: CalibrationSet, method: Method = "e
     calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
              "minmax": CalibrationMethod.MinMax}[method]
     # TensorRT wants symmetric INT8 (zero point 0) and float biases: it rejects DequantizeLinear of int32.
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+    extra: dict[str, bool | float] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     t0 = time.perf_counter()

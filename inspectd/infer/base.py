@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from inspectd.errors import ModelError
+from inspectd.types import ModelInput
 
 if TYPE_CHECKING:  # schema imports the backend registry; avoid the cycle
     from inspectd.config.schema import ProductConfig
@@ -33,7 +34,7 @@ class Backend(Protocol):
         """Open the model and check it against the product; raise ModelError when they disagree."""
         ...
 
-    def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+    def infer(self, tensor: ModelInput) -> dict[str, np.ndarray]:
         """Run one batch; returns every output by name (host arrays the caller may keep)."""
         ...
 

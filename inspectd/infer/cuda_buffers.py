@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from inspectd.errors import BackendUnavailable
+from inspectd.types import ModelInput
 
 T = TypeVar("T")
 
@@ -145,16 +146,16 @@ class StreamSlot:
         self.cuda.memcpy_dtoh_async(view, buf.device, self.stream)
         return view
 
-    def run(self, inputs: Mapping[str, np.ndarray], execute: Callable[[int], None],
+    def run(self, inputs: Mapping[str, ModelInput], execute: Callable[[int], None],
             output_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
         """H2D, execute on this stream, D2H, wait; returns copies the caller may keep (the pinned
         buffers are reused by the next call)."""
         self.start.record(self.stream)
         for name, array in inputs.items():
-            if hasattr(array, "enqueue_into"):  # GPU preprocessing: its kernel writes straight into the input
-                array.enqueue_into(self.addresses()[name], self.stream)
-            else:
+            if isinstance(array, np.ndarray):
                 self.upload(name, array)
+            else:  # a DeviceTensor (GPU preprocessing): its kernel writes straight into the input buffer
+                array.enqueue_into(self.addresses()[name], self.stream)
         execute(self.handle)
         views = {name: self.download(name, shape) for name, shape in output_shapes.items()}
         self.end.record(self.stream)

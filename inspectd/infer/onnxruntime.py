@@ -11,6 +11,7 @@ from pydantic import Field
 from inspectd.config.base import Model
 from inspectd.errors import ModelError
 from inspectd.infer.base import TensorInfo, check_io, sha256_file
+from inspectd.types import ModelInput
 
 if TYPE_CHECKING:  # schema imports the backend registry; avoid the cycle
     from inspectd.config.schema import ProductConfig
@@ -65,9 +66,10 @@ class OnnxRuntimeBackend:
         self._session = session
         self._outputs = [o.name for o in session.get_outputs()]
 
-    def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+    def infer(self, tensor: ModelInput) -> dict[str, np.ndarray]:
         assert self._session is not None, "load() first"
-        values = self._session.run(self._outputs, {self.product.model.input.name: tensor})
+        host = tensor if isinstance(tensor, np.ndarray) else np.asarray(tensor)  # a DeviceTensor: copied to host
+        values = self._session.run(self._outputs, {self.product.model.input.name: host})
         return dict(zip(self._outputs, values, strict=True))
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import structlog
@@ -21,10 +21,11 @@ from inspectd.config.base import Model
 from inspectd.engines.manifest import Action, HostInfo, Manifest, decide, read_manifest
 from inspectd.errors import BackendUnavailable, ModelError
 from inspectd.infer.base import TensorInfo, check_io
+from inspectd.types import ModelInput
 
 if TYPE_CHECKING:  # schema imports the backend registry; avoid the cycle
     from inspectd.config.schema import ProductConfig
-    from inspectd.infer.cuda_buffers import CudaDevice, TensorSlot
+    from inspectd.infer.cuda_buffers import CudaDevice, SlotPool, TensorSlot
 
 log = structlog.get_logger("inspectd.tensorrt")
 
@@ -116,9 +117,11 @@ class TensorRTBackend:
         self.cfg, self.product = cfg, product
         self.model_sha256 = ""
         self.manifest: Manifest | None = None
-        self._trt = None
+        self._trt: Any = None  # the tensorrt module (untyped, optional)
         self._device: CudaDevice | None = None
-        self._runtime = self._engine = self._pool = None
+        self._runtime: Any = None  # trt.Runtime / trt.ICudaEngine: TensorRT ships no type information
+        self._engine: Any = None
+        self._pool: SlotPool[_Context] | None = None
         self._contexts: list[_Context] = []
         self.cuda_device = cfg.device  # the GPU preprocessor uses the same device (primary context)
 
@@ -141,8 +144,9 @@ class TensorRTBackend:
             host = host_info(trt, self._device)
             decision = decide(engine_path, host, onnx, self.cfg.rebuild)
             if decision.action is Action.REBUILD:
+                assert onnx is not None, "decide() says REBUILD only when there is an ONNX to build from"
                 log.warning("engine_rebuild", engine=str(engine_path), reasons=decision.reasons)
-                self._rebuild(trt, onnx, engine_path, host)  # type: ignore[arg-type]
+                self._rebuild(trt, onnx, engine_path, host)
                 decision = decide(engine_path, host, onnx, allow_rebuild=False)
             if decision.action is not Action.LOAD:
                 raise ModelError(f"engine {engine_path} not loaded: {decision.message()}")
@@ -181,7 +185,8 @@ class TensorRTBackend:
         if inputs != [spec.name]:
             raise ModelError(f"engine has inputs {inputs}; inspectd feeds exactly one ({spec.name!r})")
         outputs = [n for n, inp, *_ in io if not inp]
-        cuda = self._device.cuda  # type: ignore[union-attr]
+        assert self._device is not None, "load() opens the device first"
+        cuda = self._device.cuda
         # All contexts select the same profile: TensorRT 10 lets contexts share one (the former preview
         # feature PROFILE_SHARING_0806 is always on), so one engine serves N cameras without N profiles.
         for _ in range(self.cfg.contexts):
@@ -225,7 +230,7 @@ class TensorRTBackend:
         ctx.output_shapes = {o: tuple(ctx.context.get_tensor_shape(o)) for o in ctx.outputs}
 
     # -- hot path -------------------------------------------------------------------------------------------
-    def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+    def infer(self, tensor: ModelInput) -> dict[str, np.ndarray]:
         assert self._pool is not None and self._device is not None, "load() first"
         name = self.product.model.input.name
         with self._pool.acquire() as ctx, self._device:

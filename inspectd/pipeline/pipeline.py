@@ -54,9 +54,9 @@ class Pipeline:
         self._lead = station.pipeline.admission_lead_ms / 1e3
         limit = station.pipeline.max_in_flight
         self.slots = threading.BoundedSemaphore(limit) if limit else None
-        if self.slots is not None:
-            self.bus.on_settled = lambda _part: self.slots.release()  # type: ignore[union-attr]
-        q_pre, q_inf, q_dec = (queue.Queue(maxsize=depth) for _ in range(3))
+        if (slots := self.slots) is not None:
+            self.bus.on_settled = lambda _part: slots.release()
+        q_pre, q_inf, q_dec = (queue.Queue[Part | None](maxsize=depth) for _ in range(3))
         self.queues = {"preprocess": q_pre, "infer": q_inf, "decide": q_dec}
         self.acquire = AcquireStage(
             source=source, outq=q_pre, bus=self.bus, stamp=self.stamps["acquire"], new_part=self._new_part,

@@ -5,17 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from inspectd.config.schema import ProductConfig, StationConfig
 from inspectd.infer.base import Backend
 from inspectd.infer.registry import make_backend
 from inspectd.postprocess import Postprocessor
-from inspectd.types import Frame
+from inspectd.types import Frame, ModelInput
 
 
 class Preprocessor(Protocol):
-    def __call__(self, frame: Frame) -> np.ndarray: ...
+    def __call__(self, frame: Frame) -> ModelInput: ...
 
 
 @dataclass

@@ -21,7 +21,7 @@ from inspectd.decide import decide
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.verdicts import VerdictBus
-from inspectd.types import Part, Reason
+from inspectd.types import Part, Reason, Trigger
 
 log = structlog.get_logger("inspectd.pipeline")
 
@@ -78,7 +78,7 @@ class Stage(threading.Thread):
 
 
 def part_runtime(part: Part) -> ProductRuntime:
-    return part.runtime  # type: ignore[attr-defined, no-any-return]
+    return part.runtime  # types.py sits below pipeline: Part.runtime is Any
 
 
 class PreprocessStage(Stage):
@@ -127,7 +127,7 @@ class AcquireStage(threading.Thread):
 
     def __init__(self, *, source: Source, outq: queue.Queue, bus: VerdictBus, stamp: StageStamp,
                  new_part: Callable[[float, int | None], Part], watch: Callable[[Part], None],
-                 triggers: Callable[[float], object] | None, overflow: str, grab_timeout: float,
+                 triggers: Callable[[float], Trigger | None] | None, overflow: str, grab_timeout: float,
                  slots: threading.Semaphore | None = None, fire: bool = True,
                  pace: Callable[[], float] | None = None) -> None:
         super().__init__(name="acquire", daemon=True)
@@ -181,7 +181,7 @@ class AcquireStage(threading.Thread):
             if trig is None:
                 self.stamp.idle_beat()
                 return False
-            part = self.new_part(trig.t_trigger, trig.part_id)  # type: ignore[attr-defined]
+            part = self.new_part(trig.t_trigger, trig.part_id)
             t_grab0 = time.monotonic()
             if self.fire:
                 self.source.fire()

@@ -70,7 +70,7 @@ class ModbusServerTransport:
         self.port = cfg.port  # the bound port (when cfg.port is 0)
 
     async def _action(self, fc: int, _start: int, address: int, count: int, _regs: list[int],
-                      values: list[int] | None) -> ExcCodes | None:
+                      values: list[int] | list[bool] | None) -> ExcCodes | None:  # bools: coils (refused)
         if self._own_write:
             return None
         if fc not in (FC_READ_HR, FC_WRITE_HR, FC_WRITE_HRS):

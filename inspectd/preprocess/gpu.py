@@ -49,8 +49,8 @@ try:  # pycuda is optional (the `tensorrt` extra); CPU-only machines run the Ope
 
     _cuda_import_error: str | None = None
 except Exception as exc:  # ImportError, or a pycuda built against a libcuda that is absent here
-    _cuda = None  # type: ignore[assignment]
-    SourceModule = None  # type: ignore[assignment,misc]
+    _cuda = None
+    SourceModule = None
     _cuda_import_error = f"{type(exc).__name__}: {exc}"
 
 Staging = Literal["auto", "copy", "mapped"]
@@ -234,7 +234,7 @@ class GpuPreprocessor:
             flags = _cuda.host_alloc_flags.DEVICEMAP if mapped else 0
             host = _cuda.pagelocked_empty(nbytes, np.uint8, mem_flags=flags)
             dev = None if mapped else _cuda.mem_alloc(nbytes)
-            ptr = host.base.get_device_pointer() if mapped else int(dev)
+            ptr = host.base.get_device_pointer() if dev is None else int(dev)
             self._slots.append(_Slot(host, ptr, dev, _cuda.Event(_cuda.event_flags.DISABLE_TIMING),
                                      _cuda.Event(_cuda.event_flags.DISABLE_TIMING), threading.Lock()))
         self._slot_bytes = nbytes
