@@ -1,4 +1,10 @@
-"""structlog setup: JSON lines (journald-friendly) written by a background thread, so logging never blocks a cycle."""
+"""Logging: structlog on top of the standard library, one line per event, written by a background thread.
+
+Every line -- ours and those of libraries that log through `logging` (pymodbus, harvesters, asyncua) --
+goes through the same formatter: JSON lines for journald (`"logger"` names the module), or plain text for
+people. The handler only queues the rendered line, so logging never blocks a cycle on stdout; when the
+queue is full the line is dropped and counted (`QueueWriter.dropped`, exported as a metric).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import logging
 import queue
 import sys
 import threading
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -15,11 +21,11 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 class QueueWriter:
-    """File-like: `write` queues the line; a thread writes it out. When full, lines are dropped and counted."""
+    """`write` queues the line; a thread writes it out. When full, lines are dropped and counted."""
 
     def __init__(self, out: TextIO, maxsize: int = 10_000) -> None:
         self.out = out
-        self.dropped = 0
+        self.dropped = 0  # lines lost: queue full, or stdout gone
         self._q: queue.Queue[str | None] = queue.Queue(maxsize=maxsize)
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
@@ -30,9 +36,6 @@ class QueueWriter:
         except queue.Full:
             self.dropped += 1
         return len(text)
-
-    def flush(self) -> None:
-        return None
 
     def _run(self) -> None:
         while (text := self._q.get()) is not None:
@@ -50,24 +53,58 @@ class QueueWriter:
             self.out.flush()
 
 
+class QueueHandler(logging.Handler):
+    """Renders the record on the caller's thread (cheap, no I/O) and hands the line to the writer thread."""
+
+    def __init__(self, writer: QueueWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.write(self.format(record) + "\n")
+        except Exception:  # a broken record must not take the caller down
+            self.handleError(record)
+
+
+def _shared_processors() -> list[Any]:
+    """What every line gets, whether it came from structlog or from a library's `logging` call."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
 def setup_logging(level: str = "info", fmt: str = "json", out: TextIO | None = None) -> QueueWriter:
-    """Configure structlog (and stdlib logging through it). Returns the writer so shutdown can flush it."""
+    """Route structlog and stdlib logging to one queued handler on the root logger.
+    Returns the writer so shutdown can flush it and metrics can report its drops."""
     writer = QueueWriter(out or sys.stdout)
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    handler = QueueHandler(writer)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.StackInfoRenderer(),
+                    structlog.processors.format_exc_info,
+                    renderer]))
+    root = logging.getLogger()
+    for old in root.handlers[:]:  # a second setup (tests) replaces the first
+        root.removeHandler(old)
+        if isinstance(old, QueueHandler) and old.writer is not writer:
+            old.writer.close()
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level])
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*_shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Level filtering in the bound logger: a filtered-out call returns at once, before any processor runs.
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=writer),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=_LEVELS[level], stream=writer, format="%(levelname)s %(name)s %(message)s", force=True)
+    logging.captureWarnings(True)
     return writer
 
 

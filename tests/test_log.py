@@ -1,0 +1,100 @@
+"""Logging: JSON lines that name their logger, third-party lines in the same format, dropped lines counted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+import threading
+
+import pytest
+import structlog
+
+from inspectd.log import QueueWriter, setup_logging
+
+
+@pytest.fixture
+def logged():
+    """setup_logging into a buffer; yields a function that closes the writer and returns the parsed lines."""
+    buf = io.StringIO()
+    root_level = logging.getLogger().level
+    writer = setup_logging("info", "json", buf)
+
+    def lines() -> list[dict]:
+        writer.close()
+        return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+    yield lines
+    writer.close()
+    logging.getLogger().handlers.clear()
+    logging.getLogger().setLevel(root_level)
+    logging.captureWarnings(False)
+    structlog.reset_defaults()
+
+
+def test_json_lines_name_their_logger_and_keep_levels(logged):
+    structlog.get_logger("inspectd.test").info("hello", part_id=7)
+    structlog.get_logger("inspectd.test").debug("below_the_level")
+    with structlog.contextvars.bound_contextvars(seq=3):
+        structlog.get_logger("inspectd.other").warning("bound")
+    events = logged()
+    assert [e["event"] for e in events] == ["hello", "bound"]
+    assert events[0]["logger"] == "inspectd.test" and events[0]["level"] == "info" and events[0]["part_id"] == 7
+    assert events[1]["logger"] == "inspectd.other" and events[1]["seq"] == 3 and "timestamp" in events[1]
+
+
+def test_exceptions_are_one_json_line(logged):
+    try:
+        raise ValueError("bad part")
+    except ValueError:
+        structlog.get_logger("inspectd.test").exception("stage_error", seq=1)
+    (event,) = logged()
+    assert event["level"] == "error" and "ValueError: bad part" in event["exception"]
+
+
+def test_pymodbus_lines_come_out_as_json(logged):
+    """A real pymodbus client failing to connect logs through stdlib logging: the line must be JSON too."""
+    from pymodbus.client import ModbusTcpClient
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = ModbusTcpClient("127.0.0.1", port=port, retries=0, timeout=1)
+    assert not client.connect()
+    client.close()
+    events = logged()
+    assert any(e["logger"].startswith("pymodbus") and e["level"] == "error" and str(port) in e["event"]
+               for e in events), events
+
+
+def test_stdlib_extra_fields_are_kept(logged):
+    logging.getLogger("harvesters.core").warning("device %s gone", "cam0", extra={"serial": "A1"})
+    (event,) = logged()
+    assert event == {**event, "event": "device cam0 gone", "logger": "harvesters.core", "serial": "A1"}
+
+
+class _Stuck(io.StringIO):
+    """An output that blocks its first write until released, so the queue behind it fills up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def write(self, s: str) -> int:
+        self.entered.set()
+        assert self.release.wait(30)
+        return super().write(s)
+
+
+def test_full_queue_drops_and_counts_instead_of_blocking():
+    out = _Stuck()
+    writer = QueueWriter(out, maxsize=2)
+    writer.write("first\n")
+    assert out.entered.wait(30)  # the writer thread holds "first" inside the stuck write
+    for i in range(5):
+        writer.write(f"line {i}\n")  # returns at once: 2 fit in the queue, 3 are dropped
+    assert writer.dropped == 3
+    out.release.set()
+    writer.close()
+    assert out.getvalue() == "first\nline 0\nline 1\n"
