@@ -27,7 +27,8 @@ class PlantOutputs:
                                       counters=lambda: self.view.snapshot().counters(), registry=registry)
         opcua_cfg = getattr(station, "opcua", None)
         if opcua_cfg is not None and opcua_cfg.enabled:
-            from inspectd.outputs.opcua import OpcuaServer  # asyncua loads slowly: only when configured
+            # asyncua loads slowly: only when configured. ignore: outputs/opcua.py has not landed yet (drop it then)
+            from inspectd.outputs.opcua import OpcuaServer  # type: ignore[import-not-found]
 
             self.opcua = OpcuaServer(opcua_cfg, station.name, self.view, on_recipe=getattr(daemon, "switch_by_plc_id",
                                                                                            None))
