@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from inspectd.camera.registry import CameraConfig
 from inspectd.config.base import Model
 from inspectd.infer.registry import BackendConfig
-from inspectd.outputs.config import MqttConfig
+from inspectd.outputs.config import MqttConfig, OpcuaConfig
 from inspectd.plc.config import PlcConfig
 
 # ----------------------------------------------------------------------------- product (recipe)
@@ -197,6 +197,7 @@ class StationConfig(Model):
     log: LogConfig = Field(default_factory=LogConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     mqtt: MqttConfig | None = Field(None, description="publish verdicts, state and counters to an MQTT broker")
+    opcua: OpcuaConfig | None = Field(None, description="serve station variables over OPC UA")
 
     @model_validator(mode="after")
     def _trigger_modes_agree(self) -> StationConfig:

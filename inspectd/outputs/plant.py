@@ -15,6 +15,16 @@ from inspectd.outputs.mqtt import MqttPublisher
 from inspectd.outputs.station_view import StationView
 
 
+def select_recipe(daemon: Any, plc_id: int) -> bool:
+    """OPC UA's SelectRecipe: the daemon's own switch (applied between parts), and the PLC's ACTIVE_RECIPE follows."""
+    if not daemon.switch_by_plc_id(plc_id):
+        return False
+    plc = getattr(daemon, "plc", None)
+    if plc is not None:
+        plc.set_active_recipe(plc_id)
+    return True
+
+
 class PlantOutputs:
     def __init__(self, station: Any, daemon: Any, journal_path: Path,
                  registry: CollectorRegistry | None = None) -> None:
@@ -30,8 +40,7 @@ class PlantOutputs:
             # asyncua loads slowly: only when configured. ignore: outputs/opcua.py has not landed yet (drop it then)
             from inspectd.outputs.opcua import OpcuaServer  # type: ignore[import-not-found]
 
-            self.opcua = OpcuaServer(opcua_cfg, station.name, self.view, on_recipe=getattr(daemon, "switch_by_plc_id",
-                                                                                           None))
+            self.opcua = OpcuaServer(opcua_cfg, station.name, self.view, on_recipe=lambda n: select_recipe(daemon, n))
 
     @property
     def sinks(self) -> list[Any]:
