@@ -37,8 +37,7 @@ class PlantOutputs:
                                       counters=lambda: self.view.snapshot().counters(), registry=registry)
         opcua_cfg = getattr(station, "opcua", None)
         if opcua_cfg is not None and opcua_cfg.enabled:
-            # asyncua loads slowly: only when configured. ignore: outputs/opcua.py has not landed yet (drop it then)
-            from inspectd.outputs.opcua import OpcuaServer  # type: ignore[import-not-found]
+            from inspectd.outputs.opcua import OpcuaServer  # asyncua loads slowly: only when configured
 
             self.opcua = OpcuaServer(opcua_cfg, station.name, self.view, on_recipe=lambda n: select_recipe(daemon, n))
 
