@@ -30,6 +30,7 @@ from inspectd.pipeline.runtime import ProductRuntime, build_runtime
 from inspectd.plc.layout import ErrorCode
 from inspectd.plc.link import PlcLink
 from inspectd.plc.registry import make_plc_link
+from inspectd.plc.runstate import state_path_for
 from inspectd.supervise.systemd import Notifier
 from inspectd.supervise.watchdog import Watchdog
 from inspectd.types import Frame, Outcome, Reason, Trigger
@@ -121,19 +122,22 @@ class Daemon:
         if st.metrics.enabled:  # first, so /healthz answers (and /readyz says why not) while models load
             self.metrics = Metrics.for_daemon(self, st.cycle_budget_ms / 1e3)
             self.metrics.start(st.metrics.address, st.metrics.port)
+        journal_path = self.options.journal_path or st.journal.path
+        # The PLC link first: a client/S7-mode PLC sees STARTING (not READY, ERROR_CODE 6, the new RUN_EPOCH,
+        # heartbeat still) over whatever a previous process left in its memory, while models load.
+        self.plc = make_plc_link(st.plc, on_recipe=self.switch_by_plc_id, on_missed=self._on_missed_trigger,
+                                 on_publish=self.metrics.observe_plc_write if self.metrics else None,
+                                 state_path=state_path_for(journal_path), alive=self._parts_flowing)
+        self.plc.set_ready(False, ErrorCode.NOT_READY)  # safe state until every stage is up
+        self.plc.set_active_recipe(self.config.products[st.product].plc_id)
+        self.plc.start()
         self.runtimes = self._build_runtimes(self.config)
         self.source = make_source(st.camera)
         self.source.open()
         self.source.apply_features(self.config.products[st.product].camera_features)
-        journal_path = self.options.journal_path or st.journal.path
         self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue,
                                retention_days=st.journal.retention_days, max_mb=st.journal.max_mb)
         self.journal.start()
-        self.plc = make_plc_link(st.plc, on_recipe=self.switch_by_plc_id, on_missed=self._on_missed_trigger,
-                                 on_publish=self.metrics.observe_plc_write if self.metrics else None)
-        self.plc.set_ready(False, ErrorCode.NOT_READY)  # safe state until every stage is up
-        self.plc.set_active_recipe(self.config.products[st.product].plc_id)
-        self.plc.start()
         sinks = [self.plc, self.journal, *self.options.extra_sinks]  # the PLC first: it is the one waiting
         if self.metrics:
             sinks.append(self.metrics)
@@ -196,6 +200,12 @@ class Daemon:
         self.notifier.status(f"stage {stage} stalled on part {stamp.part_seq}: exit {int(ExitCode.STALL)} for a "
                              f"restart; parts={taken} journaled={self.journal.written if self.journal else 0}")
         os._exit(ExitCode.STALL)
+
+    def _parts_flowing(self) -> bool:
+        """PLC link thread, once per heartbeat period: VISION_HEARTBEAT counts only while parts can flow
+        (every stage moving or polling), so a stalled pipeline or a hung process stops it."""
+        wd = self.watchdog
+        return wd is not None and wd.is_alive() and wd.assess().flowing
 
     def safe_outputs(self, timeout: float | None = None) -> None:
         """PLC outputs to their safe state (the PLC link's stop() does that); bounded where the link may hang."""

@@ -29,8 +29,9 @@ def _result(part_id: int, ok: bool = True, code: int = 0) -> Result:
 
 def test_safe_state_at_start_and_stop() -> None:
     hs = Handshake(HandshakeConfig(), now=0.0)
-    out = hs.outputs()
-    assert not out.ready and not out.result_valid and out.online and not out.error
+    out = hs.outputs()  # STARTING: not READY, ERROR with ERROR_CODE 6 until the daemon is up
+    assert (out.ready, out.result_valid, out.online, out.error, out.error_code) == (
+        False, False, True, True, ErrorCode.NOT_READY)
     hs.set_health(False, ErrorCode.CAMERA)
     assert hs.outputs().error and hs.outputs().error_code == ErrorCode.CAMERA
     hs.set_health(True)
@@ -116,7 +117,8 @@ def test_recipe_ack_and_fail() -> None:
 
 def test_heartbeats() -> None:
     hs = _hs(heartbeat_ms=200, plc_heartbeat_ms=100)
-    hs.on_inputs(PlcInputs(plc_heartbeat=1), 0.0)
+    hs.on_inputs(PlcInputs(plc_heartbeat=0), 0.0)
+    hs.on_inputs(PlcInputs(plc_heartbeat=1), 0.0)  # the first change arms the watchdog
     hs.tick(0.25)
     assert hs.outputs().vision_heartbeat == 1
     hs.tick(0.29)
@@ -174,3 +176,107 @@ def test_set_offline_and_unbuffered_results() -> None:
     out = nb.outputs()
     assert (out.result_part_id, out.result_seq, out.result_valid, out.overrun) == (4, 4, True, False)
     assert not out.done_toggle  # flipped four times
+
+
+def test_plc_watchdog_arms_on_the_first_heartbeat_change() -> None:
+    """No PLC_COMM_LOST latched at start: the watchdog waits for PLC_HEARTBEAT to change once."""
+    hs = _hs(plc_heartbeat_ms=100)
+    hs.on_inputs(PlcInputs(plc_heartbeat=7), 0.0)  # whatever sits in block A at start: not a heartbeat yet
+    for t in (0.5, 5.0, 50.0):
+        hs.tick(t)
+    assert not hs.events and hs.outputs().error_code == 0 and not hs.outputs().error
+    hs.on_inputs(PlcInputs(plc_heartbeat=8), 50.0)  # first change: armed
+    hs.tick(50.29)
+    assert not hs.events
+    hs.tick(50.31)
+    assert list(hs.events) == [CommChanged(lost=True)] and hs.outputs().error_code == ErrorCode.PLC_COMM_LOST
+
+
+def test_vision_heartbeat_counts_only_while_up_and_alive() -> None:
+    alive = [True]
+    hs = Handshake(HandshakeConfig(heartbeat_ms=100), now=0.0, alive=lambda: alive[0])
+    t = 0.0
+
+    def beats(seconds: float) -> int:
+        nonlocal t
+        before = hs.outputs().vision_heartbeat
+        end = t + seconds
+        while t < end:
+            t += 0.01
+            hs.tick(t)
+        return (hs.outputs().vision_heartbeat - before) & 0xFFFF
+
+    assert beats(1.0) == 0  # STARTING: the daemon has not said it is up
+    hs.set_health(True)
+    assert beats(1.0) >= 9
+    alive[0] = False  # pipeline stalled: the PLC sees the heartbeat stand still
+    assert beats(1.0) == 0
+    alive[0] = True
+    hs.set_health(False, ErrorCode.CAMERA)  # a fault the daemon reports: alive, says what is wrong
+    assert beats(1.0) >= 9 and hs.outputs().error_code == ErrorCode.CAMERA and not hs.outputs().ready
+
+    def broken() -> bool:
+        raise RuntimeError("probe failed")
+
+    hs2 = Handshake(HandshakeConfig(heartbeat_ms=100), now=0.0, alive=broken)
+    hs2.set_health(True)
+    hs2.tick(1.0)
+    assert hs2.outputs().vision_heartbeat == 0  # a failing probe never looks alive
+    hs.stop()
+    assert beats(1.0) == 0
+
+
+def test_error_bit_always_agrees_with_error_code() -> None:
+    """Random walks through health codes, comm loss, recipe answers, clear, stop: ERROR == (ERROR_CODE != 0)."""
+    rng = random.Random(12)
+    for _ in range(200):
+        hs = _hs(plc_heartbeat_ms=100)
+        t, hb, a = 0.0, 0, PlcInputs(trigger_enable=True)
+        for _ in range(60):
+            t += rng.choice((0.01, 0.2, 0.5))
+            op = rng.randrange(7)
+            if op == 0:
+                hs.set_health(rng.random() < 0.5, rng.choice((0, 1, 2, 3, 6)))
+            elif op == 1:
+                hb += 1
+            elif op == 2:
+                a = PlcInputs(trigger_enable=True, load_recipe=True, recipe_no=rng.randrange(5), plc_heartbeat=hb)
+            elif op == 3:
+                hs.recipe_answer(a.recipe_no, rng.random() < 0.5)
+            elif op == 4:
+                a = PlcInputs(trigger_enable=True, clear_error=not a.clear_error, plc_heartbeat=hb)
+            elif op == 5:
+                a = PlcInputs(trigger_enable=True, plc_heartbeat=hb)
+            elif rng.random() < 0.05:
+                hs.stop()
+            hs.on_inputs(PlcInputs(**{**{f: getattr(a, f) for f in a.__slots__}, "plc_heartbeat": hb}), t)
+            hs.tick(t)
+            out = hs.outputs()
+            assert out.error == (out.error_code != 0), out
+            assert not (out.ready and out.error_code in (1, 2, 3, 6, 7)), out
+    # RECIPE_FAIL in particular: ERROR with code 4 (READY untouched: the old recipe keeps inspecting)
+    hs = _hs()
+    hs.on_inputs(PlcInputs(trigger_enable=True, load_recipe=True, recipe_no=9), 0.0)
+    hs.recipe_answer(9, False)
+    out = hs.outputs()
+    assert (out.recipe_fail, out.error, out.error_code, out.ready) == (True, True, ErrorCode.RECIPE, True)
+    hs.on_inputs(PlcInputs(trigger_enable=True), 0.1)
+    out = hs.outputs()
+    assert (out.recipe_fail, out.error, out.error_code) == (False, False, 0)
+
+
+def test_result_carries_its_recipe_and_the_run_epoch() -> None:
+    from inspectd.plc.handshake import CountingSeq
+
+    hs = Handshake(HandshakeConfig(), now=0.0, seqs=CountingSeq(epoch=4711, last=65534))
+    hs.set_health(True)
+    hs.on_inputs(PlcInputs(trigger_enable=True, recipe_no=3), 0.0)
+    hs.set_active_recipe(5)
+    hs.push_result(Result(part_id=1, ok=True, code=0, score=0.1, inspection_ms=1.0, t_ready=0.0, recipe_no=3))
+    out = hs.outputs()
+    assert (out.result_recipe, out.active_recipe, out.run_epoch, out.result_seq) == (3, 5, 4711, 65535)
+    hs.on_inputs(PlcInputs(trigger_enable=True, result_ack=True), 0.1)
+    hs.on_inputs(PlcInputs(trigger_enable=True), 0.2)
+    hs.push_result(Result(part_id=2, ok=False, code=2, score=0.9, inspection_ms=1.0, t_ready=0.0, recipe_no=5))
+    out = hs.outputs()
+    assert (out.result_recipe, out.result_seq) == (5, 1)  # 65535 wraps to 1: 0 stays "none yet"

@@ -109,7 +109,10 @@ class _Common(Model):
 
 class _Client(_Common):
     timeout_ms: int = Field(250, ge=10, le=10_000, description="every request, connect included, fails after this")
-    poll_ms: int = Field(10, ge=1, le=1000, description="block A is read this often")
+    poll_ms: int = Field(10, ge=1, le=1000, description="block A is read this often while the line is idle")
+    fast_poll_ms: int = Field(2, ge=1, le=1000, description="block A is read this often while a handshake step "
+                              "waits for the PLC or the line triggered within the last second (so each step "
+                              "costs one fast poll, not one slow one)")
     backoff_max_ms: int = Field(2000, ge=50, le=60_000, description="reconnect delay doubles from 50 ms up to this")
 
 
@@ -122,7 +125,12 @@ class ModbusServerConfig(_Common):
     address: str = Field("127.0.0.1", description="IP address to bind; 0.0.0.0 for all interfaces")
     port: int = Field(502, ge=0, le=65535, description="TCP port (502 is standard; 0 picks a free one)")
     unit_id: int = Field(1, ge=0, le=255, description="Modbus unit/device id the PLC addresses; 0 answers any")
+    extra_unit_ids: list[Annotated[int, Field(ge=0, le=255)]] = Field(
+        default_factory=lambda: [0, 255], description="unit ids also answered: 255 is what Siemens MB_CLIENT and "
+        "libmodbus send on TCP by default, 0 what many masters use; others get exception 0x0B")
     allow: list[str] = Field(default_factory=list, description="client IP addresses allowed to connect; empty: any")
+    max_connections: int = Field(16, ge=1, le=512, description="open client connections at most; one more "
+                                 "drops the connection idle the longest (counted, logged)")
     linger_ms: int = Field(300, ge=0, le=5000, description="on stop, keep serving the safe state this long so "
                            "a polling PLC reads it")
 

@@ -28,6 +28,7 @@ from inspectd.plc.handshake import (
     RecipeRequested,
     Result,
     ResultDropped,
+    SeqSource,
     TriggerMissed,
     TriggerSeen,
 )
@@ -127,7 +128,8 @@ class TransportLink:
                  handshake: HandshakeConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | None = None,
                  on_publish: Callable[[float], None] | None = None,
                  timeout_s: float = 0.25, poll_s: float = 0.01, backoff_max_s: float = 2.0,
-                 linger_s: float = 0.0, name: str = "plc") -> None:
+                 linger_s: float = 0.0, name: str = "plc", seqs: SeqSource | None = None,
+                 alive: Callable[[], bool] | None = None, fast_poll_s: float | None = None) -> None:
         self.stats = LinkStats()
         self.layout = layout
         self.name = name
@@ -138,6 +140,9 @@ class TransportLink:
         self._on_publish = on_publish  # seconds from verdict handed over to block B written (metrics)
         self._timeout = timeout_s
         self._poll = poll_s
+        self._fast_poll = poll_s if fast_poll_s is None else min(fast_poll_s, poll_s)  # while the PLC is mid-step
+        self._seqs = seqs  # RESULT_SEQ source and RUN_EPOCH (persisted by the registry's RunState)
+        self._alive = alive  # the daemon's "parts are flowing": gates VISION_HEARTBEAT
         self._backoff_max = backoff_max_s
         self._linger = linger_s
         self._cmds: deque[tuple[Any, ...]] = deque()
@@ -172,7 +177,7 @@ class TransportLink:
             return
         self._cmds.append(("result", Result(part_id=verdict.part_id, ok=verdict.plc_ok, code=verdict.result_code,
                                             score=verdict.score, inspection_ms=verdict.latency_ms,
-                                            t_ready=time.monotonic())))
+                                            t_ready=time.monotonic(), recipe_no=verdict.recipe_no)))
         self._poke()
 
     def next_trigger(self, timeout: float) -> Trigger | None:
@@ -217,7 +222,7 @@ class TransportLink:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        hs = Handshake(self._hs_cfg, time.monotonic())
+        hs = Handshake(self._hs_cfg, time.monotonic(), seqs=self._seqs, alive=self._alive)
         self._hs = hs
         transport = self._make_transport(self._wake.set)
         self._transport = transport
@@ -255,7 +260,7 @@ class TransportLink:
             if transport.event_driven or now >= next_read:
                 words = await asyncio.wait_for(transport.read_a(), self._timeout)
                 now = time.monotonic()
-                next_read = now + self._poll
+                next_read = now + (self._fast_poll if hs.awaiting_plc(now) else self._poll)
                 inputs = self.layout.decode_a(words)
                 self._part_id = inputs.part_id
                 hs.on_inputs(inputs, now)

@@ -1,21 +1,34 @@
-"""Modbus TCP server mode: the PLC polls. Block A and B are holding registers in a pymodbus datastore.
+"""Modbus TCP server mode: the PLC polls. Block A and B are holding registers served from the link's loop.
 
-The PLC may read both blocks (FC03) and write block A (FC06/FC16); anything else -- coils, writes
-into block B, addresses outside the blocks -- gets a Modbus exception, so each side owns its block.
-A write into block A wakes the link at once (no polling). Clients not on the allow-list are
-disconnected as they connect.
+Addresses are 0-based PDU addresses (what goes on the wire): HR 0 is "40001" in the 1-based 4xxxx notation.
+The PLC may read both blocks (FC03) and write block A (FC06/FC16); anything else -- coils, writes into block
+B, addresses outside the blocks -- gets a Modbus exception, so each side owns its block. A write into block A
+wakes the link at once (no polling).
+
+A small server of our own rather than pymodbus' (whose request handler keeps one request per read, so
+pipelined requests went unanswered, and which logs a traceback per unknown unit id):
+- every complete request in the receive buffer is answered, in order (pipelining: MB_CLIENT and libmodbus
+  masters may send the next request before the answer);
+- unit ids: `unit_id` plus `extra_unit_ids` (0 and 255 by default); others get exception 0x0B;
+- `max_connections`: one more drops the connection idle the longest; clients not on `allow` are closed;
+- accept failures (EMFILE ...) drop the idlest connection and are logged once per interval with a count;
+- protocol noise (garbage frames, bad unit ids, illegal functions) is counted and logged once per interval,
+  never with a traceback.
+Requests are answered synchronously on the loop, so a read sees block B whole: before or after a
+`write_b`, never half of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+import errno
+import socket
+import struct
+import time
+from collections import Counter
 
 import structlog
-from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.server.requesthandler import ServerRequestHandler
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from inspectd.plc.config import ModbusServerConfig
 from inspectd.plc.layout import A_WORDS, B_WORDS
@@ -24,37 +37,70 @@ from inspectd.plc.transport import Notify
 log = structlog.get_logger("inspectd.plc.modbus_server")
 
 FC_READ_HR, FC_WRITE_HR, FC_WRITE_HRS = 3, 6, 16
+EX_ILLEGAL_FUNCTION, EX_ILLEGAL_ADDRESS, EX_ILLEGAL_VALUE, EX_GATEWAY_NO_RESPONSE = 1, 2, 3, 0x0B
+MAX_ADU = 260  # MBAP (7) + PDU (253)
+NOISE_LOG_S = 10.0  # each kind of protocol noise is logged at most this often, with the count since
 
 
-class _Handler(ServerRequestHandler):
-    """pymodbus' per-connection handler plus the allow-list check and a connection count."""
+class NoiseLog:
+    """Counts events by kind; logs the first of each kind, then at most once per `interval` with the count."""
 
-    def connection_made(self, transport: Any) -> None:
-        owner: _Server = self.server
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        if owner.allow and peer[0] not in owner.allow:
-            owner.rejected += 1
-            log.warning("plc_client_refused", peer=peer[0])
-            self.transport = transport  # so close() also drops it from the listener's table
-            self.close()
-            return
-        owner.clients += 1
-        log.info("plc_client_connected", peer=peer[0])
-        super().connection_made(transport)
+    def __init__(self, interval: float = NOISE_LOG_S) -> None:
+        self.interval = interval
+        self.counts: Counter[str] = Counter()
+        self._unlogged: Counter[str] = Counter()
+        self._last: dict[str, float] = {}
 
-    def callback_disconnected(self, exc: Exception | None) -> None:
-        self.server.clients -= 1
-        log.info("plc_client_disconnected", error=str(exc) if exc else None)
-        super().callback_disconnected(exc)
+    def __call__(self, kind: str, **fields: object) -> None:
+        self.counts[kind] += 1
+        self._unlogged[kind] += 1
+        now = time.monotonic()
+        if now - self._last.get(kind, -1e9) >= self.interval:
+            log.warning(f"plc_modbus_{kind}", count=self._unlogged[kind], total=self.counts[kind],
+                        per_s=self.interval, **fields)
+            self._unlogged[kind] = 0
+            self._last[kind] = now
 
 
-class _Server(ModbusTcpServer):
-    allow: frozenset[str] = frozenset()
-    clients = 0
-    rejected = 0
+class _Conn(asyncio.Protocol):
+    """One PLC connection: frames the byte stream, answers each request in order."""
 
-    def callback_new_connection(self) -> _Handler:
-        return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+    def __init__(self, server: ModbusServerTransport, peer: str) -> None:
+        self.server, self.peer = server, peer
+        self.buf = bytearray()
+        self.last_active = time.monotonic()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        self.buf += data
+        out = bytearray()
+        while len(self.buf) >= 7:
+            tid, proto, length = struct.unpack_from(">HHH", self.buf)
+            if proto != 0 or not 2 <= length <= MAX_ADU - 6:
+                self.server.noise("garbage_frame", peer=self.peer, first_bytes=bytes(self.buf[:8]).hex())
+                self.close()
+                return
+            if len(self.buf) < 6 + length:
+                break  # the rest of this request is still on its way
+            unit, pdu = self.buf[6], bytes(self.buf[7:6 + length])
+            del self.buf[:6 + length]
+            answer = self.server._answer(unit, pdu, self.peer)
+            if answer is not None:
+                out += struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer
+        if out and self.transport is not None:
+            self.transport.write(bytes(out))  # one write for every request in this chunk, in order
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class ModbusServerTransport:
@@ -63,65 +109,173 @@ class ModbusServerTransport:
     def __init__(self, cfg: ModbusServerConfig, on_change: Notify) -> None:
         self.cfg = cfg
         self._on_change = on_change
-        self._server: _Server | None = None
-        self._own_write = False
-        self._a = range(cfg.layout.block_a, cfg.layout.block_a + A_WORDS)
-        self._b = range(cfg.layout.block_b, cfg.layout.block_b + B_WORDS)
+        lay = cfg.layout
+        self._a0, self._b0 = lay.block_a, lay.block_b
+        self._a = [0] * A_WORDS
+        self._b = [0] * B_WORDS
+        self._units = None if cfg.unit_id == 0 else frozenset([cfg.unit_id, *cfg.extra_unit_ids])
+        self._allow = frozenset(cfg.allow)
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._conns: set[_Conn] = set()
+        self.noise = NoiseLog()
         self.port = cfg.port  # the bound port (when cfg.port is 0)
+        self.rejected = 0  # connections refused by the allow list
+        self.dropped_idle = 0  # connections closed to stay within max_connections (or to free a descriptor)
+        self.accept_errors = 0
 
-    async def _action(self, fc: int, _start: int, address: int, count: int, _regs: list[int],
-                      values: list[int] | list[bool] | None) -> ExcCodes | None:  # bools: coils (refused)
-        if self._own_write:
-            return None
-        if fc not in (FC_READ_HR, FC_WRITE_HR, FC_WRITE_HRS):
-            return ExcCodes.ILLEGAL_FUNCTION  # coils/inputs are not part of the interface
-        if values is not None:
-            if address not in self._a or address + count - 1 not in self._a:
-                return ExcCodes.ILLEGAL_ADDRESS  # the PLC writes block A only
-            asyncio.get_running_loop().call_soon(self._on_change)  # runs after the write is applied
-        return None
-
+    # ------------------------------------------------------------------ the link's side
     async def open(self) -> None:
-        if self._server is not None:
+        if self._sock is not None:
             return
-        lay = self.cfg.layout
-        dev = SimDevice(id=self.cfg.unit_id, action=self._action, simdata=[
-            SimData(lay.block_a, count=A_WORDS, values=0, datatype=DataType.REGISTERS),
-            SimData(lay.block_b, count=B_WORDS, values=0, datatype=DataType.REGISTERS)])
-        srv = _Server(dev, address=(self.cfg.address, self.cfg.port))
-        srv.allow = frozenset(self.cfg.allow)
-        await srv.serve_forever(background=True)  # returns once listening
-        self._server = srv
-        sockets = getattr(srv.transport, "sockets", None) or ()
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
-        log.info("plc_modbus_server_listening", address=self.cfg.address, port=self.port, unit_id=self.cfg.unit_id)
+        sock = socket.socket(socket.AF_INET6 if ":" in self.cfg.address else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.cfg.address, self.cfg.port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._accepting = asyncio.get_running_loop().create_task(self._accept_loop(sock))
+        log.info("plc_modbus_server_listening", address=self.cfg.address, port=self.port,
+                 unit_ids="any" if self._units is None else sorted(self._units),
+                 max_connections=self.cfg.max_connections)
 
     async def read_a(self) -> list[int]:
-        assert self._server is not None
-        self._own_write = True
-        try:
-            return list(await self._server.async_getValues(self.cfg.unit_id, FC_READ_HR, self._a.start, A_WORDS))
-        finally:
-            self._own_write = False
+        return list(self._a)
 
     async def write_b(self, words: list[int]) -> None:
-        assert self._server is not None
-        self._own_write = True  # one datastore update: a PLC read sees the old or the new block, never a mix
-        try:
-            await self._server.async_setValues(self.cfg.unit_id, FC_WRITE_HRS, self._b.start, words)
-        finally:
-            self._own_write = False
+        self._b = list(words)  # replaced whole: a request answered before sees the old block, after the new
 
     async def close(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._accepting
+            self._accepting = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for c in list(self._conns):
+            c.close()
+        self._conns.clear()
 
     @property
     def connected(self) -> bool:
-        return self._server is not None and self._server.clients > 0
+        return bool(self._conns)
 
     @property
-    def rejected(self) -> int:
-        return self._server.rejected if self._server else 0
+    def clients(self) -> int:
+        return len(self._conns)
+
+    # ------------------------------------------------------------------ connections
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as e:
+                # EMFILE/ENFILE/ENOBUFS/ENOMEM: out of descriptors or memory. Free one (the idlest client),
+                # say so once per interval, and try again shortly; never a traceback per attempt.
+                self.accept_errors += 1
+                self.noise("accept_failed", error=errno.errorcode.get(e.errno or 0, str(e)),
+                           clients=len(self._conns))
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    self._drop_idlest()
+                await asyncio.sleep(0.01)
+                continue
+            peer = addr[0]
+            if self._allow and peer not in self._allow:
+                self.rejected += 1
+                self.noise("client_refused", peer=peer)
+                conn.close()
+                continue
+            if len(self._conns) >= self.cfg.max_connections:
+                self._drop_idlest()
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            proto = _Conn(self, peer)
+            try:
+                await loop.connect_accepted_socket(lambda p=proto: p, conn)  # type: ignore[misc]
+            except OSError as e:
+                self.noise("accept_failed", error=str(e), clients=len(self._conns))
+                conn.close()
+                continue
+            self._conns.add(proto)
+            log.info("plc_client_connected", peer=peer, clients=len(self._conns))
+
+    def _drop_idlest(self) -> None:
+        if not self._conns:
+            return
+        idlest = min(self._conns, key=lambda c: c.last_active)
+        self._conns.discard(idlest)
+        self.dropped_idle += 1
+        self.noise("connection_dropped", peer=idlest.peer, idle_s=round(time.monotonic() - idlest.last_active, 1),
+                   max_connections=self.cfg.max_connections)
+        idlest.close()
+
+    def _forget(self, conn: _Conn) -> None:
+        if conn in self._conns:
+            self._conns.discard(conn)
+            log.info("plc_client_disconnected", peer=conn.peer, clients=len(self._conns))
+
+    # ------------------------------------------------------------------ requests
+    def _answer(self, unit: int, pdu: bytes, peer: str) -> bytes | None:
+        """The response PDU for one request PDU (an exception PDU for anything not in the interface)."""
+        fc = pdu[0]
+        if self._units is not None and unit not in self._units:
+            self.noise("unknown_unit_id", peer=peer, unit_id=unit, answered=sorted(self._units))
+            return bytes([fc | 0x80, EX_GATEWAY_NO_RESPONSE])
+        try:
+            if fc == FC_READ_HR:
+                address, count = struct.unpack(">HH", pdu[1:5])
+                if not 1 <= count <= 125:
+                    return self._exc(fc, EX_ILLEGAL_VALUE, peer)
+                words = self._read(address, count)
+                if words is None:
+                    return self._exc(fc, EX_ILLEGAL_ADDRESS, peer)
+                return struct.pack(f">BB{count}H", fc, 2 * count, *words)
+            if fc == FC_WRITE_HR:
+                address, value = struct.unpack(">HH", pdu[1:5])
+                if not self._write_a(address, [value]):
+                    return self._exc(fc, EX_ILLEGAL_ADDRESS, peer)
+                return pdu[:5]
+            if fc == FC_WRITE_HRS:
+                address, count, nbytes = struct.unpack(">HHB", pdu[1:6])
+                if not 1 <= count <= 123 or nbytes != 2 * count or len(pdu) < 6 + nbytes:
+                    return self._exc(fc, EX_ILLEGAL_VALUE, peer)
+                if not self._write_a(address, list(struct.unpack_from(f">{count}H", pdu, 6))):
+                    return self._exc(fc, EX_ILLEGAL_ADDRESS, peer)
+                return pdu[:5]
+        except struct.error:  # a request PDU shorter than its function needs
+            return self._exc(fc, EX_ILLEGAL_VALUE, peer)
+        return self._exc(fc & 0x7F, EX_ILLEGAL_FUNCTION, peer)  # coils, inputs: not part of the interface
+
+    def _exc(self, fc: int, code: int, peer: str) -> bytes:
+        self.noise("exception_answered", peer=peer, function=fc, exception_code=code)
+        return bytes([(fc | 0x80) & 0xFF, code])
+
+    def _read(self, address: int, count: int) -> list[int] | None:
+        out = []
+        for r in range(address, address + count):
+            if 0 <= r - self._a0 < A_WORDS:
+                out.append(self._a[r - self._a0])
+            elif 0 <= r - self._b0 < B_WORDS:
+                out.append(self._b[r - self._b0])
+            else:
+                return None
+        return out
+
+    def _write_a(self, address: int, values: list[int]) -> bool:
+        i = address - self._a0
+        if i < 0 or i + len(values) > A_WORDS:
+            return False  # the PLC writes block A only
+        self._a[i:i + len(values)] = values
+        self._on_change()  # the link reads block A on its next turn of the loop
+        return True
