@@ -13,9 +13,10 @@ import pytest
 
 from inspectd.config.schema import InputSpec, Preprocess, Roi
 from inspectd.errors import BackendUnavailable
+from inspectd.pixels import BAYER, MONO
 from inspectd.preprocess import gpu_kernels as gk
 from inspectd.preprocess.cpu import CpuPreprocessor
-from inspectd.preprocess.plan import BAYER, MONO, Plan, make_plan
+from inspectd.preprocess.plan import Plan, make_plan
 from inspectd.types import Frame
 
 # Chains of tests/gpu/test_gpu_preprocess.py: (pixel format, frame w, h, roi, resize, out w, h, channels, colour)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from inspectd.errors import CameraError, ExitCode
+from inspectd.pixels import PIXEL_FORMATS
 
 FeatureValue = float | int | str | bool
 
@@ -23,10 +24,6 @@ ACCESS_NAMES = {NI: "NI", NA: "NA", WO: "WO", RO: "RO", RW: "RW"}
 # half-configured trigger. Names not listed keep their recipe order, between these groups.
 _FIRST = ("TriggerSelector", "LineSelector", "GainSelector", "PixelFormat", "Width", "Height", "OffsetX", "OffsetY")
 _LAST = ("TriggerSource", "TriggerActivation", "TriggerMode")
-
-# What preprocessing accepts (inspectd.preprocess.plan.PIXEL_FORMATS); packed formats would need unpacking first.
-SUPPORTED_PIXEL_FORMATS = ("Mono8", "Mono10", "Mono12", "Mono16", "BayerRG8", "BayerGB8", "BayerGR8", "BayerBG8",
-                           "RGB8", "BGR8")
 
 
 class FeatureError(CameraError):
@@ -142,10 +139,10 @@ def apply_features(node_map: object, features: Mapping[str, FeatureValue]) -> li
     """Write every feature (in dependency order) and verify each; all are tried even when some fail."""
     results = [write_feature(node_map, name, value) for name, value in ordered(features)]
     fmt = next((r for r in results if r.name == "PixelFormat" and r.problem is None), None)
-    if fmt is not None and str(fmt.read_back) not in SUPPORTED_PIXEL_FORMATS:
+    if fmt is not None and str(fmt.read_back) not in PIXEL_FORMATS:
         results.append(FeatureResult("PixelFormat", fmt.wanted, fmt.read_back,
                                      f"PixelFormat: {fmt.read_back} is not one preprocessing accepts "
-                                     f"({', '.join(SUPPORTED_PIXEL_FORMATS)})"))
+                                     f"({', '.join(PIXEL_FORMATS)})"))
     return results
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from inspectd.pixels import BAYER, COLOUR, MONO, pixel_bits
+
 DEFECT_KINDS = ("scratch", "spot", "chip")
 
 
@@ -93,11 +95,10 @@ def to_pixel_format(mono: np.ndarray, pixel_format: str) -> np.ndarray:
     """Render a Mono8 image in another camera pixel format (grey parts: all channels equal)."""
     if pixel_format == "Mono8":
         return mono
-    if pixel_format in ("Mono10", "Mono12", "Mono16"):
-        bits = int(pixel_format[4:])
-        return (mono.astype(np.uint16) << (bits - 8)).astype(np.uint16)
-    if pixel_format in ("RGB8", "BGR8"):
+    if pixel_format in MONO:
+        return (mono.astype(np.uint16) << (pixel_bits(pixel_format) - 8)).astype(np.uint16)
+    if pixel_format in COLOUR:
         return np.repeat(mono[..., None], 3, axis=2)
-    if pixel_format.startswith("Bayer") and pixel_format.endswith("8"):
+    if pixel_format in BAYER:
         return mono.copy()  # a grey scene mosaics to the same values at every site
     raise ValueError(f"unsupported pixel format {pixel_format!r}")

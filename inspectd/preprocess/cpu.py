@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 
 from inspectd.config.schema import InputSpec, Preprocess
-from inspectd.preprocess.plan import BAYER, BAYER_TO_CV_RGB, MONO, Plan, make_plan
+from inspectd.pixels import BAYER, MONO
+from inspectd.preprocess.plan import BAYER_TO_CV_RGB, Plan, make_plan
 from inspectd.types import Frame
 
 _INTERP = {"area": cv2.INTER_AREA, "stretch": cv2.INTER_LINEAR, "letterbox": cv2.INTER_AREA}

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inspectd.preprocess.plan import BAYER, COLOUR, MONO, Plan
+from inspectd.pixels import BAYER, COLOUR, MONO
+from inspectd.preprocess.plan import Plan
 
 INTER_RESIZE_COEF_SCALE = 2048  # OpenCV's fixed-point scale for 8-bit linear resize weights
 

@@ -11,11 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inspectd.config.schema import InputSpec, Preprocess
-
-MONO = ("Mono8", "Mono10", "Mono12", "Mono16")
-BAYER = ("BayerRG8", "BayerGB8", "BayerGR8", "BayerBG8")
-COLOUR = ("RGB8", "BGR8")
-PIXEL_FORMATS = MONO + BAYER + COLOUR
+from inspectd.pixels import BAYER, PIXEL_FORMATS, pixel_max
 
 # PFNC names the colour of the top-left pixel; OpenCV names the pattern one row and column in.
 # Checked in tests/test_preprocess.py against a mosaic built from a known colour image.
@@ -45,11 +41,6 @@ class Plan:
     def pad_value(self) -> np.ndarray:
         """Normalised value of padding (raw 0, black)."""
         return self.bias
-
-
-def pixel_max(pixel_format: str) -> int:
-    bits = {"Mono10": 10, "Mono12": 12, "Mono16": 16}.get(pixel_format, 8)
-    return (1 << bits) - 1
 
 
 def make_plan(pp: Preprocess, spec: InputSpec, frame_w: int, frame_h: int, pixel_format: str) -> Plan:
