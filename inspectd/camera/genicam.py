@@ -17,15 +17,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
-from pydantic import Field, model_validator
 
+from inspectd.camera.config import GenICamConfig
 from inspectd.camera.genicam_features import FeatureError, FeatureResult, FeatureValue, apply_features, problems
 from inspectd.camera.genicam_stats import AcquisitionStats, FrameAccounting
-from inspectd.config.base import Model
 from inspectd.errors import CameraError, ExitCode
 from inspectd.types import Frame
 
@@ -33,41 +31,6 @@ log = structlog.get_logger("inspectd.camera.genicam")
 
 DRAIN_S = 1e-4  # try_fetch treats timeout 0 as "wait forever": drain with a tiny positive one
 PUMP_POLL_S = 0.05  # hardware trigger: longest the pump holds the lock waiting for a frame
-
-
-class GenICamConfig(Model):
-    type: Literal["genicam"]
-    producers: list[Path] = Field(default_factory=list, description="GenTL producer .cti files (vendor SDK); "
-                                  "searched before the folders in GENICAM_GENTL64_PATH")
-    use_env_path: bool = Field(True, description="also load the producers found in GENICAM_GENTL64_PATH")
-    serial: str | None = Field(None, description="camera serial number (give this or user_id)")
-    user_id: str | None = Field(None, description="camera user-defined name, DeviceUserID (give this or serial)")
-    trigger: Literal["free_run", "software", "hardware"] = Field(
-        "software", description="free_run: the camera streams; software: fire() executes TriggerSoftware; "
-        "hardware: a line triggers the camera and frames are matched to parts in order")
-    trigger_line: str = Field("Line1", description="TriggerSource for the hardware trigger")
-    trigger_activation: str | None = Field("RisingEdge", description="TriggerActivation for the hardware "
-                                           "trigger; null leaves the camera's setting")
-    features: dict[str, FeatureValue] = Field(default_factory=dict, description="station-wide SFNC features "
-                                              "set before each product's camera_features")
-    hardware_max_age_s: float = Field(0.5, gt=0, description="hardware trigger: a frame that arrived longer than "
-                                      "this before the PLC's trigger is read had no part behind it (a stray line "
-                                      "pulse): discarded and counted as extra. Keep it under the part spacing")
-    wait_for_camera: bool = Field(False, description="start without the camera and connect in the background "
-                                  "(triggers get camera_lost verdicts meanwhile) instead of failing to start")
-    num_buffers: int = Field(8, ge=2, le=256, description="GenTL buffers announced to the stream")
-    lost_after_timeouts: int = Field(3, ge=1, le=1000, description="triggered modes: consecutive grab timeouts "
-                                     "that declare the camera lost (a failed register probe declares it at once)")
-    free_run_stall_s: float = Field(5.0, gt=0, description="free-run: no frame for this long declares the camera "
-                                    "lost even while it answers register reads; keep it above the frame period")
-    reconnect_min_s: float = Field(0.5, gt=0, description="first wait between reconnection attempts")
-    reconnect_max_s: float = Field(10.0, gt=0, description="longest wait between reconnection attempts")
-
-    @model_validator(mode="after")
-    def _one_identity(self) -> GenICamConfig:
-        if (self.serial is None) == (self.user_id is None):
-            raise ValueError("give exactly one of serial or user_id (cameras are never chosen by list index)")
-        return self
 
 
 class GenICamUnavailable(CameraError):

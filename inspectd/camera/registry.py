@@ -1,15 +1,13 @@
-"""Source configs and constructors, one entry per source type."""
+"""Source constructors, one entry per source type (their configs: camera.config)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from inspectd.camera.base import Source
-from inspectd.camera.genicam import GenICamConfig
-from inspectd.camera.replay import ReplayConfig, ReplaySource
-from inspectd.camera.synthetic import SyntheticConfig, SyntheticSource
-
-CameraConfig = SyntheticConfig | ReplayConfig | GenICamConfig
+from inspectd.camera.config import CameraConfig, GenICamConfig
+from inspectd.camera.replay import ReplaySource
+from inspectd.camera.synthetic import SyntheticSource
 
 
 def _genicam(cfg: GenICamConfig) -> Source:

@@ -10,28 +10,16 @@ import csv
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
 
+from inspectd.camera.config import ReplayConfig
 from inspectd.camera.pacing import Pacer
-from inspectd.config.base import Model
 from inspectd.errors import CameraError
 from inspectd.types import Frame
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".pgm", ".ppm"}
-
-
-class ReplayConfig(Model):
-    type: Literal["replay"]
-    folder: Path = Field(..., description="folder of images (relative to the station file)")
-    pixel_format: Literal["Mono8", "Mono16", "RGB8", "BGR8", "BayerRG8", "BayerGB8", "BayerGR8", "BayerBG8"] = (
-        Field("Mono8", description="how the files are presented to preprocessing")
-    )
-    rate_hz: float | None = Field(None, gt=0, description="frames per second; null = as fast as asked")
-    loop: bool = Field(True, description="start again after the last image")
 
 
 def labelled_images(folder: Path) -> list[tuple[Path, str | None]]:

@@ -5,27 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
+from inspectd.camera.config import SyntheticConfig
 from inspectd.camera.pacing import Pacer
 from inspectd.camera.parts import make_part, random_kind, to_pixel_format
-from inspectd.config.base import Model
 from inspectd.types import Frame
-
-
-class SyntheticConfig(Model):
-    type: Literal["synthetic"]
-    size: int = Field(448, ge=32, le=8192, description="square frame edge, pixels")
-    pixel_format: Literal["Mono8", "Mono10", "Mono12", "BayerRG8", "BayerGB8", "BayerGR8", "BayerBG8",
-                          "RGB8", "BGR8"] = Field("Mono8", description="PFNC pixel format of the frames")
-    defect_rate: float = Field(0.3, ge=0, le=1, description="fraction of defective parts")
-    seed: int = Field(0, description="same seed, same sequence of parts")
-    bank: int = Field(64, ge=1, le=100_000, description="distinct parts generated at open and served in turn")
-    rate_hz: float | None = Field(None, gt=0, description="frames per second; null = as fast as asked")
-    software_trigger: bool = Field(False, description="deliver a frame only after fire()")
 
 
 class SyntheticSource:
