@@ -5,8 +5,8 @@ relative to the model, so the loader can point at that key's line.
 
 Every field has a description: `inspectd check-config` and the README quote them,
 so a technician learns what a key means from the message that rejects it.
-Plugin configs (cameras, backends, PLC transports) live beside their plugin and
-are gathered here into discriminated unions on their `type` key.
+Plugin configs (cameras, backends, PLC transports) live in their package's `config` module,
+apart from the implementations, and are gathered here into discriminated unions on their `type` key.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from inspectd.camera.registry import CameraConfig
+from inspectd.camera.config import CameraConfig
 from inspectd.config.base import Model
-from inspectd.infer.registry import BackendConfig
+from inspectd.infer.config import BackendConfig
 from inspectd.outputs.config import MqttConfig, OpcuaConfig
 from inspectd.plc.config import PlcConfig
 

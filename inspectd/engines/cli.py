@@ -140,9 +140,11 @@ def add_compare_parser(sub) -> None:
 # -- eval ---------------------------------------------------------------------------------------------------
 def candidate_models(product_model: Path) -> list[Path]:
     """The product's model and its siblings built from it: <stem>.*.onnx (quantised) and <stem>.*.engine."""
+    from inspectd.engines.manifest import ENGINE_SUFFIXES
+
     stem = product_model.stem
     siblings = sorted(p for p in product_model.parent.glob(f"{stem}.*")
-                      if p.suffix in (".onnx", ".engine", ".plan") and p != product_model)
+                      if p.suffix in (".onnx", *ENGINE_SUFFIXES) and p != product_model)
     return [product_model, *siblings]
 
 

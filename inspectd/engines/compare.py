@@ -11,14 +11,13 @@ import onnx
 
 from inspectd.config.schema import ProductConfig
 from inspectd.decide import decide
+from inspectd.engines.manifest import ENGINE_SUFFIXES, read_manifest
 from inspectd.infer.base import Backend
 from inspectd.infer.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeConfig
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.postprocess import Postprocessor
 from inspectd.preprocess.cpu import CpuPreprocessor
 from inspectd.types import Frame
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def with_model(product: ProductConfig, model: Path) -> ProductConfig:
@@ -28,8 +27,6 @@ def with_model(product: ProductConfig, model: Path) -> ProductConfig:
 def model_precision(model: Path) -> str:
     """fp32/fp16/int8 as the file declares it: Q/DQ nodes make an ONNX INT8; engines say it in their manifest."""
     if model.suffix in ENGINE_SUFFIXES:
-        from inspectd.engines.manifest import read_manifest
-
         return read_manifest(model).precision
     m = onnx.load(str(model), load_external_data=False)
     if any(n.op_type == "QuantizeLinear" for n in m.graph.node):
@@ -41,7 +38,8 @@ def model_precision(model: Path) -> str:
 def make_backend_for(product: ProductConfig, threads: int = 1) -> Backend:
     """ONNX files run on ONNX Runtime (CPU), engine files on TensorRT; chosen by the file name."""
     if product.model.path.suffix in ENGINE_SUFFIXES:
-        from inspectd.infer.tensorrt import TensorRTBackend, TensorRTConfig
+        from inspectd.infer.config import TensorRTConfig
+        from inspectd.infer.tensorrt import TensorRTBackend
 
         return TensorRTBackend(TensorRTConfig(type="tensorrt"), product)
     return OnnxRuntimeBackend(OnnxRuntimeConfig(type="onnxruntime", intra_op_threads=threads), product)

@@ -21,6 +21,7 @@ from inspectd.errors import ModelError
 from inspectd.infer.base import sha256_file
 
 MANIFEST_FORMAT = 1
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # a model path ending so is a serialised TensorRT engine
 
 
 class ProfileSpec(Model):

@@ -14,7 +14,7 @@ import numpy as np
 from inspectd.errors import ModelError
 from inspectd.types import ModelInput
 
-if TYPE_CHECKING:  # schema imports the backend registry; avoid the cycle
+if TYPE_CHECKING:  # schema -> infer.config -> infer.onnxruntime -> here: a runtime import would be a cycle
     from inspectd.config.schema import ProductConfig
 
 

@@ -13,7 +13,7 @@ from inspectd.errors import ModelError
 from inspectd.infer.base import TensorInfo, check_io, sha256_file
 from inspectd.types import ModelInput
 
-if TYPE_CHECKING:  # schema imports the backend registry; avoid the cycle
+if TYPE_CHECKING:  # schema imports OnnxRuntimeConfig from here: a runtime import would be a cycle
     from inspectd.config.schema import ProductConfig
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",

@@ -1,18 +1,16 @@
-"""Backend configs and constructors, one entry per backend type."""
+"""Backend constructors, one entry per backend type (their configs: infer.config)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from inspectd.config.base import Model
+from inspectd.config.schema import ProductConfig
 from inspectd.infer.base import Backend
-from inspectd.infer.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeConfig
-from inspectd.infer.tensorrt import TensorRTConfig
-
-BackendConfig = OnnxRuntimeConfig | TensorRTConfig
+from inspectd.infer.config import BackendConfig, TensorRTConfig
+from inspectd.infer.onnxruntime import OnnxRuntimeBackend
 
 
-def _tensorrt(cfg: TensorRTConfig, product) -> Backend:
+def _tensorrt(cfg: TensorRTConfig, product: ProductConfig) -> Backend:
     from inspectd.infer.tensorrt import TensorRTBackend  # needs tensorrt + pycuda (the [tensorrt] extra)
 
     return TensorRTBackend(cfg, product)
@@ -24,5 +22,5 @@ FACTORIES: dict[str, Callable[..., Backend]] = {
 }
 
 
-def make_backend(cfg: Model, product) -> Backend:
-    return FACTORIES[cfg.type](cfg, product)  # type: ignore[attr-defined]
+def make_backend(cfg: BackendConfig, product: ProductConfig) -> Backend:
+    return FACTORIES[cfg.type](cfg, product)

@@ -11,44 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
-from pydantic import Field
 
-from inspectd.config.base import Model
-from inspectd.engines.manifest import Action, HostInfo, Manifest, decide, read_manifest
+from inspectd.engines.manifest import (
+    ENGINE_SUFFIXES,
+    Action,
+    HostInfo,
+    Manifest,
+    decide,
+    manifest_path,
+    read_manifest,
+)
 from inspectd.errors import BackendUnavailable, ModelError
 from inspectd.infer.base import TensorInfo, check_io
+from inspectd.infer.config import Runtime, TensorRTConfig
 from inspectd.types import ModelInput
 
-if TYPE_CHECKING:  # schema imports the backend registry; avoid the cycle
+if TYPE_CHECKING:
     from inspectd.config.schema import ProductConfig
     from inspectd.infer.cuda_buffers import CudaDevice, SlotPool, TensorSlot
 
 log = structlog.get_logger("inspectd.tensorrt")
-
-Runtime = Literal["tensorrt", "tensorrt-rtx"]
-
-
-class TensorRTConfig(Model):
-    type: Literal["tensorrt"]
-    runtime: Runtime = Field("tensorrt", description="tensorrt (TensorRT 10/11, Jetson and datacenter GPUs) or "
-                             "tensorrt-rtx (TensorRT for RTX, RTX industrial PCs)")
-    contexts: int = Field(1, ge=1, le=64, description="execution contexts (one per camera)")
-    device: int = Field(0, ge=0, description="CUDA device index")
-    engine: Path | None = Field(None, description="engine file; default: <model>.<precision>.engine beside the "
-                                "ONNX model named by the product (a product may also name an engine directly)")
-    precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="precision to build when rebuilding")
-    rebuild: bool = Field(False, description="rebuild from the ONNX model when the engine is missing, damaged, "
-                          "stale or built for another GPU / TensorRT version (else refuse to start)")
-    workspace_mb: int = Field(1024, ge=16, description="builder workspace memory-pool limit for rebuilds")
-    timing_cache: Path | None = Field(None, description="TensorRT timing cache file reused by rebuilds")
-    max_batch: int = Field(1, ge=1, le=256, description="largest batch the engine's profiles accept")
-    compute_capability: str | None = Field(None, description="TensorRT-RTX rebuild target (e.g. '8.6'); default: "
-                                           "this GPU's")
-
 
 def load_trt(runtime: Runtime = "tensorrt"):
     """The TensorRT Python module for `runtime`; BackendUnavailable when it is not installed."""
@@ -71,12 +57,8 @@ def host_info(trt, device: CudaDevice) -> HostInfo:
 
 def engine_paths(cfg: TensorRTConfig, product: ProductConfig) -> tuple[Path, Path | None]:
     """(engine, ONNX to rebuild from or None)."""
-    from inspectd.engines.compare import ENGINE_SUFFIXES
-
     model = product.model.path
     if model.suffix in ENGINE_SUFFIXES:
-        from inspectd.engines.manifest import manifest_path
-
         onnx = None
         if manifest_path(model).is_file():
             try:
