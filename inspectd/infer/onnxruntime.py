@@ -1,15 +1,24 @@
-"""ONNX Runtime CPU backend: the embedded default that runs anywhere."""
+"""ONNX Runtime backend: the embedded default (CPU), and the GPU through its CUDA and TensorRT providers.
+
+The station lists execution providers in order of preference. A GPU provider that is asked for must be the one
+that runs: ONNX Runtime itself silently falls back to the CPU when a provider cannot load its libraries, which on
+a line would turn a 2 ms model into a 20 ms one and every part into a deadline fail-safe. So a configured GPU
+provider that did not come up refuses the start (exit 3, the cause named), unless `allow_fallback` says a slower
+CPU run is acceptable.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from inspectd.config.base import Model
-from inspectd.errors import ModelError
+from inspectd.errors import BackendUnavailable, ModelError
 from inspectd.infer.base import TensorInfo, check_io, sha256_file
 from inspectd.types import ModelInput
 
@@ -20,12 +29,97 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
               "tensor(int8)": "int8", "tensor(int64)": "int64", "tensor(double)": "float64"}
 
 
+class CpuProvider(Model):
+    name: Literal["cpu"]
+
+
+class CudaProvider(Model):
+    name: Literal["cuda"]
+    device_id: int = Field(0, ge=0, description="CUDA device ordinal")
+    cuda_graph: bool = Field(False, description="capture the model once as a CUDA graph and replay it per part "
+                                                "(fixed shapes; every node must run on the CUDA provider)")
+    cudnn_conv_algo_search: Literal["exhaustive", "heuristic", "default"] = Field(
+        "exhaustive", description="cuDNN convolution algorithm search (done once, during warm-up before READY)")
+
+
+class TensorrtProvider(Model):
+    name: Literal["tensorrt"]
+    device_id: int = Field(0, ge=0, description="CUDA device ordinal")
+    engine_cache: Path | None = Field(None, description="folder where ONNX Runtime keeps built TensorRT engines "
+                                                        "(relative to the station file); without it every start "
+                                                        "rebuilds them")
+    fp16: bool = Field(False, description="let TensorRT run layers in FP16")
+    int8: bool = Field(False, description="run Q/DQ (explicitly quantised) INT8 models in INT8")
+
+
+Provider = Annotated[CpuProvider | CudaProvider | TensorrtProvider, Field(discriminator="name")]
+
+_ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+              "tensorrt": "TensorrtExecutionProvider"}
+
+
 class OnnxRuntimeConfig(Model):
     type: Literal["onnxruntime"]
     intra_op_threads: int = Field(1, ge=0, le=256, description="threads inside one operator (0 = all cores)")
     inter_op_threads: int = Field(1, ge=0, le=256, description="threads across operators")
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = Field(
         "all", description="ONNX Runtime graph optimisation level")
+    providers: list[Provider] = Field(
+        default_factory=lambda: [CpuProvider(name="cpu")],
+        description="execution providers in order of preference: tensorrt, cuda, cpu (a name, or a mapping with "
+                    "the provider's options)")
+    allow_fallback: bool = Field(False, description="start even when a configured GPU provider cannot load "
+                                                    "(parts then run on the CPU, slower); off: refuse with exit 3")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_mappings(cls, data: Any) -> Any:
+        """`providers: [cuda, cpu]` is the short form of `[{name: cuda}, {name: cpu}]`."""
+        if isinstance(data, dict) and isinstance(data.get("providers"), list):
+            data = {**data, "providers": [{"name": p} if isinstance(p, str) else p for p in data["providers"]]}
+        return data
+
+    @property
+    def gpu(self) -> CudaProvider | TensorrtProvider | None:
+        """The first GPU provider asked for (its device is the one GPU preprocessing writes to)."""
+        return next((p for p in self.providers if not isinstance(p, CpuProvider)), None)
+
+
+def _provider_options(p: CpuProvider | CudaProvider | TensorrtProvider, stream: int | None) -> dict[str, str]:
+    if isinstance(p, CudaProvider):
+        opts = {"device_id": str(p.device_id), "cudnn_conv_algo_search": p.cudnn_conv_algo_search.upper()}
+        if p.cuda_graph:
+            opts["enable_cuda_graph"] = "1"
+        if stream is not None:  # the GPU preprocessing kernel and the model then run in order on one stream
+            opts["user_compute_stream"] = str(stream)
+        return opts
+    if isinstance(p, TensorrtProvider):
+        opts = {"device_id": str(p.device_id), "trt_fp16_enable": str(p.fp16), "trt_int8_enable": str(p.int8)}
+        if p.engine_cache is not None:
+            opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(p.engine_cache))
+        if stream is not None:
+            opts["user_compute_stream"] = str(stream)
+        return opts
+    return {}
+
+
+def _why_missing(ort: Any, wanted: list[str]) -> str:
+    """Explain an absent provider: usually the CPU-only wheel, or both wheels installed at once."""
+    dists = {d: _version(d) for d in ("onnxruntime", "onnxruntime-gpu")}
+    have = ", ".join(f"{d} {v}" for d, v in dists.items() if v) or "no onnxruntime distribution"
+    hint = "install the `gpu` extra (onnxruntime-gpu) in place of onnxruntime"
+    if dists["onnxruntime"] and dists["onnxruntime-gpu"]:
+        hint = ("both onnxruntime and onnxruntime-gpu are installed and share one module: "
+                "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`")
+    return (f"this ONNX Runtime ({have}) offers {', '.join(ort.get_available_providers())}, not "
+            f"{', '.join(wanted)}; {hint}")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 class OnnxRuntimeBackend:
@@ -34,8 +128,20 @@ class OnnxRuntimeBackend:
     def __init__(self, cfg: OnnxRuntimeConfig, product: ProductConfig) -> None:
         self.cfg, self.product = cfg, product
         self.model_sha256 = ""
-        self._session = None
+        self.providers: list[str] = []  # what the session really runs on, first = preferred
+        self._session: Any = None
         self._outputs: list[str] = []
+        self._device: Any = None  # DeviceRunner when a GPU provider runs: IO binding, device input
+
+    @property
+    def accepts_device_input(self) -> bool:
+        """GPU preprocessing may hand us DeviceInput (its kernel writes into our device input buffer)."""
+        return self._device is not None and self._device.takes_device_input
+
+    @property
+    def cuda_device(self) -> int:
+        gpu = self.cfg.gpu
+        return gpu.device_id if gpu is not None else 0
 
     def load(self) -> None:
         import onnxruntime as ort
@@ -43,6 +149,18 @@ class OnnxRuntimeBackend:
         path = self.product.model.path
         if not path.is_file() or path.stat().st_size == 0:
             raise ModelError(f"model file missing or empty: {path}")
+        gpu = self.cfg.gpu
+        wanted = [_ORT_NAMES[p.name] for p in self.cfg.providers]
+        if gpu is not None and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when that is how they were installed
+        missing = [w for w in wanted if w not in ort.get_available_providers()]
+        if missing and not self.cfg.allow_fallback:
+            raise BackendUnavailable(f"product {self.product.name!r}: {_why_missing(ort, missing)}")
+        stream = None
+        if gpu is not None and not missing:
+            from inspectd.infer.ort_device import user_stream
+
+            stream = user_stream(gpu.device_id)  # None without pycuda: ONNX Runtime then uses its own stream
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.cfg.intra_op_threads
         opts.inter_op_num_threads = self.cfg.inter_op_threads
@@ -53,28 +171,54 @@ class OnnxRuntimeBackend:
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[self.cfg.graph_optimization]
+        providers = [(_ORT_NAMES[p.name], _provider_options(p, stream.handle if stream else None))
+                     for p in self.cfg.providers if _ORT_NAMES[p.name] not in missing]
         try:
-            session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=providers or None)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load model {path}: {e}") from None
+        active = session.get_providers()
+        dropped = [w for w in wanted if w not in active and w not in missing]
+        if dropped and not self.cfg.allow_fallback:
+            # ONNX Runtime logged the cause (missing libcudart/libcudnn/libnvinfer, wrong driver) just above.
+            raise BackendUnavailable(
+                f"product {self.product.name!r}: {', '.join(dropped)} did not load for {path.name} (ONNX Runtime's "
+                f"error above names the missing library; `python -c 'import onnxruntime as o; o.preload_dlls()'` "
+                f"checks CUDA and cuDNN); session would run on {', '.join(active)}")
 
-        def info(args) -> list[TensorInfo]:
+        def info(args: Any) -> list[TensorInfo]:
             return [TensorInfo(a.name, tuple(a.shape), _ORT_TYPES.get(a.type, a.type)) for a in args]
 
         check_io(self.product, info(session.get_inputs()), info(session.get_outputs()))
         self.model_sha256 = sha256_file(path)
         self._session = session
+        self.providers = active
         self._outputs = [o.name for o in session.get_outputs()]
+        if gpu is not None and active[0] != "CPUExecutionProvider":
+            from inspectd.infer.ort_device import DeviceRunner
+
+            self._device = DeviceRunner(session, self.product, gpu.device_id, stream,
+                                        cuda_graph=isinstance(gpu, CudaProvider) and gpu.cuda_graph)
 
     def infer(self, tensor: ModelInput) -> dict[str, np.ndarray]:
+        """A host array, or (GPU preprocessing) a DeviceTensor: on a GPU provider its kernel is launched into our
+        device input buffer; on the CPU it is read through `__array__` (a device-to-host copy)."""
         assert self._session is not None, "load() first"
-        host = tensor if isinstance(tensor, np.ndarray) else np.asarray(tensor)  # a DeviceTensor: copied to host
+        if self._device is not None:
+            return self._device.run(tensor)
+        host = tensor if isinstance(tensor, np.ndarray) else np.asarray(tensor)
         values = self._session.run(self._outputs, {self.product.model.input.name: host})
         return dict(zip(self._outputs, values, strict=True))
 
     def close(self) -> None:
+        if self._device is not None:
+            self._device.close()
+        self._device = None
         self._session = None
 
     def describe(self) -> Mapping[str, str]:
+        device = "cpu" if not self.providers or self.providers[0] == "CPUExecutionProvider" else \
+            f"cuda:{self.cuda_device}"
         return {"backend": self.name, "model": self.product.model.path.name, "sha256": self.model_sha256,
-                "precision": self.product.model.input.dtype, "device": "cpu"}
+                "precision": self.product.model.input.dtype, "device": device,
+                "providers": ",".join(p.removesuffix("ExecutionProvider").lower() for p in self.providers)}

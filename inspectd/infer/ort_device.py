@@ -1,0 +1,135 @@
+"""ONNX Runtime on a CUDA device: the model's input and outputs stay bound to fixed device buffers (IO binding).
+
+GPU preprocessing launches its fused kernel straight into our device input buffer on the stream ONNX Runtime
+computes on (`user_compute_stream`), so frame -> tensor -> model -> scores is one ordered stream with no host
+round trip; the outputs come back into page-locked host buffers with one async copy each. Fixed addresses are
+also what a CUDA graph needs (`cuda_graph: true`), so the same binding serves both.
+
+pycuda is optional here: without it the runner still binds the input on the device (host tensors are copied in
+by ONNX Runtime) but cannot take DeviceInput and copies outputs through ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from inspectd.types import ModelInput
+
+if TYPE_CHECKING:
+    from inspectd.config.schema import ProductConfig
+
+_NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+       "tensor(int8)": np.int8, "tensor(int64)": np.int64, "tensor(double)": np.float64}
+
+
+class UserStream:
+    """A CUDA stream in the device's primary context (the one ONNX Runtime, TensorRT and GPU preprocessing use)."""
+
+    def __init__(self, cuda: Any, device_id: int) -> None:
+        self.cuda = cuda
+        cuda.init()
+        self.ctx = cuda.Device(device_id).retain_primary_context()
+        with self.current():
+            self.stream = cuda.Stream()
+        self.handle = int(self.stream.handle)
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        self.ctx.push()
+        try:
+            yield
+        finally:
+            self.cuda.Context.pop()
+
+
+def user_stream(device_id: int) -> UserStream | None:
+    """Our stream for ONNX Runtime to compute on; None where pycuda is not installed (it then uses its own)."""
+    try:
+        import pycuda.driver as cuda
+    except Exception:  # ImportError, or a pycuda built against an absent libcuda
+        return None
+    return UserStream(cuda, device_id)
+
+
+def _static(shape: Any) -> list[int] | None:
+    """The shape with a dynamic batch dimension fixed to 1; None if another dimension is dynamic."""
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if dims and dims[0] is None:
+        dims[0] = 1
+    return None if None in dims else [int(d) for d in dims if d is not None]
+
+
+class DeviceRunner:
+    """One session's IO binding: fixed device input, fixed device outputs, page-locked host copies of them."""
+
+    def __init__(self, session: Any, product: ProductConfig, device_id: int, stream: UserStream | None,
+                 cuda_graph: bool = False) -> None:
+        import onnxruntime as ort
+
+        self._session, self._stream = session, stream
+        spec = product.model.input
+        inp = next(i for i in session.get_inputs() if i.name == spec.name)
+        self._in_dtype = _NP.get(inp.type, np.float32)
+        in_shape = [1, spec.channels, spec.height, spec.width]
+        self._binding = session.io_binding()
+        self._input = ort.OrtValue.ortvalue_from_shape_and_type(in_shape, self._in_dtype, "cuda", device_id)
+        self._binding.bind_ortvalue_input(spec.name, self._input)
+        self._outputs: list[tuple[str, Any, np.ndarray | None]] = []  # (name, device OrtValue, pinned host)
+        for o in session.get_outputs():
+            shape = _static(o.shape)
+            if shape is None:
+                if cuda_graph:
+                    raise ValueError(f"cuda_graph needs static output shapes; {o.name!r} is {o.shape}")
+                self._binding.bind_output(o.name, "cuda", device_id)  # allocated by ONNX Runtime per run
+                self._outputs.append((o.name, None, None))
+                continue
+            dtype = _NP.get(o.type, np.float32)
+            ov = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", device_id)
+            self._binding.bind_ortvalue_output(o.name, ov)
+            host = None
+            if stream is not None:
+                with stream.current():
+                    host = stream.cuda.pagelocked_empty(shape, dtype)
+            self._outputs.append((o.name, ov, host))
+        self.takes_device_input = stream is not None
+        self.input_ptr = int(self._input.data_ptr())
+
+    def run(self, tensor: ModelInput) -> dict[str, np.ndarray]:
+        s = self._stream
+        if not isinstance(tensor, np.ndarray):  # DeviceTensor: the preprocessing kernel writes our input buffer
+            if s is None:  # no pycuda here, so no shared stream: take it through the host
+                tensor = np.asarray(tensor)
+            else:
+                tensor.enqueue_into(self.input_ptr, s.stream)
+        if isinstance(tensor, np.ndarray):
+            self._input.update_inplace(np.ascontiguousarray(tensor, dtype=self._in_dtype))
+        self._session.run_with_iobinding(self._binding)
+        result: dict[str, np.ndarray] = {}
+        if s is None:
+            for name, value in zip((n for n, _, _ in self._outputs), self._binding.get_outputs(), strict=True):
+                result[name] = value.numpy()
+            return result
+        with s.current():
+            for name, ov, host in self._outputs:
+                if ov is None or host is None:
+                    continue
+                s.cuda.memcpy_dtoh_async(host, int(ov.data_ptr()), s.stream)
+            s.stream.synchronize()
+        dynamic = {n for n, ov, _ in self._outputs if ov is None}
+        if dynamic:
+            values = dict(zip((n for n, _, _ in self._outputs), self._binding.get_outputs(), strict=True))
+            result.update({n: values[n].numpy() for n in dynamic})
+        # copies: the pinned buffers are overwritten by the next part, and sinks (archive: heatmaps) keep them
+        result.update({n: host.copy() for n, ov, host in self._outputs if host is not None})
+        return {n: result[n] for n, _, _ in self._outputs}
+
+    def close(self) -> None:
+        if self._stream is not None:
+            with self._stream.current():
+                self._stream.stream.synchronize()
+        self._outputs.clear()
+        self._binding = None
