@@ -7,11 +7,15 @@ bound (1 / max stage median) and the pipeline's efficiency against it, and peak 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from typing import TextIO
 
 import numpy as np
 
@@ -62,7 +66,8 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
     col.done.wait(timeout=600)
     pipe.stop()
     source.close()
-    measured = sorted(col.verdicts, key=lambda v: v.seq)[warmup:]
+    ordered = sorted(col.verdicts, key=lambda v: v.seq)
+    measured = ordered[warmup:]
     if not measured:
         raise RuntimeError("no verdicts")
     span = max(v.t_verdict for v in measured) - min(v.t_trigger for v in measured)
@@ -86,6 +91,10 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
         "failsafes": sum(v.outcome is Outcome.FAILSAFE for v in measured),
         "accuracy_vs_truth": acc,
         "parts": len(measured),
+        # the first parts after start: a runtime warmed before READY serves them like the thousandth
+        "first_parts_e2e_ms": [round(v.latency_ms, 3) for v in ordered[:5]],
+        "first_parts_failsafes": sum(v.outcome is Outcome.FAILSAFE for v in ordered[:warmup]),
+        "backend": dict(rt.backend.describe()),
     }
 
 
@@ -145,7 +154,35 @@ def first_after_pause(cfg: Config, pause_s: float, keep_warm_s: float | None, wa
     return max(col.verdicts, key=lambda v: v.seq).stage_ms["infer"]
 
 
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[TextIO]:
+    """While measuring, anything written to stdout (a library's print, a native logger on fd 1) goes to stderr;
+    yields the real stdout, where the report alone is written."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    real = os.fdopen(os.dup(saved), "w")
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield real
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        real.close()
+
+
 def run_bench(args: argparse.Namespace) -> int:
+    with stdout_to_stderr() as out:
+        report = measure(args)
+        if args.json:
+            out.write(json.dumps(report, indent=2) + "\n")
+        else:
+            out.write("".join(f"{k}: {v}\n" for k, v in report.items()))
+    return 0
+
+
+def measure(args: argparse.Namespace) -> dict:
     cfg = bench_config(load_config(args.config), in_flight=args.in_flight)
     print(f"bench: {args.parts} parts through the pipeline...", file=sys.stderr)
     out = run_pipeline(cfg, args.parts)
@@ -170,9 +207,4 @@ def run_bench(args: argparse.Namespace) -> int:
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["config"] = {"station": str(cfg.station_path), "product": cfg.station.product,
                      "backend": cfg.station.backend.type, "in_flight": args.in_flight}
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        for k, v in out.items():
-            print(f"{k}: {v}")
-    return 0
+    return out

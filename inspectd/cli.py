@@ -76,9 +76,14 @@ def cmd_camera_features(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from inspectd.bench import run_bench
+    from inspectd.log import setup_logging
 
+    writer = setup_logging("warning", out=sys.stderr)  # stdout carries the report alone (one JSON document)
     tune_interpreter()
-    return run_bench(args)
+    try:
+        return run_bench(args)
+    finally:
+        writer.close()
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -109,6 +109,22 @@ def add_quantize_parser(sub) -> None:
     p.set_defaults(func=cmd_quantize)
 
 
+# -- convert-fp16 -------------------------------------------------------------------------------------------
+def cmd_convert_fp16(args: argparse.Namespace) -> int:
+    from inspectd.engines.fp16 import convert_fp16
+
+    src = args.onnx.resolve()
+    print(convert_fp16(src, args.out or src.with_name(f"{src.stem}.fp16.onnx")).summary())
+    return 0
+
+
+def add_convert_fp16_parser(sub) -> None:
+    p = sub.add_parser("convert-fp16", help="FP16 variant of an ONNX model for the GPU providers (float32 I/O)")
+    p.add_argument("--onnx", required=True, type=Path, help="FP32 ONNX model")
+    p.add_argument("--out", type=Path, default=None, help="output (default <model>.fp16.onnx)")
+    p.set_defaults(func=cmd_convert_fp16)
+
+
 # -- compare ------------------------------------------------------------------------------------------------
 def cmd_compare(args: argparse.Namespace) -> int:
     from inspectd.engines.compare import compare, runtime_for_model
@@ -193,5 +209,6 @@ def add_eval_parser(sub) -> None:
 
 
 def add_engine_parsers(sub) -> None:
-    for add in (add_build_engine_parser, add_quantize_parser, add_compare_parser, add_eval_parser):
+    for add in (add_build_engine_parser, add_quantize_parser, add_convert_fp16_parser, add_compare_parser,
+                add_eval_parser):
         add(sub)

@@ -58,6 +58,10 @@ _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
 
 
+def _cpu_only() -> list[CpuProvider | CudaProvider | TensorrtProvider]:
+    return [CpuProvider(name="cpu")]
+
+
 class OnnxRuntimeConfig(Model):
     type: Literal["onnxruntime"]
     intra_op_threads: int = Field(1, ge=0, le=256, description="threads inside one operator (0 = all cores)")
@@ -65,7 +69,7 @@ class OnnxRuntimeConfig(Model):
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = Field(
         "all", description="ONNX Runtime graph optimisation level")
     providers: list[Provider] = Field(
-        default_factory=lambda: [CpuProvider(name="cpu")],
+        default_factory=_cpu_only,
         description="execution providers in order of preference: tensorrt, cuda, cpu (a name, or a mapping with "
                     "the provider's options)")
     allow_fallback: bool = Field(False, description="start even when a configured GPU provider cannot load "

@@ -114,7 +114,7 @@ class DeviceRunner:
                 result[name] = value.numpy()
             return result
         with s.current():
-            for name, ov, host in self._outputs:
+            for _name, ov, host in self._outputs:
                 if ov is None or host is None:
                     continue
                 s.cuda.memcpy_dtoh_async(host, int(ov.data_ptr()), s.stream)
