@@ -104,7 +104,7 @@ def make_test_ca(folder: Path) -> TlsFiles:
 class Mosquitto:
     """mosquitto -c <own config>; stop() is SIGTERM (it saves its persistence file), start() again on the same port."""
 
-    def __init__(self, folder: Path, tls: TlsFiles | None = None) -> None:
+    def __init__(self, folder: Path, tls: TlsFiles | None = None, users: dict[str, str] | None = None) -> None:
         need_mosquitto()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -112,10 +112,21 @@ class Mosquitto:
         self.tls_port = free_port() if tls else None
         lines = [f"user {getpass.getuser()}", "persistence true", f"persistence_location {folder}/",
                  "max_queued_messages 1000000", "log_dest stderr", "log_type error", "log_type warning",
-                 "log_type notice", f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+                 "log_type notice", "per_listener_settings true", f"listener {self.port} 127.0.0.1",
+                 "allow_anonymous true"]
         if tls:
+            # The TLS listener wants a client certificate signed by the test CA and, with `users`, a password.
             lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {tls.ca}", f"certfile {tls.server_cert}",
-                      f"keyfile {tls.server_key}", "require_certificate true", "allow_anonymous true"]
+                      f"keyfile {tls.server_key}", "require_certificate true"]
+            if users:
+                pw = folder / "passwd"
+                pw.write_text("")
+                for name, password in users.items():
+                    subprocess.run([shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-b", str(pw), name,
+                                    password], check=True, capture_output=True)
+                lines += ["allow_anonymous false", f"password_file {pw}"]
+            else:
+                lines += ["allow_anonymous true"]
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.log = folder / "mosquitto.log"

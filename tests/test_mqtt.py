@@ -9,14 +9,18 @@ from __future__ import annotations
 import re
 import signal
 import sqlite3
+import ssl
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import write_station
-from tests.mqtt_peers import Mosquitto, Recorder
+from tests.mqtt_peers import Mosquitto, Recorder, TlsFiles, make_test_ca
 from tests.supervise_harness import START_S, DaemonProcess, journal_rows
 
 pytestmark = pytest.mark.slow
@@ -25,8 +29,8 @@ FIELDS = {"run_id", "seq", "part_id", "product", "verdict", "reason", "result_co
           "t_trigger", "t_verdict", "latency_ms", "model_sha256", "station", "journal_id"}
 
 
-def _station(tmp_path: Path, broker: Mosquitto, metrics: bool = False) -> Path:
-    cfg = {"host": "127.0.0.1", "port": broker.port, "counters_every_s": 0.5, "drain_s": 20}
+def _station(tmp_path: Path, broker: Mosquitto, metrics: bool = False, **mqtt: object) -> Path:
+    cfg = {"host": "127.0.0.1", "port": broker.port, "counters_every_s": 0.5, "drain_s": 20, **mqtt}
     return write_station(tmp_path, {"name": "line1", "camera": {"bank": 8, "rate_hz": 40}, "mqtt": cfg,
                                     "log": {"every_part": False}, "metrics": {"enabled": metrics, "port": 0}})
 
@@ -192,3 +196,49 @@ def test_last_will_offline_on_kill_9(tmp_path: Path) -> None:
         daemon.kill()
         rec.close()
         broker.stop()
+
+
+def test_tls_with_a_test_ca_client_certificate_and_password(tmp_path: Path) -> None:
+    tls = make_test_ca(tmp_path / "ca")
+    broker = Mosquitto(tmp_path / "broker", tls=tls, users={"line1": "pw-line1"}).start()
+    rec = Recorder(broker.port)  # the plain loopback listener: the test's view of what arrived
+    (tmp_path / "mqtt-password").write_text("pw-line1\n")
+    station = _station(tmp_path, broker, port=broker.tls_port, username="line1",
+                       password_file=str(tmp_path / "mqtt-password"),
+                       tls={"ca_file": str(tls.ca), "cert_file": str(tls.client_cert), "key_file": str(tls.client_key)})
+    daemon = DaemonProcess(station, None)
+    try:
+        assert rec.wait(lambda: len(rec.verdicts()) >= 20, START_S), daemon.stderr()[-3000:]
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, daemon.stderr()[-3000:]
+        _all_journaled_arrived(tmp_path, rec)
+        # The broker really demands all three: no client certificate, or a wrong password, is refused.
+        assert _broker_answer(broker.tls_port, tls, cert=False, password="pw-line1") != "accepted"
+        assert _broker_answer(broker.tls_port, tls, cert=True, password="wrong") == "refused"
+        assert _broker_answer(broker.tls_port, tls, cert=True, password="pw-line1") == "accepted"  # the probe works
+    finally:
+        daemon.kill()
+        rec.close()
+        broker.stop()
+
+
+def _broker_answer(port: int, tls: TlsFiles, cert: bool, password: str) -> str:
+    """What the TLS listener says to a client: accepted, refused (CONNACK), dropped or handshake failed."""
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{cert}-{password}", protocol=paho.MQTTv311)
+    c.tls_set(ca_certs=str(tls.ca), certfile=str(tls.client_cert) if cert else None,
+              keyfile=str(tls.client_key) if cert else None)
+    c.username_pw_set("line1", password)
+    outcome: list[str] = []
+    done = threading.Event()
+    c.on_connect = lambda cl, u, f, rc, p=None: (outcome.append("refused" if rc.is_failure else "accepted"), done.set())
+    c.on_disconnect = lambda cl, u, f, rc, p=None: (outcome.append("dropped"), done.set())
+    try:
+        c.connect("127.0.0.1", port, keepalive=5)
+        c.loop_start()
+        assert done.wait(20), "no answer from the broker"
+    except (OSError, ssl.SSLError):  # the TLS handshake fails without a client certificate
+        outcome.append("handshake failed")
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return outcome[0]
