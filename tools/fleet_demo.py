@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         log = (path.parent / "daemon.log").open("w")
         procs.append(subprocess.Popen([sys.executable, "-m", "inspectd.cli", "run", "--config", str(path)],
                                       cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+    names = {f"line{i}" for i in range(1, a.stations + 1)}
+    ready_by = time.monotonic() + 120  # models load on every station at once
+    while time.monotonic() < ready_by and {n for n, t in watch.summary().items() if t["parts"] > 0} < names:
+        time.sleep(0.5)
+    print(f"all {a.stations} stations inspecting", flush=True)
     t0 = time.monotonic()
     outage_at = t0 + a.seconds / 3 if a.outage else None
     try:
