@@ -7,12 +7,17 @@ Per part, under <path>/<product>/, all named <UTC time>_s<seq>_p<part id>_<verdi
 Names sort by time, so "oldest first" is name order. Quotas (whole and per product) delete the oldest
 parts after each save. A full or read-only disk suspends archiving for `retry_s` with one log line and
 counters; the inspection never waits for this thread (`submit` is a put_nowait on a bounded queue).
+
+The archive shares its disk with the journal, which matters more: it never writes below a free-space floor
+(`min_free_mb`), and once stopped there (or by a full disk) it resumes only when `resume_free_mb` is free again
+(hysteresis), so freeing some space does not let it refill the disk at once.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import os
 import queue
 import re
 import threading
@@ -146,6 +151,10 @@ class Archive:
         self._pass_credit = 0.0
         self._suspended_until = 0.0
         self._suspend_reason = ""
+        self.floor = cfg.min_free_mb * 1e6
+        resume = cfg.resume_free_mb if cfg.resume_free_mb is not None else 1.25 * cfg.min_free_mb
+        self.resume_at = max(resume * 1e6, self.floor)
+        self._low_space = False  # below the floor (or disk full): waits for `resume_at` free bytes
         self._files: dict[str, deque[tuple[str, int]]] = {}  # product folder -> (stem, bytes), oldest first
         self._bytes: Counter[str] = Counter()
         self._q: queue.Queue = queue.Queue(maxsize=cfg.queue)
@@ -187,7 +196,15 @@ class Archive:
 
     @property
     def suspended(self) -> bool:
-        return time.monotonic() < self._suspended_until
+        return self._low_space or time.monotonic() < self._suspended_until
+
+    def free_bytes(self) -> int:
+        """Free space (for unprivileged writers) on the archive's filesystem; statvfs, microseconds."""
+        p = self.root
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        st = os.statvfs(p)
+        return st.f_bavail * st.f_frsize
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -220,7 +237,7 @@ class Archive:
     # -- worker ---------------------------------------------------------------------------------
     def _run(self) -> None:
         while (item := self._q.get()) is not _STOP:
-            if self.suspended:
+            if time.monotonic() < self._suspended_until or (self._low_space and not self._space_back()):
                 self.dropped["suspended"] += 1
                 continue
             try:
@@ -237,6 +254,11 @@ class Archive:
         blobs = [(".json", verdict_json(v))]
         if item.frame is not None:  # no frame for no_frame / overflow fail-safes: the record alone
             blobs = [(".png", raw_png(item.frame)), (".jpg", annotated_jpeg(item)), *blobs]
+        need = sum(len(d) for _, d in blobs)
+        if self.floor and self.free_bytes() - need < self.floor:
+            self.dropped["low_space"] += 1
+            self._enter_low_space("low_space", folder / stem)
+            return
         written: list[Path] = []
         try:
             folder.mkdir(exist_ok=True)
@@ -258,10 +280,28 @@ class Archive:
             self._suspend_reason = ""
         self._enforce_quota(product)
 
+    def _space_back(self) -> bool:
+        """Hysteresis: out of low space only with `resume_at` free, well above the floor."""
+        free = self.free_bytes()
+        if free < self.resume_at:
+            return False
+        self._low_space = False
+        log.info("archive_space_back", free_mb=round(free / 1e6, 1), resume_free_mb=round(self.resume_at / 1e6, 1))
+        return True
+
+    def _enter_low_space(self, reason: str, where: Path) -> None:
+        self._low_space = True
+        if self._suspend_reason != reason:  # one line per state change, not one per part
+            log.error("archive_suspended", reason=reason, path=str(where), free_mb=round(self.free_bytes() / 1e6, 1),
+                      min_free_mb=self.cfg.min_free_mb, resume_free_mb=round(self.resume_at / 1e6, 1))
+        self._suspend_reason = reason
+
     def _fail(self, e: OSError, where: Path) -> None:
         reason = _FAILURES.get(e.errno or 0, "error")
         self.dropped[reason] += 1
         self._suspended_until = time.monotonic() + self.retry_s
+        if reason == "disk_full":  # someone else filled it: back off until there is room above the floor again
+            self._low_space = True
         if self._suspend_reason != reason:  # one line per state change, not one per part
             log.error("archive_suspended", reason=reason, error=str(e), path=str(where), retry_s=self.retry_s)
         self._suspend_reason = reason
@@ -296,11 +336,11 @@ class Archive:
                                   value=self.deleted)
         dropped = CounterMetricFamily("inspectd_archive_dropped", "parts not archived, by reason",
                                       labels=["reason"])
-        for reason in ("queue_full", "disk_full", "read_only", "suspended", "error"):
+        for reason in ("queue_full", "low_space", "disk_full", "read_only", "suspended", "error"):
             dropped.add_metric([reason], self.dropped.get(reason, 0))
         yield dropped
         yield GaugeMetricFamily("inspectd_archive_bytes", "size of the archive", value=self.total_bytes)
-        yield GaugeMetricFamily("inspectd_archive_suspended", "1 while archiving is suspended (disk full/read-only)",
-                                value=float(self.suspended))
+        yield GaugeMetricFamily("inspectd_archive_suspended", "1 while archiving is suspended (free-space floor, "
+                                "disk full, read-only)", value=float(self.suspended))
         yield GaugeMetricFamily("inspectd_archive_pending", "parts waiting for the archive writer",
                                 value=self.pending)

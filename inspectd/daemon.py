@@ -136,8 +136,10 @@ class Daemon:
         self.source.open()
         self.source.apply_features(self.config.products[st.product].camera_features)
         self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue,
-                               retention_days=st.journal.retention_days, max_mb=st.journal.max_mb)
-        self.journal.start()
+                               retention_days=st.journal.retention_days, max_mb=st.journal.max_mb,
+                               backlog=st.journal.backlog, min_free_mb=st.journal.min_free_mb)
+        self.journal.on_health.append(self._on_journal_health)
+        self.journal.start()  # journals what a killed predecessor left in the ahead log; DiskFullError: exit 72
         sinks = [self.plc, self.journal, *self.options.extra_sinks]  # the PLC first: it is the one waiting
         if self.metrics:
             sinks.append(self.metrics)
@@ -157,6 +159,9 @@ class Daemon:
                                  self.runtimes[st.product], sinks=sinks,
                                  triggers=self._next_trigger if triggered else None)
         self.pipeline.set_max_parts(self.options.max_parts)
+        self.pipeline.on_accept = self.journal.accept  # the ahead record: a SIGKILL cannot make a part vanish
+        if st.journal.on_failure == "failsafe":
+            self.pipeline.bus.gate = self._journal_gate
         # No keep-alive while a stage holds one part longer than a cycle (at least 1 s): parts are not flowing.
         self.watchdog = Watchdog(self.pipeline.stamps, st.watchdog.stall_s, self.notifier, self._on_stall,
                                  flow_s=max(st.cycle_budget_ms / 1e3, 1.0))
@@ -206,6 +211,25 @@ class Daemon:
         (every stage moving or polling), so a stalled pipeline or a hung process stops it."""
         wd = self.watchdog
         return wd is not None and wd.is_alive() and wd.assess().flowing
+
+    def _journal_gate(self) -> Reason | None:
+        """journal.on_failure: failsafe -- no part passes while its verdict cannot be recorded."""
+        journal = self.journal
+        return None if journal is None or journal.healthy else Reason.JOURNAL_DOWN
+
+    def _on_journal_health(self, healthy: bool, why: str) -> None:
+        """Journal writer thread, on every change: the log, systemd's STATUS, and the PLC's alarm where the link
+        has one (`set_alarm(code)`, 0 clears). /readyz and the metrics read `journal.healthy` themselves."""
+        policy = self.config.station.journal.on_failure
+        if healthy:
+            log.info("journal_healthy", policy=policy)
+        else:
+            log.error("journal_unhealthy", why=why, policy=policy,
+                      parts="fail-safe journal_down" if policy == "failsafe" else "inspected (alarm only)")
+        self.notifier.status(self.status_line() if healthy else f"JOURNAL FAILING ({policy}): {why}")
+        set_alarm = getattr(self.plc, "set_alarm", None)
+        if callable(set_alarm):
+            set_alarm(0 if healthy else ErrorCode.JOURNAL)
 
     def safe_outputs(self, timeout: float | None = None) -> None:
         """PLC outputs to their safe state (the PLC link's stop() does that); bounded where the link may hang."""
@@ -360,8 +384,10 @@ class Daemon:
             rt.close()
         if self.pipeline:
             s = self.pipeline.stats
+            j = self.journal
             log.info("stopped", parts_in=s.parts_in, verdicts=s.verdicts_total, overflows=s.overflows,
-                     late_results=s.late_results, journaled=self.journal.written if self.journal else 0,
-                     journal_dropped=self.journal.dropped if self.journal else 0)
+                     late_results=s.late_results, journaled=j.written if j else 0,
+                     journal_dropped=j.dropped if j else 0, journal_quarantined=j.quarantined if j else 0,
+                     journal_recovered=j.recovered if j else 0, journal_backlog=j.backlog if j else 0)
         if self.metrics:  # last: the endpoint stays up while the parts in flight drain
             self.metrics.close()

@@ -18,6 +18,8 @@ FAILSAFE_CODES: dict[Reason, int] = {
     Reason.SHUTDOWN: 1006,
     Reason.NOT_READY: 1007,
     Reason.BAD_OUTPUT: 1008,
+    Reason.INTERRUPTED: 1009,
+    Reason.JOURNAL_DOWN: 1010,
 }
 
 

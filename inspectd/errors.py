@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     GOLDEN = 4  # golden-image gate failed at start (cannot boot, no restart)
     STALL = 70  # a stage stalled: the internal watchdog gave up; systemd restarts
     CAMERA = 71  # camera could not be opened at start; systemd restarts (cable may come back)
+    DISK_FULL = 72  # no room for the journal at start; systemd restarts (space may be freed)
 
 
 class InspectdError(Exception):
@@ -45,6 +46,12 @@ class GoldenCheckError(InspectdError):
 
 class CameraError(InspectdError):
     exit_code = ExitCode.CAMERA
+
+
+class DiskFullError(InspectdError):
+    """The journal's filesystem has no room: restartable, unlike a config error (nothing in the files is wrong)."""
+
+    exit_code = ExitCode.DISK_FULL
 
 
 class BackendUnavailable(InspectdError):

@@ -1,19 +1,42 @@
-"""Verdict journal: every verdict as one row in SQLite (WAL), written in batches by its own thread."""
+"""Verdict journal: every verdict as one row in SQLite (WAL), written in batches by its own thread.
+
+What can go wrong, and what the journal does about it:
+- A row SQLite refuses (a value of the wrong type, a violated constraint) never costs the other rows of its
+  batch: the batch is retried row by row and the refused row goes to the `quarantine` table as JSON, counted.
+  Non-finite numbers are stored as -1 with a `note` saying what they were, before SQLite sees them.
+- A write that fails for the disk's sake (full, I/O error, read-only) keeps its rows in a bounded backlog that is
+  retried with backoff; meanwhile the journal is unhealthy and its listeners are told (the daemon's
+  `journal.on_failure` policy, /readyz, metrics, the log). Only rows pushed out of a full backlog are lost
+  (counted, logged at error level).
+- SIGKILL: each part is recorded in the ahead log when it is accepted and again when its verdict is issued.
+  At the next start a verdict that never reached the journal is journaled from there (note `recovered`) and an
+  accepted part with no verdict gets a fail-safe row with reason `interrupted`.
+Every row carries `part_no`, a station-wide counter that resumes above the highest number the journal and the
+ahead log hold, so no two rows of one journal share it (a unique index enforces it).
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import queue
+import shutil
 import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from inspectd.errors import ConfigError
-from inspectd.types import Part, Verdict
+from inspectd.ahead_log import AheadLog
+from inspectd.decide import FAILSAFE_CODES
+from inspectd.errors import ConfigError, DiskFullError
+from inspectd.types import Part, Reason, Verdict
 
 log = structlog.get_logger("inspectd.journal")
 
@@ -31,17 +54,40 @@ CREATE TABLE IF NOT EXISTS verdicts (
     reason       TEXT    NOT NULL,  -- rule name for rejects, fail-safe reason, '' for pass
     result_code  INTEGER NOT NULL,  -- RESULT_CODE sent to the PLC
     plc_ok       INTEGER NOT NULL,  -- 1 if the PLC was told OK
-    score        REAL    NOT NULL,
+    score        REAL    NOT NULL,  -- -1 when the model gave no finite score (see note)
     scores       TEXT    NOT NULL,  -- JSON {class: probability}
     stage_ms     TEXT    NOT NULL,  -- JSON {stage: milliseconds}
     model_sha256 TEXT    NOT NULL,
-    truth        TEXT               -- 'pass' | 'reject' for labelled sources, else NULL
+    truth        TEXT,              -- 'pass' | 'reject' for labelled sources, else NULL
+    part_no      INTEGER,           -- station-wide part number, never reused (NULL: never)
+    recipe_no    INTEGER NOT NULL DEFAULT 0,   -- plc_id of the recipe that judged the part
+    source_ref   TEXT    NOT NULL DEFAULT '',  -- replay file name, or GenICam frame id / camera timestamp
+    note         TEXT    NOT NULL DEFAULT ''   -- what the journal changed or recovered, '' normally
 );
 CREATE INDEX IF NOT EXISTS verdicts_t ON verdicts (t_verdict);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    t     REAL NOT NULL,  -- unix time it was quarantined
+    error TEXT NOT NULL,  -- why SQLite refused the row
+    row   TEXT NOT NULL   -- the row as JSON {column: value}
+);
 """
 
+# Columns added since the first schema: a journal written by an older inspectd gets them at start.
+MIGRATIONS = (("part_no", "INTEGER"), ("recipe_no", "INTEGER NOT NULL DEFAULT 0"),
+              ("source_ref", "TEXT NOT NULL DEFAULT ''"), ("note", "TEXT NOT NULL DEFAULT ''"))
+
 COLUMNS = ("run_id", "seq", "part_id", "product", "t_trigger", "t_verdict", "latency_ms", "verdict", "reason",
-           "result_code", "plc_ok", "score", "scores", "stage_ms", "model_sha256", "truth")
+           "result_code", "plc_ok", "score", "scores", "stage_ms", "model_sha256", "truth", "part_no", "recipe_no",
+           "source_ref", "note")
+INSERT = f"INSERT INTO verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+PART_NO = COLUMNS.index("part_no")
+T_VERDICT = COLUMNS.index("t_verdict")
+NOTE = COLUMNS.index("note")
+
+# SQLite result codes that mean the disk, not the row (sqlite3.Error.sqlite_errorcode, primary code).
+SQLITE_DISK = {8: "read_only", 10: "io_error", 13: "disk_full", 14: "cannot_open"}
+Row = tuple[Any, ...]
 
 
 def open_db(path: Path) -> sqlite3.Connection:
@@ -50,15 +96,66 @@ def open_db(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
     db.executescript(SCHEMA)
+    migrate(db)
     return db
 
 
-def row(run_id: str, v: Verdict) -> tuple:
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Add the columns an older journal lacks; its rows get part numbers from their row ids. Returns the added."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(verdicts)")}
+    added = [name for name, _ in MIGRATIONS if name not in have]
+    with db:
+        for name, ddl in MIGRATIONS:
+            if name in added:
+                db.execute(f"ALTER TABLE verdicts ADD COLUMN {name} {ddl}")
+        if "part_no" in added:  # ids are unique and in insertion order: a fine station number for old rows
+            db.execute("UPDATE verdicts SET part_no = id WHERE part_no IS NULL")
+        db.execute("CREATE UNIQUE INDEX IF NOT EXISTS verdicts_part_no ON verdicts (part_no)")
+    if added:
+        log.info("journal_migrated", added=added)
+    return added
+
+
+def _finite(x: float, name: str, notes: list[str]) -> float:
+    if math.isfinite(x):
+        return x
+    notes.append(f"{name}={x}")
+    return -1.0
+
+
+def _json_finite(d: Any, name: str, notes: list[str], digits: int) -> str:
+    out: dict[str, Any] = {}
+    for k, x in d.items():
+        if isinstance(x, float) and not math.isfinite(x):
+            notes.append(f"{name}.{k}={x}")
+            out[str(k)] = None
+        else:
+            out[str(k)] = round(x, digits)
+    return json.dumps(out)
+
+
+def row(run_id: str, v: Verdict, part_no: int | None = None) -> Row:
+    """The verdict as a row. Non-finite numbers (SQLite stores NaN as NULL, which NOT NULL refuses) become -1
+    (null inside the JSON columns) and `note` names them, so the row is kept and says what it held."""
+    notes: list[str] = []
     latency = v.latency_ms
-    return (run_id, v.seq, v.part_id, v.product, v.wall_time - latency / 1e3, v.wall_time, latency,
-            v.outcome.value, v.reason, v.result_code, int(v.plc_ok), v.score,
-            json.dumps({k: round(x, 6) for k, x in v.scores.items()}),
-            json.dumps({k: round(x, 3) for k, x in v.stage_ms.items()}), v.model_sha256, v.truth)
+    wall = v.wall_time
+    score = _finite(v.score, "score", notes)
+    latency = _finite(latency, "latency_ms", notes)
+    return (run_id, v.seq, v.part_id, v.product, wall - latency / 1e3, wall, latency,
+            v.outcome.value, v.reason, v.result_code, int(v.plc_ok), score,
+            _json_finite(v.scores, "scores", notes, 6), _json_finite(v.stage_ms, "stage_ms", notes, 3),
+            v.model_sha256, v.truth, part_no, v.recipe_no, v.source_ref,
+            ("non-finite: " + ", ".join(notes)) if notes else "")
+
+
+def interrupted_row(accepted: dict[str, Any], note: str) -> Row:
+    """The fail-safe row of a part accepted by a process that died before its verdict (from its ahead record)."""
+    t = float(accepted.get("t", 0.0))
+    return (str(accepted.get("run", "")), int(accepted.get("seq", 0)), int(accepted.get("part_id", 0)),
+            str(accepted.get("product", "")), t, t, 0.0, "failsafe", Reason.INTERRUPTED.value,
+            FAILSAFE_CODES[Reason.INTERRUPTED], 0, 0.0, "{}", "{}", str(accepted.get("sha", "")), None,
+            int(accepted["n"]), int(accepted.get("recipe_no", 0)), "", note)
 
 
 def live_bytes(db: sqlite3.Connection) -> int:
@@ -98,80 +195,354 @@ def prune(db: sqlite3.Connection, now: float, retention_days: float | None, max_
     return deleted
 
 
+def disk_problem(e: BaseException) -> str | None:
+    """'disk_full', 'io_error', ... when `e` is about the disk (retry later), None when it is about the row."""
+    if isinstance(e, OSError):
+        return "disk_full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
+    if isinstance(e, (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, ValueError,
+                      TypeError, OverflowError)):
+        return None
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in SQLITE_DISK:
+        return SQLITE_DISK[code & 0xFF]
+    return "disk_full" if "full" in str(e) else "io_error"  # OperationalError without a code: locked, I/O
+
+
 _STOP = object()
+HealthListener = Callable[[bool, str], None]
 
 
 class Journal:
-    """A VerdictSink. `submit` never blocks; `close` writes everything queued before returning."""
+    """A VerdictSink. `submit` never blocks; `close` writes everything queued before returning.
+
+    `healthy` is False while a write is failing (rows wait in the backlog) or the ahead log cannot be written;
+    listeners in `on_health` are called with (healthy, why) from the writer thread on every change.
+    """
 
     def __init__(self, path: Path, batch: int = 64, maxsize: int = 100_000, retention_days: float | None = None,
-                 max_mb: float | None = None, prune_every_s: float = 600.0) -> None:
+                 max_mb: float | None = None, prune_every_s: float = 600.0, backlog: int = 50_000,
+                 retry_s: tuple[float, float] = (0.2, 5.0), min_free_mb: float = 0.0,
+                 ahead_rotate_bytes: int = 8_000_000) -> None:
         self.path = path
         self.batch = batch
         self.retention_days = retention_days
         self.max_mb = max_mb
         self.prune_every_s = prune_every_s  # retention runs in the writer thread, never on the hot path
+        self.backlog_max = backlog
+        self.retry_min_s, self.retry_max_s = retry_s
+        self.min_free_mb = min_free_mb
         self.pruned = 0
+        self._pruned_below = 0.0  # retention deleted every row with t_verdict up to this
         self._next_prune = 0.0  # first pass right after start
         self.run_id = uuid.uuid4().hex[:12]
+        self.base = 0  # part_no = base + seq; set at start above every number already used
         self.written = 0
-        self.dropped = 0
-        self.errors = 0
+        self.dropped = 0  # verdicts that will not be journaled by this process (see dropped_by)
+        self.dropped_by: Counter[str] = Counter()  # queue_full, backlog_full, unstorable
+        self.errors = 0  # failed write attempts (each retried)
+        self.quarantined = 0
+        self.recovered = 0  # verdicts journaled from the ahead log (after a crash, or dropped from the queue)
+        self.interrupted = 0  # accepted parts with no verdict found at start: journaled as fail-safe
+        self.on_health: list[HealthListener] = []
+        self.ahead = AheadLog(path.with_name(path.name + "-ahead"), ahead_rotate_bytes)
+        self._backlog: deque[Row] = deque()
+        self._failing = ""  # why the last write failed; '' once a write succeeds
+        self._retry_at = 0.0
+        self._retry_s = self.retry_min_s
+        self._lost_in_episode = 0
+        self._healthy = True
+        self._why = ""
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
         self._db: sqlite3.Connection | None = None
 
+    # -- start ------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Open (and migrate) the journal, journal what a killed process left in the ahead log, start writing.
+        A full disk raises DiskFullError (restartable); a path that cannot work raises ConfigError."""
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            free_mb = shutil.disk_usage(self.path.parent).free / 1e6
+            if free_mb < self.min_free_mb:
+                raise DiskFullError(f"journal.path: {self.path.parent} has {free_mb:.1f} MB free, below "
+                                    f"journal.min_free_mb ({self.min_free_mb:g} MB): free space, then restart")
             self._db = open_db(self.path)
-        except (OSError, sqlite3.Error) as e:  # no restart fixes a path or a permission: cannot boot
+            self.base = self._highest_part_no()
+            self._recover(at_start=True)
+            self.ahead.remove()
+            self.ahead.open()
+        except DiskFullError:
+            raise
+        except (OSError, sqlite3.Error) as e:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            if disk_problem(e) == "disk_full":
+                raise DiskFullError(f"journal.path: {self.path}: disk full ({e}): free space, then restart") from None
+            # no restart fixes a path or a permission: cannot boot
             raise ConfigError([f"journal.path: cannot open {self.path}: {e}"]) from None
         self._thread.start()
 
+    def _highest_part_no(self) -> int:
+        assert self._db is not None
+        top = self._db.execute("SELECT MAX(part_no) FROM verdicts").fetchone()[0] or 0
+        ahead = [int(r["n"]) for r in self.ahead.read() if isinstance(r.get("n"), int)]
+        return max([int(top), *ahead])
+
+    def _recover(self, at_start: bool) -> None:
+        """Journal what the ahead log holds and the journal does not: the verdict row as issued, or for a part
+        accepted without a verdict, the fail-safe `interrupted` row."""
+        assert self._db is not None
+        accepted: dict[int, dict[str, Any]] = {}
+        issued: dict[int, list[Any]] = {}
+        records = self.ahead.read()
+        # Retention deleted every row up to this time: its records are not missing, they were pruned.
+        pruned_below = max([self._pruned_below, *(float(r.get("t", 0)) for r in records if r.get("k") == "P")])
+        for rec in records:
+            n = rec.get("n")
+            if not isinstance(n, int):
+                continue
+            if rec.get("k") == "A" and float(rec.get("t", 0)) > pruned_below:
+                accepted[n] = rec
+            elif (rec.get("k") == "V" and isinstance(rec.get("row"), list) and len(rec["row"]) == len(COLUMNS)
+                  and float(rec["row"][T_VERDICT]) > pruned_below):
+                issued[n] = rec["row"]
+        numbers = set(accepted) | set(issued)
+        if not numbers:
+            return
+        present = {r[0] for r in self._db.execute("SELECT part_no FROM verdicts WHERE part_no BETWEEN ? AND ?",
+                                                  (min(numbers), max(numbers)))}
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rows: list[Row] = []
+        recovered, interrupted = [], []
+        for n in sorted(numbers - present):
+            if n in issued:
+                r = list(issued[n])
+                why = "the process died" if at_start else "the journal queue was full"
+                r[NOTE] = "; ".join(x for x in (r[NOTE], f"recovered {when}: issued, not journaled ({why})") if x)
+                rows.append(tuple(r))
+                recovered.append(n)
+            else:
+                why = "the process died" if at_start else "the daemon stopped without one"
+                rows.append(interrupted_row(accepted[n], f"journaled {when}: accepted, no verdict ({why}); "
+                                                         "the PLC got no result for it"))
+                interrupted.append(n)
+        if not rows:
+            return
+        with self._db:
+            self._insert_rows(rows)
+        self.recovered += len(recovered)
+        self.interrupted += len(interrupted)
+        log.warning("journal_recovered_rows", recovered=len(recovered), interrupted=len(interrupted),
+                    part_nos=sorted(recovered + interrupted)[:50],
+                    part_ids=[accepted[n].get("part_id") for n in interrupted][:50])
+
+    # -- hot path ---------------------------------------------------------------------------------
+    def part_no(self, seq: int) -> int:
+        return self.base + seq
+
+    def accept(self, part: Part) -> None:
+        """Called as a part is accepted (before its trigger is answered where the source allows): the ahead
+        record that turns a SIGKILL into an `interrupted` row instead of a part nobody knows about."""
+        rt = part.runtime
+        self.ahead.append({
+            "k": "A", "n": self.base + part.seq, "run": self.run_id, "seq": part.seq, "part_id": part.part_id,
+            "product": part.product, "recipe_no": rt.product.plc_id if rt is not None else 0,
+            "sha": rt.backend.model_sha256 if rt is not None else "",
+            "t": time.time() - (time.monotonic() - part.trigger.t_trigger)})
+
     def submit(self, verdict: Verdict, part: Part | None = None) -> None:
+        r = row(self.run_id, verdict, self.base + verdict.seq)
+        self.ahead.append({"k": "V", "n": r[PART_NO], "row": r})
         try:
-            self._q.put_nowait(verdict)
+            self._q.put_nowait(r)
         except queue.Full:
-            self.dropped += 1
+            self._drop("queue_full", 1)
             log.error("journal_queue_full", seq=verdict.seq, dropped=self.dropped)
 
     @property
     def pending(self) -> int:
         return self._q.qsize()
 
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    @property
+    def why(self) -> str:
+        """What is wrong while unhealthy ('' when healthy)."""
+        return self._why
+
+    # -- writer thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         assert self._db is not None
         stop = False
         while not stop:
-            rows = []
+            rows: list[Row] = []
             try:
-                item = self._q.get(timeout=self._prune_wait())
+                item = self._q.get(timeout=self._wait_s())
             except queue.Empty:
-                self._maybe_prune()
-                continue
-            while True:
+                item = None
+            while item is not None:
                 if item is _STOP:
                     stop = True
                     break
-                rows.append(row(self.run_id, item))
+                rows.append(item)
                 if len(rows) >= self.batch:
                     break
                 try:
                     item = self._q.get_nowait()
                 except queue.Empty:
                     break
-            if rows:
-                self._write(rows)
+            self._flush(rows, force=stop)
             self._maybe_prune()
+            self._maybe_rotate()
+            self._update_health()
+        clean = not self._backlog and not self._failing
+        if clean:
+            try:
+                self._recover(at_start=False)  # verdicts dropped from a full queue are in the ahead log
+            except sqlite3.Error as e:
+                clean = False
+                log.error("journal_recover_failed", error=str(e))
+        elif self._backlog:
+            log.error("journal_stopped_with_backlog", rows=len(self._backlog), problem=self._failing,
+                      ahead_log=str(self.ahead.path), next_start="journals them from the ahead log where it holds them")
+        self.ahead.close()
+        if clean:
+            self.ahead.remove()  # all journaled; otherwise the next start journals what is left in it
         self._db.close()
 
-    def _prune_wait(self) -> float | None:
-        if self.retention_days is None and self.max_mb is None:
+    def _wait_s(self) -> float | None:
+        waits = []
+        if self.retention_days is not None or self.max_mb is not None:
+            waits.append(max(0.05, self._next_prune - time.monotonic()))
+        if self._backlog or self._failing or self.ahead.last_error:
+            waits.append(max(0.01, self._retry_at - time.monotonic()))
+        return min(waits) if waits else None
+
+    def _flush(self, rows: list[Row], force: bool = False) -> None:
+        if self._backlog and not force and time.monotonic() < self._retry_at:
+            self._keep(rows)  # the disk is failing: do not hammer it, wait for the retry
+            return
+        todo = list(self._backlog) + rows
+        self._backlog.clear()
+        for i in range(0, len(todo), self.batch):
+            chunk = todo[i:i + self.batch]
+            problem = self._write(chunk)
+            if problem is not None:
+                self._keep(todo[i:])
+                self._retry_at = time.monotonic() + self._retry_s
+                self._retry_s = min(self._retry_s * 2, self.retry_max_s)
+                return
+        if self._failing:
+            log.info("journal_write_recovered", after=self._failing, rows_lost=self._lost_in_episode)
+            self._failing = ""
+            self._lost_in_episode = 0
+        self._retry_s = self.retry_min_s
+
+    def _write(self, rows: list[Row]) -> str | None:
+        """One transaction; rows SQLite refuses are quarantined one by one. Returns the disk problem, if any."""
+        assert self._db is not None
+        if not rows:
             return None
-        return max(0.05, self._next_prune - time.monotonic())
+        try:
+            try:
+                with self._db:
+                    self._db.executemany(INSERT, rows)
+            except sqlite3.Error as e:
+                if disk_problem(e) is not None:
+                    raise
+                with self._db:  # one bad row: the others still go in, the bad one is quarantined
+                    self._insert_rows(rows)
+            self.written += len(rows)
+            return None
+        except (sqlite3.Error, OSError) as e:
+            problem = disk_problem(e) or "io_error"
+            self.errors += 1
+            if self._failing != problem:
+                log.error("journal_write_failed", error=str(e), problem=problem, rows=len(rows),
+                          backlog=len(self._backlog) + len(rows), retry_s=self._retry_s)
+            self._failing = problem
+            return problem
+
+    def _insert_rows(self, rows: Iterable[Row]) -> None:
+        """Row by row inside the caller's transaction: a refused row is rolled back alone and quarantined."""
+        assert self._db is not None
+        for r in rows:
+            try:
+                self._db.execute(INSERT, r)
+            except sqlite3.Error as e:
+                if disk_problem(e) is not None:
+                    raise
+                self._quarantine(r, e)
+
+    def _quarantine(self, r: Row, e: Exception) -> None:
+        assert self._db is not None
+        record = json.dumps(dict(zip(COLUMNS, r, strict=False)), default=repr)
+        try:
+            self._db.execute("INSERT INTO quarantine (t, error, row) VALUES (?, ?, ?)", (time.time(), str(e), record))
+        except sqlite3.Error as e2:
+            if disk_problem(e2) is not None:
+                raise
+            self._drop("unstorable", 1)
+            log.error("journal_row_unstorable", error=str(e2), row=record[:500])
+            return
+        self.quarantined += 1
+        log.error("journal_row_quarantined", error=str(e), part_no=r[PART_NO], seq=r[1])
+
+    def _keep(self, rows: list[Row]) -> None:
+        """Into the bounded backlog; what does not fit pushes the oldest rows out: those are lost."""
+        self._backlog.extend(rows)
+        over = len(self._backlog) - self.backlog_max
+        if over > 0:
+            for _ in range(over):
+                self._backlog.popleft()
+            if not self._lost_in_episode:
+                log.error("journal_rows_lost", rows=over, backlog=self.backlog_max, problem=self._failing)
+            self._lost_in_episode += over
+            self._drop("backlog_full", over)
+
+    def _drop(self, why: str, n: int) -> None:
+        self.dropped += n
+        self.dropped_by[why] += n
+
+    def _update_health(self) -> None:
+        if self._failing:
+            why = f"journal write failing ({self._failing}); {len(self._backlog)} rows waiting"
+        elif self.ahead.last_error:
+            why = f"ahead log not writable: {self.ahead.last_error}"
+        else:
+            why = ""
+        healthy = not why
+        if healthy == self._healthy:
+            self._why = why
+            return
+        self._healthy, self._why = healthy, why
+        for listener in list(self.on_health):
+            try:
+                listener(healthy, why)
+            except Exception:
+                log.exception("journal_health_listener_failed")
+
+    def _maybe_rotate(self) -> None:
+        # Only while healthy and caught up: the generation dropped by this rotation is then long journaled.
+        if self.ahead.large and self._healthy and not self._backlog and self._q.qsize() < self.batch:
+            try:
+                self.ahead.rotate()
+            except OSError as e:
+                self.ahead.errors += 1
+                self.ahead.last_error = f"{self.ahead.path}: rotate: {e}"
+
+    def _prune_due(self) -> bool:
+        return (self.retention_days is not None or self.max_mb is not None) and time.monotonic() >= self._next_prune
 
     def _maybe_prune(self) -> None:
-        if (self.retention_days is None and self.max_mb is None) or time.monotonic() < self._next_prune:
+        if not self._prune_due():
             return
         assert self._db is not None
         self._next_prune = time.monotonic() + self.prune_every_s
@@ -182,25 +553,14 @@ class Journal:
             return
         if n:
             self.pruned += n
+            oldest = self._db.execute("SELECT MIN(t_verdict) FROM verdicts").fetchone()[0]
+            self._pruned_below = max(self._pruned_below, oldest if oldest is not None else time.time())
+            self.ahead.append({"k": "P", "t": self._pruned_below})  # recovery must not bring these rows back
             log.info("journal_pruned", rows=n, retention_days=self.retention_days, max_mb=self.max_mb,
                      live_mb=round(live_bytes(self._db) / 1e6, 3))
-
-    def _write(self, rows: list[tuple]) -> None:
-        assert self._db is not None
-        sql = f"INSERT INTO verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-        for attempt in range(5):
-            try:
-                with self._db:
-                    self._db.executemany(sql, rows)
-                self.written += len(rows)
-                return
-            except sqlite3.Error as e:  # disk full, locked: retry briefly, then count the loss
-                self.errors += 1
-                log.error("journal_write_failed", error=str(e), rows=len(rows), attempt=attempt)
-                time.sleep(0.05 * (attempt + 1))
-        self.dropped += len(rows)
 
     def close(self, timeout: float = 30.0) -> None:
         if self._thread.is_alive():
             self._q.put(_STOP)
             self._thread.join(timeout)
+

@@ -80,6 +80,7 @@ def readiness(daemon: Any) -> dict[str, bool]:
         # Daemon._build_runtimes raises when a golden check fails, so runtimes exist only once all passed.
         "golden": bool(getattr(daemon, "runtimes", None)),
         "plc": plc is None or bool(plc.connected),  # no PLC configured counts as up
+        "journal": bool(getattr(getattr(daemon, "journal", None), "healthy", True)),  # verdicts can be recorded
     }
 
 
@@ -118,6 +119,19 @@ class DaemonCollector(Collector):
             yield _gauge("inspectd_journal_pending", "verdicts waiting for the journal writer", journal.pending)
             yield _counter("inspectd_journal_pruned_rows", "rows deleted by retention",
                            getattr(journal, "pruned", 0))
+            yield _gauge("inspectd_journal_healthy", "1 while verdicts are being journaled", float(journal.healthy))
+            yield _gauge("inspectd_journal_backlog", "rows waiting for a failing write to be retried",
+                         journal.backlog)
+            lost = CounterMetricFamily("inspectd_journal_lost", "verdicts not journaled, by reason", labels=["reason"])
+            for reason in ("queue_full", "backlog_full", "unstorable"):
+                lost.add_metric([reason], journal.dropped_by.get(reason, 0))
+            yield lost
+            yield _counter("inspectd_journal_quarantined", "rows SQLite refused, kept in the quarantine table",
+                           journal.quarantined)
+            yield _counter("inspectd_journal_recovered", "verdicts journaled from the ahead log", journal.recovered)
+            yield _counter("inspectd_journal_interrupted", "accepted parts found without a verdict at start "
+                           "(fail-safe interrupted rows)", journal.interrupted)
+            yield _counter("inspectd_journal_ahead_errors", "failed ahead-log appends", journal.ahead.errors)
         archive = getattr(d, "archive", None)
         if archive is not None:
             yield from archive.collect()

@@ -35,6 +35,8 @@ class Reason(str, Enum):
     SHUTDOWN = "shutdown"  # still queued when the daemon was told to stop
     NOT_READY = "not_ready"  # golden check failed or backend not up
     BAD_OUTPUT = "bad_output"  # the model gave a non-finite or mis-shaped output: never a pass
+    INTERRUPTED = "interrupted"  # accepted, then the process died before its verdict (journaled at the next start)
+    JOURNAL_DOWN = "journal_down"  # journal.on_failure: failsafe and the journal cannot record verdicts
 
 
 @dataclass(frozen=True, slots=True)

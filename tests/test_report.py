@@ -20,7 +20,8 @@ def add(db, product: str, t: float, verdict: str, reason: str, latency_ms: float
     row = ("run1", seq, seq, product, t - latency_ms / 1e3, t, latency_ms, verdict, reason,
            {"pass": 0, "reject": 1, "failsafe": 1001}[verdict], int(verdict == "pass"), 0.1, "{}",
            json.dumps({"grab": 1.0}), "sha", None)
-    db.execute(f"INSERT INTO verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", row)
+    cols = COLUMNS[:len(row)]  # the first schema's columns; the later ones have defaults
+    db.execute(f"INSERT INTO verdicts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row)
 
 
 @pytest.fixture

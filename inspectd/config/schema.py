@@ -148,6 +148,13 @@ class JournalConfig(Model):
     queue: int = Field(100_000, ge=100, description="verdicts that may wait for the writer")
     retention_days: float | None = Field(90, gt=0, description="delete rows older than this; null keeps all")
     max_mb: float | None = Field(2048, gt=0, description="delete oldest rows beyond this size; null: no cap")
+    on_failure: Literal["failsafe", "alarm"] = Field(
+        "failsafe", description="while verdicts cannot be journaled: failsafe = every part gets the fail-safe "
+        "verdict journal_down (no pass without a record); alarm = keep inspecting, raise the alarm only")
+    backlog: int = Field(50_000, ge=100, description="rows kept in memory and retried while writes fail; "
+                         "beyond, the oldest are lost (counted)")
+    min_free_mb: float = Field(16, ge=0, description="refuse to start (exit 72, restartable) with less free space "
+                               "than this on the journal's filesystem")
 
 
 class ArchiveConfig(Model):
@@ -157,6 +164,10 @@ class ArchiveConfig(Model):
     quota_mb: float = Field(1024, gt=0, description="size cap of the whole archive")
     product_quota_mb: float | None = Field(None, gt=0, description="size cap per product")
     queue: int = Field(32, ge=1, description="images that may wait for the writer; beyond, dropped and counted")
+    min_free_mb: float = Field(1024, ge=0, description="free-space floor: the archive stops before its "
+                               "filesystem has less than this left (the journal may share it)")
+    resume_free_mb: float | None = Field(None, ge=0, description="after stopping at the floor (or on a full "
+                                         "disk), resume only above this much free space; null: 1.25 x the floor")
 
 
 class MetricsConfig(Model):

@@ -48,6 +48,7 @@ class Pipeline:
         self.stamps = {name: StageStamp(name) for name in STAGES}
         self._active = runtime
         self._seq = itertools.count(1)
+        self.on_accept: Callable[[Part], None] | None = None  # e.g. the journal's ahead record, before anything else
         self._budget = station.cycle_budget_ms / 1e3
         self._guard = guard_s(self._budget)
         depth = station.pipeline.queue_depth
@@ -79,6 +80,8 @@ class Pipeline:
         part = Part(seq, Trigger(seq if part_id is None else part_id, t_trigger), rt.name,
                     deadline=t_trigger + self._budget - self._guard)
         part.runtime = rt
+        if self.on_accept is not None:
+            self.on_accept(part)
         return part
 
     def admission_delay(self) -> float:

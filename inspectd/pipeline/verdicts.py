@@ -17,7 +17,7 @@ import structlog
 
 from inspectd.decide import Decision, failsafe, make_verdict
 from inspectd.pipeline.stats import PipelineStats
-from inspectd.types import Part, Reason, Verdict
+from inspectd.types import Outcome, Part, Reason, Verdict
 
 log = structlog.get_logger("inspectd.verdicts")
 
@@ -33,6 +33,8 @@ class VerdictBus:
         self.sinks: list[VerdictSink] = []
         self.stats = stats
         self.on_settled: Callable[[Part], None] | None = None  # e.g. frees an in-flight slot
+        # A station-wide reason to fail-safe every part (e.g. the journal cannot record it), or None.
+        self.gate: Callable[[], Reason | None] | None = None
 
     def settle(self, part: Part, decision: Decision, model_sha256: str = "",
                skip: VerdictSink | None = None) -> Verdict | None:
@@ -42,6 +44,8 @@ class VerdictBus:
             self.stats.late_results += 1
             return None
         rt = part.runtime  # the recipe active at the part's trigger judges it, whatever was reloaded since
+        if self.gate is not None and decision.outcome is not Outcome.FAILSAFE and (why := self.gate()) is not None:
+            decision = failsafe(why)
         verdict = make_verdict(part, decision, rt.product if rt is not None else None,
                                model_sha256 or (rt.backend.model_sha256 if rt is not None else ""))
         self.stats.count(verdict)

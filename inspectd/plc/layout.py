@@ -33,6 +33,7 @@ class ErrorCode(IntEnum):
     PLC_COMM_LOST = 5  # PLC_HEARTBEAT unchanged for 3 periods (latched until CLEAR_ERROR)
     NOT_READY = 6  # golden check / backend not up
     SHUTDOWN = 7  # the daemon stopped (safe state)
+    JOURNAL = 8  # verdicts cannot be journaled (disk full, I/O error): daemon.journal.healthy is False
 
 
 @dataclass(frozen=True, slots=True)
