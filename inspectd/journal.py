@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
     id    INTEGER PRIMARY KEY AUTOINCREMENT,
     t     REAL NOT NULL,  -- unix time it was quarantined
     error TEXT NOT NULL,  -- why SQLite refused the row
+    part_no INTEGER,      -- the row's part number (it counts as journaled: recovery leaves it alone)
     row   TEXT NOT NULL   -- the row as JSON {column: value}
 );
 """
@@ -310,8 +311,10 @@ class Journal:
         numbers = set(accepted) | set(issued)
         if not numbers:
             return
-        present = {r[0] for r in self._db.execute("SELECT part_no FROM verdicts WHERE part_no BETWEEN ? AND ?",
-                                                  (min(numbers), max(numbers)))}
+        span = (min(numbers), max(numbers))
+        present = {r[0] for r in self._db.execute("SELECT part_no FROM verdicts WHERE part_no BETWEEN ? AND ? UNION "
+                                                  "SELECT part_no FROM quarantine WHERE part_no BETWEEN ? AND ?",
+                                                  span + span)}
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rows: list[Row] = []
         recovered, interrupted = [], []
@@ -454,12 +457,13 @@ class Journal:
             try:
                 with self._db:
                     self._db.executemany(INSERT, rows)
+                stored = len(rows)
             except sqlite3.Error as e:
                 if disk_problem(e) is not None:
                     raise
                 with self._db:  # one bad row: the others still go in, the bad one is quarantined
-                    self._insert_rows(rows)
-            self.written += len(rows)
+                    stored = self._insert_rows(rows)
+            self.written += stored
             return None
         except (sqlite3.Error, OSError) as e:
             problem = disk_problem(e) or "io_error"
@@ -470,22 +474,27 @@ class Journal:
             self._failing = problem
             return problem
 
-    def _insert_rows(self, rows: Iterable[Row]) -> None:
-        """Row by row inside the caller's transaction: a refused row is rolled back alone and quarantined."""
+    def _insert_rows(self, rows: Iterable[Row]) -> int:
+        """Row by row inside the caller's transaction: a refused row is rolled back alone and quarantined.
+        Returns the rows that went into `verdicts`."""
         assert self._db is not None
+        stored = 0
         for r in rows:
             try:
                 self._db.execute(INSERT, r)
+                stored += 1
             except sqlite3.Error as e:
                 if disk_problem(e) is not None:
                     raise
                 self._quarantine(r, e)
+        return stored
 
     def _quarantine(self, r: Row, e: Exception) -> None:
         assert self._db is not None
         record = json.dumps(dict(zip(COLUMNS, r, strict=False)), default=repr)
         try:
-            self._db.execute("INSERT INTO quarantine (t, error, row) VALUES (?, ?, ?)", (time.time(), str(e), record))
+            self._db.execute("INSERT INTO quarantine (t, error, part_no, row) VALUES (?, ?, ?, ?)",
+                             (time.time(), str(e), r[PART_NO] if isinstance(r[PART_NO], int) else None, record))
         except sqlite3.Error as e2:
             if disk_problem(e2) is not None:
                 raise
@@ -512,6 +521,10 @@ class Journal:
         self.dropped_by[why] += n
 
     def _update_health(self) -> None:
+        # Nothing may be appended for a while (no parts): probe, so health comes back with the disk.
+        if (self.ahead.last_error and not self._failing and time.monotonic() >= self._retry_at
+                and not self.ahead.append({"k": "H", "t": time.time()})):
+            self._retry_at = time.monotonic() + self.retry_max_s
         if self._failing:
             why = f"journal write failing ({self._failing}); {len(self._backlog)} rows waiting"
         elif self.ahead.last_error:
