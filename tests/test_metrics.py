@@ -125,12 +125,12 @@ def test_health_and_readiness(daemon: Daemon) -> None:
     status, body = get(base + "/readyz")
     assert status == 200
     assert json.loads(body) == {"ready": True, "checks": {"camera": True, "backend": True, "golden": True,
-                                                          "plc": True}}
+                                                          "plc": True, "journal": True}}
 
     daemon.source.close()  # the real source disconnects: not ready, still alive
     status, body = get(base + "/readyz")
     assert status == 503 and json.loads(body)["checks"] == {"camera": False, "backend": True, "golden": True,
-                                                            "plc": True}
+                                                            "plc": True, "journal": True}
     assert get(base + "/healthz")[0] == 200
     assert get(base + "/nope")[0] == 404
 
@@ -150,7 +150,7 @@ def test_readyz_waits_for_the_plc(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{d.metrics.server.port}"
         status, body = get(base + "/readyz")
         assert status == 503 and json.loads(body)["checks"] == {"camera": True, "backend": True, "golden": True,
-                                                                "plc": False}
+                                                                "plc": False, "journal": True}
         wait_for(lambda: d.plc.stats.connect_failures > 0, timeout=10)
         s = samples(get(base + "/metrics")[1].decode())
         assert s[("inspectd_plc_configured", ())] == 1.0 and s[("inspectd_plc_connected", ())] == 0.0
