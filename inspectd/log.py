@@ -13,19 +13,24 @@ import logging
 import queue
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+DROP_REPORT_S = 10.0  # at most one `log_lines_dropped` line per this many seconds
 
 
 class QueueWriter:
-    """`write` queues the line; a thread writes it out. When full, lines are dropped and counted."""
+    """`write` queues the line; a thread writes it out. When full, lines are dropped and counted; once the
+    queue has drained, the writer logs how many were lost (`log_lines_dropped`, at most every DROP_REPORT_S)."""
 
     def __init__(self, out: TextIO, maxsize: int = 10_000) -> None:
         self.out = out
         self.dropped = 0  # lines lost: queue full, or stdout gone
+        self._reported = 0  # `dropped` as of the last log_lines_dropped line
+        self._reported_t = -DROP_REPORT_S
         self._q: queue.Queue[str | None] = queue.Queue(maxsize=maxsize)
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
@@ -39,18 +44,45 @@ class QueueWriter:
 
     def _run(self) -> None:
         while (text := self._q.get()) is not None:
+            self._write(text)
+            if self._q.empty() and time.monotonic() - self._reported_t >= DROP_REPORT_S:
+                self._report_drops()  # queues one line: written on the next turn
+        self._report_drops()  # stopping: the last line says what was lost
+        while True:  # what was queued behind the stop sentinel (that report) still goes out
             try:
-                self.out.write(text)
-                if self._q.empty():
-                    self.out.flush()
-            except (OSError, ValueError):  # stdout gone (journald restarted): keep going
-                self.dropped += 1
+                text = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if text is not None:
+                self._write(text)
+
+    def _write(self, text: str) -> None:
+        try:
+            self.out.write(text)
+            if self._q.empty():
+                self.out.flush()
+        except (OSError, ValueError):  # stdout gone (journald restarted): keep going
+            self.dropped += 1
+
+    def _report_drops(self) -> None:
+        if self.dropped <= self._reported:
+            return
+        self._reported, self._reported_t = self.dropped, time.monotonic()
+        structlog.get_logger("inspectd.log").warning("log_lines_dropped", dropped_total=self._reported)
 
     def close(self, timeout: float = 5.0) -> None:
-        self._q.put(None)
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(queue.Full):  # waits for room: the lines ahead of it are written first
+            self._q.put(None, timeout=timeout)
         self._thread.join(timeout)
         with contextlib.suppress(OSError, ValueError):
             self.out.flush()
+
+
+def dropped_lines() -> int:
+    """Log lines dropped by the handlers setup_logging installed (0 before it ran): for metrics."""
+    return sum(h.writer.dropped for h in logging.getLogger().handlers if isinstance(h, QueueHandler))
 
 
 class QueueHandler(logging.Handler):
@@ -77,10 +109,11 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-def setup_logging(level: str = "info", fmt: str = "json", out: TextIO | None = None) -> QueueWriter:
+def setup_logging(level: str = "info", fmt: str = "json", out: TextIO | None = None,
+                  queue_size: int = 10_000) -> QueueWriter:
     """Route structlog and stdlib logging to one queued handler on the root logger.
     Returns the writer so shutdown can flush it and metrics can report its drops."""
-    writer = QueueWriter(out or sys.stdout)
+    writer = QueueWriter(out or sys.stdout, maxsize=queue_size)
     renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=False))
     handler = QueueHandler(writer)

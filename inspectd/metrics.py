@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inspectd.log import dropped_lines
 from inspectd.plc.link import NoPlcLink
 from inspectd.sensors import HostSensors
 from inspectd.types import Part, Verdict
@@ -297,6 +298,7 @@ class _SelfCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield _counter("inspectd_metrics_dropped", "verdicts not observed: metrics queue full", self.metrics.dropped)
+        yield _counter("inspectd_log_lines_dropped", "log lines lost: log queue full or stdout gone", dropped_lines())
 
 
 class HealthServer:

@@ -15,11 +15,11 @@ from inspectd.log import QueueWriter, setup_logging
 
 
 @pytest.fixture
-def logged():
+def logged(request):
     """setup_logging into a buffer; yields a function that closes the writer and returns the parsed lines."""
     buf = io.StringIO()
     root_level = logging.getLogger().level
-    writer = setup_logging("info", "json", buf)
+    writer = setup_logging("info", "json", buf, queue_size=getattr(request, "param", 10_000))
 
     def lines() -> list[dict]:
         writer.close()
@@ -98,3 +98,28 @@ def test_full_queue_drops_and_counts_instead_of_blocking():
     out.release.set()
     writer.close()
     assert out.getvalue() == "first\nline 0\nline 1\n"
+
+
+@pytest.mark.parametrize("logged", [5], indirect=True)  # a log queue of 5 lines
+def test_drops_are_reported_as_a_log_line_and_a_metric(logged):
+    """A burst the writer cannot keep up with: the lost lines are counted, told in the log and exported."""
+    from inspectd.log import QueueHandler, dropped_lines
+    from inspectd.metrics import Metrics
+
+    writer = next(h.writer for h in logging.getLogger().handlers if isinstance(h, QueueHandler))
+    out = _Stuck()
+    writer.out = out  # the real writer thread now blocks on its next line
+    log = structlog.get_logger("inspectd.test")
+    log.info("first")
+    assert out.entered.wait(30)
+    for i in range(5 + 7):
+        log.info("burst", i=i)
+    assert writer.dropped == 7 and dropped_lines() == 7
+    metrics = Metrics(0.05)
+    assert b"inspectd_log_lines_dropped_total 7.0" in metrics.exposition()
+    out.release.set()
+    writer.close()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    report = [e for e in lines if e["event"] == "log_lines_dropped"]
+    assert len(report) == 1 and report[0]["dropped_total"] == 7 and report[0]["level"] == "warning"
+    assert [e["i"] for e in lines if e["event"] == "burst"] == list(range(5))
