@@ -38,6 +38,8 @@ class CudaProvider(Model):
     device_id: int = Field(0, ge=0, description="CUDA device ordinal")
     cuda_graph: bool = Field(False, description="capture the model once as a CUDA graph and replay it per part "
                                                 "(fixed shapes; every node must run on the CUDA provider)")
+    tf32: bool = Field(False, description="let Ampere+ GPUs run FP32 convolutions/matmuls in TF32 (faster, ~1e-3 "
+                                          "relative error): off, so an FP32 model scores as it was validated")
     cudnn_conv_algo_search: Literal["exhaustive", "heuristic", "default"] = Field(
         "exhaustive", description="cuDNN convolution algorithm search (done once, during warm-up before READY)")
 
@@ -91,7 +93,8 @@ class OnnxRuntimeConfig(Model):
 
 def _provider_options(p: CpuProvider | CudaProvider | TensorrtProvider, stream: int | None) -> dict[str, str]:
     if isinstance(p, CudaProvider):
-        opts = {"device_id": str(p.device_id), "cudnn_conv_algo_search": p.cudnn_conv_algo_search.upper()}
+        opts = {"device_id": str(p.device_id), "cudnn_conv_algo_search": p.cudnn_conv_algo_search.upper(),
+                "use_tf32": str(int(p.tf32))}
         if p.cuda_graph:
             opts["enable_cuda_graph"] = "1"
         if stream is not None:  # the GPU preprocessing kernel and the model then run in order on one stream

@@ -81,7 +81,8 @@ def test_cuda_provider_matches_cpu(tmp_path: Path, preprocess: str, cuda_graph: 
         frames = _frames(cfg, 16)
         a, b = _scores(ref, frames), _scores(gpu, frames)
         assert np.isfinite(b).all()
-        np.testing.assert_allclose(b, a, atol=2e-3)  # cuDNN vs MLAS arithmetic, GPU vs OpenCV area resize
+        # logits; cuDNN vs MLAS arithmetic (FP32: TF32 off) and the GPU's exact area average vs OpenCV's rounding
+        np.testing.assert_allclose(b, a, atol=5e-3, rtol=1e-3)
         # every frame differs, so a stale input buffer (kernel not ordered before the model) would show here
         assert len({tuple(np.round(r, 4)) for r in b}) > 1
         assert (np.argmax(a, 1) == np.argmax(b, 1)).all()
