@@ -32,8 +32,6 @@ POLL_S = 0.1  # how often an idle stage looks up (and beats its stamp)
 class Stage(threading.Thread):
     """A worker thread between two bounded queues."""
 
-    name_: str = "stage"
-
     def __init__(self, inq: queue.Queue, outq: queue.Queue | None, bus: VerdictBus, stamp: StageStamp) -> None:
         super().__init__(name=stamp.name, daemon=True)
         self.inq, self.outq, self.bus, self.stamp = inq, outq, bus, stamp

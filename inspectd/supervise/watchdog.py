@@ -98,10 +98,6 @@ class Watchdog(threading.Thread):
     def assess(self, now: float | None = None) -> Health:
         return assess(self.stamps, time.monotonic() if now is None else now, self.flow_s, self.stall_s)
 
-    def check(self, now: float | None = None) -> str | None:
-        """Name of a stalled stage, or None."""
-        return self.assess(now).stalled
-
     def run(self) -> None:
         enable_crash_stacks(sys.stderr)  # process-wide and kept for the process's life: never a file we may close
         was_held: tuple[str, ...] = ()
