@@ -31,6 +31,7 @@ from inspectd.plc.layout import ErrorCode
 from inspectd.plc.link import PlcLink
 from inspectd.plc.registry import make_plc_link
 from inspectd.plc.runstate import state_path_for
+from inspectd.supervise.liveness import Liveness
 from inspectd.supervise.systemd import Notifier
 from inspectd.supervise.watchdog import Watchdog
 from inspectd.types import Frame, Outcome, Reason, Trigger
@@ -39,6 +40,7 @@ log = structlog.get_logger("inspectd.daemon")
 
 STATUS_EVERY_S = 2.0  # STATUS= for `systemctl status`; fps is measured over this window
 LOAD_STEP_S = 120.0  # EXTEND_TIMEOUT_USEC per product loaded: many TensorRT engines can outlast TimeoutStartSec
+SHUTDOWN_S = 60.0  # the ordered shutdown (drain, journal, outputs) may keep the main loop this long
 RELOADED_KEYS = ("product", "products_dir", "backend", "preprocess")  # other station keys need a restart
 
 
@@ -80,6 +82,7 @@ class Daemon:
         self.config = config
         self.options = options or Options()
         self.notifier = notifier or Notifier.from_env()
+        self.liveness = Liveness()  # the main loop's heartbeat (/healthz)
         self.runtimes: dict[str, ProductRuntime] = {}
         self.source: Source | None = None
         self.pipeline: Pipeline | None = None
@@ -104,6 +107,7 @@ class Daemon:
         try:
             for name, product in config.products.items():
                 self.notifier.extend_timeout(LOAD_STEP_S)
+                self.liveness.extend(LOAD_STEP_S)
                 rt = build_runtime(config.station, product)
                 runtimes[name] = rt
                 failures = check_golden(rt)
@@ -345,6 +349,7 @@ class Daemon:
             return int(e.exit_code)
         last_status, last_count = time.monotonic(), 0
         while not self._stop.is_set():
+            self.liveness.beat()
             self._wake.wait(0.2)
             self._wake.clear()
             if self._reload.is_set():
@@ -367,6 +372,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Ordered: stop taking parts, drain every part in flight to its verdict, flush the journal, close."""
         self.notifier.stopping()
+        self.liveness.extend(SHUTDOWN_S)
         if self.watchdog:
             self.watchdog.stop()
         if self.pipeline and not self.pipeline.stop():

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from inspectd.log import dropped_lines
 from inspectd.plc.link import NoPlcLink
 from inspectd.sensors import HostSensors
+from inspectd.supervise.liveness import Liveness
 from inspectd.types import Part, Verdict
 
 log = structlog.get_logger("inspectd.metrics")
@@ -208,9 +209,10 @@ class Metrics:
 
     def __init__(self, budget_s: float, *, collectors: list[Collector] | None = None,
                  ready: Callable[[], Mapping[str, bool]] = dict, sensors: HostSensors | None = None,
-                 queue_size: int = 10_000) -> None:
+                 liveness: Liveness | None = None, queue_size: int = 10_000) -> None:
         self.registry = CollectorRegistry()
         self.ready = ready
+        self.liveness = liveness  # the main loop's heartbeat: /healthz answers 503 when it is overdue
         self.sensors = sensors
         self.dropped = 0
         self.started = time.monotonic()
@@ -235,7 +237,7 @@ class Metrics:
     @classmethod
     def for_daemon(cls, daemon: Any, budget_s: float) -> Metrics:
         return cls(budget_s, collectors=[DaemonCollector(daemon)], ready=lambda: readiness(daemon),
-                   sensors=HostSensors())
+                   sensors=HostSensors(), liveness=daemon.liveness)
 
     # -- hot path -------------------------------------------------------------------------------
     def submit(self, verdict: Verdict, part: Part | None = None) -> None:
@@ -288,6 +290,19 @@ class Metrics:
             self._q.put(_STOP)
             self._thread.join(timeout)
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """/healthz: 200 while the main loop turns (or without one to watch), 503 once it is overdue."""
+        body: dict[str, Any] = {"status": "alive", "pid": os.getpid(),
+                                "uptime_s": round(time.monotonic() - self.started, 3)}
+        if self.liveness is None:
+            return 200, body
+        loop = self.liveness.check()
+        body.update(loop_age_s=round(loop.age_s, 3), loop_limit_s=round(loop.limit_s, 3))
+        if loop.overdue:
+            body["status"] = "overdue"
+            return 503, body
+        return 200, body
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -299,10 +314,14 @@ class _SelfCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield _counter("inspectd_metrics_dropped", "verdicts not observed: metrics queue full", self.metrics.dropped)
         yield _counter("inspectd_log_lines_dropped", "log lines lost: log queue full or stdout gone", dropped_lines())
+        if self.metrics.liveness is not None:
+            yield _gauge("inspectd_main_loop_age_seconds", "time since the daemon's main loop last turned "
+                         "(/healthz fails when overdue)", self.metrics.liveness.check().age_s)
 
 
 class HealthServer:
-    """HTTP on its own threads: /metrics (Prometheus text), /healthz (alive), /readyz (200 ready / 503 not)."""
+    """HTTP on its own threads: /metrics (Prometheus text), /healthz (200 alive / 503 main loop overdue),
+    /readyz (200 ready / 503 not)."""
 
     def __init__(self, metrics: Metrics, address: str, port: int) -> None:
         self.metrics = metrics
@@ -327,9 +346,8 @@ class HealthServer:
                 if path == "/metrics":
                     self._send(200, metrics.exposition(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    body = {"status": "alive", "pid": os.getpid(),
-                            "uptime_s": round(time.monotonic() - metrics.started, 3)}
-                    self._json(200, body)
+                    code, body = metrics.health()
+                    self._json(code, body)
                 elif path == "/readyz":
                     checks = dict(metrics.ready())
                     ok = bool(checks) and all(checks.values())
