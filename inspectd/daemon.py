@@ -25,6 +25,7 @@ from inspectd.journal import Journal
 from inspectd.log import VerdictLogger
 from inspectd.metrics import Metrics
 from inspectd.outputs.plant import PlantOutputs
+from inspectd.pipeline.health import Fault
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
 from inspectd.plc.layout import ErrorCode
@@ -42,6 +43,8 @@ STATUS_EVERY_S = 2.0  # STATUS= for `systemctl status`; fps is measured over thi
 LOAD_STEP_S = 120.0  # EXTEND_TIMEOUT_USEC per product loaded: many TensorRT engines can outlast TimeoutStartSec
 SHUTDOWN_S = 60.0  # the ordered shutdown (drain, journal, outputs) may keep the main loop this long
 RELOADED_KEYS = ("product", "products_dir", "backend", "preprocess")  # other station keys need a restart
+FLUSH_S = 3.0  # on stop, owed results may wait this long for the PLC's RESULT_ACK before the safe state
+FAULT_CODES = {Fault.CAMERA: ErrorCode.CAMERA, Fault.MODEL: ErrorCode.MODEL, Fault.TIMEOUT: ErrorCode.TIMEOUT}
 
 
 @dataclass
@@ -161,7 +164,10 @@ class Daemon:
         triggered = st.trigger.source != "free_run"
         self.pipeline = Pipeline(st, self.source if triggered else SwitchPoint(self.source, self._between_parts),
                                  self.runtimes[st.product], sinks=sinks,
-                                 triggers=self._next_trigger if triggered else None)
+                                 triggers=self._next_trigger if triggered else None, reserved_triggers=triggered)
+        if triggered:  # READY = the pipeline holds room for the next trigger (README "PLC contract")
+            self.plc.gate_triggers(self.pipeline.admission.reserve)
+        self.plc.watch_health(self._fault_code)
         self.pipeline.set_max_parts(self.options.max_parts)
         self.pipeline.on_accept = self.journal.accept  # the ahead record: a SIGKILL cannot make a part vanish
         if st.journal.on_failure == "failsafe":
@@ -235,15 +241,16 @@ class Daemon:
         if callable(set_alarm):
             set_alarm(0 if healthy else ErrorCode.JOURNAL)
 
-    def safe_outputs(self, timeout: float | None = None) -> None:
-        """PLC outputs to their safe state (the PLC link's stop() does that); bounded where the link may hang."""
+    def safe_outputs(self, timeout: float | None = None, flush_s: float = 0.0) -> None:
+        """PLC outputs to their safe state (the PLC link's stop() does that, after up to `flush_s` for owed results
+        to be acknowledged); bounded where the link may hang."""
         plc = self.plc
         if plc is None:
             return
 
         def stop() -> None:
             try:
-                plc.stop()
+                plc.stop(flush_s=flush_s)
             except Exception:
                 log.exception("plc_safe_state_failed")
 
@@ -252,7 +259,7 @@ class Daemon:
             return
         t = threading.Thread(target=stop, name="plc-safe", daemon=True)
         t.start()
-        t.join(timeout)
+        t.join(timeout + flush_s)
 
     def _on_missed_trigger(self, part_id: int, why: str) -> None:
         """PLC worker: a trigger the link refused (not READY: MISSED_TRIGGER; trigger queue full: answered NG).
@@ -263,10 +270,15 @@ class Daemon:
             self.pipeline.refuse(part_id, time.monotonic(), reason, skip=self.plc)
 
     # ---------------------------------------------------------------------------------- products
+    def _fault_code(self) -> int:
+        """PLC link's health probe: the pipeline's fault as an ERROR_CODE (0 none); READY drops with it."""
+        fault = self.pipeline.faults.fault() if self.pipeline is not None else None
+        return int(FAULT_CODES[fault]) if fault is not None else 0
+
     def switch_product(self, name: str) -> bool:
         """Make `name` active from the next part on (parts in flight finish with the old recipe).
 
-        Any thread may ask (main loop on reload, PLC worker); the acquire thread applies it between parts."""
+        Any thread may ask (main loop on reload); the acquire thread applies it between parts."""
         with self._switch_lock:
             rt = self.runtimes.get(name)
             if rt is None or self.pipeline is None or self.source is None:
@@ -275,23 +287,42 @@ class Daemon:
             self._pending = None if self.pipeline.active is rt else rt
             return True
 
-    def _between_parts(self) -> None:
+    def _apply_pending(self) -> None:
         """Acquire thread, no part being made: apply a pending switch, camera features first."""
         with self._switch_lock:
             rt, self._pending = self._pending, None
         if rt is not None and self.source is not None and self.pipeline is not None:
             self.source.apply_features(rt.product.camera_features)
             self.pipeline.switch(rt)
+            if self.plc is not None:
+                self.plc.set_active_recipe(rt.product.plc_id)  # ACTIVE_RECIPE: what judges the next part
+
+    def _between_parts(self) -> None:
+        """Free-run, before each grab: recipe loads the PLC asked for (next_trigger applies them through
+        switch_by_plc_id), then a switch from a reload. A PLC trigger has no part to start in free-run: it is
+        answered fail-safe `not_ready` so the PLC is not left waiting for it."""
+        if self.plc is not None and self.pipeline is not None:
+            while (trig := self.plc.next_trigger(0.0)) is not None:
+                log.warning("plc_trigger_in_free_run", part_id=trig.part_id)
+                self.pipeline.refuse(trig.part_id, trig.t_trigger, Reason.NOT_READY)
+        self._apply_pending()
 
     def _next_trigger(self, timeout: float) -> Trigger | None:
+        """Acquire thread. A PLC recipe load is applied inside next_trigger, in trigger order; a switch from a
+        reload applies after the poll, so it judges the trigger returned now."""
         assert self.plc is not None
         trigger = self.plc.next_trigger(timeout)
-        self._between_parts()  # after the poll: a switch asked for before this trigger applies to its part
+        self._apply_pending()
         return trigger
 
     def switch_by_plc_id(self, plc_id: int) -> bool:
+        """LOAD_RECIPE, called by the PLC link on the acquire thread between the triggers before and after it
+        (or before a free-run grab): the switch is applied now, so RECIPE_ACK means applied."""
         product = self.config.product_by_plc_id(plc_id)
-        return product is not None and self.switch_product(product.name)
+        if product is None or not self.switch_product(product.name):
+            return False
+        self._apply_pending()
+        return True
 
     def reload(self) -> bool:
         """Validate the whole new config and load its models; on any error keep running the old one."""
@@ -375,9 +406,11 @@ class Daemon:
         self.liveness.extend(SHUTDOWN_S)
         if self.watchdog:
             self.watchdog.stop()
-        if self.pipeline and not self.pipeline.stop():
+        # READY and TRIGGER_ACK end first; every trigger the PLC already got an ACK for still becomes a part
+        gate_closed = self.plc.close_gate() if self.plc is not None and self.pipeline is not None else False
+        if self.pipeline and not self.pipeline.stop(drain_triggers=gate_closed):
             self.exit_code = ExitCode.STALL  # a stage did not finish its part: let systemd restart us
-        self.safe_outputs()  # after the drain, so the last verdicts reach the PLC first
+        self.safe_outputs(flush_s=FLUSH_S)  # owed results are shown and acknowledged, then the safe state
         if self.journal:
             self.journal.close()
         if self.plant:  # after the journal: its last rows go out too (bounded by mqtt.drain_s)

@@ -35,3 +35,55 @@ def brightness_model(path: Path, width: int = 224, height: int = 224, threshold:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def slow_model(path: Path, matmuls: int = 40, width: int = 224, height: int = 224,
+               fail_above: float | None = None) -> Path:
+    """The brightness model plus extra compute that depends on the input (ONNX Runtime cannot fold it away):
+    `matmuls` chained (3*H x W) @ (W x W) products whose mean, times 0, is added to the logits.
+    `fail_above`: inference raises (a Reshape that cannot fit) for every image whose largest normalised value
+    is above it -- real frames fail while an all-zero warm-up tensor passes."""
+    m = onnx.load(str(brightness_model(path, width, height)))
+    g = m.graph
+    g.initializer.extend([
+        numpy_helper.from_array(np.array([-1, width], np.int64), "rows_shape"),
+        numpy_helper.from_array((np.eye(width, dtype=np.float32) * 0.5 + 0.01), "w"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero_f"),
+    ])
+    nodes = [helper.make_node("Reshape", ["input", "rows_shape"], ["h0"])]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceMean", [f"h{matmuls}"], ["burn"], keepdims=0),
+        helper.make_node("Mul", ["burn", "zero_f"], ["burn0"]),
+    ]
+    extra = "burn0"
+    if fail_above is not None:
+        g.initializer.extend([
+            numpy_helper.from_array(np.array(fail_above, np.float32), "fail_thr"),
+            numpy_helper.from_array(np.array([10], np.int64), "ten"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+            numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+        ])
+        nodes += [
+            helper.make_node("ReduceMax", ["input"], ["mx"], keepdims=0),
+            helper.make_node("Greater", ["mx", "fail_thr"], ["bright"]),
+            helper.make_node("Cast", ["bright"], ["bright_i"], to=TensorProto.INT64),
+            helper.make_node("Mul", ["bright_i", "ten"], ["k10"]),
+            helper.make_node("Add", ["k10", "one"], ["k"]),  # 1 (fits) or 11 (does not divide 3*H*W)
+            helper.make_node("Concat", ["k", "minus1"], ["fail_shape"], axis=0),
+            helper.make_node("Reshape", ["input", "fail_shape"], ["r"]),
+            helper.make_node("ReduceMean", ["r"], ["rm"], keepdims=0),
+            helper.make_node("Mul", ["rm", "zero_f"], ["rm0"]),
+            helper.make_node("Add", ["burn0", "rm0"], ["extra"]),
+        ]
+        extra = "extra"
+    # logits = concat(zero, z) + extra: rename the original Concat's output and add
+    for n in g.node:
+        if n.op_type == "Concat" and list(n.output) == ["logits"]:
+            n.output[0] = "logits_raw"
+    nodes.append(helper.make_node("Add", ["logits_raw", extra], ["logits"]))
+    g.node.extend(nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return path

@@ -50,7 +50,7 @@ def test_daemon_parts_from_plc_then_safe_state_on_sigterm(tmp_path: Path) -> Non
             if rr.isError():
                 break
             b = Layout().decode_b(rr.registers)
-            if b.error_code == ErrorCode.SHUTDOWN:
+            if b.error_code == ErrorCode.SHUTDOWN and not b.online:  # draining shows code 7 with ONLINE first
                 seen = b
                 break
             time.sleep(0.01)

@@ -12,6 +12,8 @@ import structlog
 
 from inspectd.camera.base import Source
 from inspectd.config.schema import StationConfig
+from inspectd.pipeline.admission import Admission
+from inspectd.pipeline.health import FaultMonitor
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.pipeline.stages import AcquireStage, DecideStage, InferStage, PreprocessStage
 from inspectd.pipeline.stamps import StageStamp
@@ -38,32 +40,43 @@ class Pipeline:
         *,
         sinks: list[VerdictSink] | None = None,
         triggers: Callable[[float], Trigger | None] | None = None,
+        reserved_triggers: bool = False,
     ) -> None:
+        """`reserved_triggers`: every trigger was announced by `admission.reserve()` (a PLC that obeys READY);
+        the acquire stage then neither paces nor waits for a slot: the reservation holds them."""
         self.station = station
         self.source = source
         self.stats = PipelineStats()
         self.bus = VerdictBus(self.stats)
-        self.bus.sinks.extend(sinks or [])
+        self.faults = FaultMonitor(source)
+        self.bus.sinks.extend([self.faults, *(sinks or [])])
         self.keeper = DeadlineKeeper(self.bus)
         self.stamps = {name: StageStamp(name) for name in STAGES}
         self._active = runtime
         self._seq = itertools.count(1)
         self.on_accept: Callable[[Part], None] | None = None  # e.g. the journal's ahead record, before anything else
+        self._order_lock = threading.Lock()
         self._budget = station.cycle_budget_ms / 1e3
         self._guard = guard_s(self._budget)
         depth = station.pipeline.queue_depth
         self._lead = station.pipeline.admission_lead_ms / 1e3
         limit = station.pipeline.max_in_flight
         self.slots = threading.BoundedSemaphore(limit) if limit else None
-        if (slots := self.slots) is not None:
-            self.bus.on_settled = lambda _part: slots.release()
-        q_pre, q_inf, q_dec = (queue.Queue[Part | None](maxsize=depth) for _ in range(3))
+        self._slot_parts: set[int] = set()  # id() of parts holding an in-flight slot (refused ones hold none)
+        if self.slots is not None:
+            self.bus.on_settled = self._release_slot
+        q_pre: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
+        q_inf: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
+        q_dec: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
         self.queues = {"preprocess": q_pre, "infer": q_inf, "decide": q_dec}
+        self.admission = Admission(q_pre, self.slots, self.expected_latency_s, self._budget - self._guard)
+        own_pace = self.slots is not None and not reserved_triggers
         self.acquire = AcquireStage(
             source=source, outq=q_pre, bus=self.bus, stamp=self.stamps["acquire"], new_part=self._new_part,
-            watch=self.keeper.watch, triggers=triggers, overflow=station.pipeline.overflow,
-            grab_timeout=station.pipeline.grab_timeout_ms / 1e3, slots=self.slots,
-            fire=station.trigger.source != "hardware", pace=self.admission_delay if self.slots else None)
+            triggers=triggers, overflow=station.pipeline.overflow,
+            grab_timeout=station.pipeline.grab_timeout_ms / 1e3, slots=self.slots if own_pace else None,
+            fire=station.trigger.source != "hardware", pace=self.admission_delay if own_pace else None,
+            admitted=self.admission.admitted if reserved_triggers else None)
         self.infer = InferStage(q_inf, q_dec, self.bus, self.stamps["infer"],
                                 keep_warm_s=station.watchdog.keep_warm_s, active=lambda: self._active)
         self.workers = [
@@ -74,15 +87,35 @@ class Pipeline:
         self._started = False
 
     # -- parts ----------------------------------------------------------------------------------
-    def _new_part(self, t_trigger: float, part_id: int | None) -> Part:
-        seq = next(self._seq)
-        rt = self._active  # read once: the part keeps this runtime even if the product switches now
-        part = Part(seq, Trigger(seq if part_id is None else part_id, t_trigger), rt.name,
-                    deadline=t_trigger + self._budget - self._guard)
-        part.runtime = rt
-        if self.on_accept is not None:
+    def _new_part(self, t_trigger: float, part_id: int | None, admitted: bool = True) -> Part:
+        """A part in trigger order: it takes its place in the verdict order and, if `admitted` into the
+        pipeline, is watched by the deadline keeper from now on (whatever happens to it next, it settles)."""
+        with self._order_lock:  # seq order == delivery order, also with the PLC thread refusing triggers
+            seq = next(self._seq)
+            rt = self._active  # read once: the part keeps this runtime even if the product switches now
+            part = Part(seq, Trigger(seq if part_id is None else part_id, t_trigger), rt.name,
+                        deadline=t_trigger + self._budget - self._guard)
+            part.runtime = rt
+            self.bus.register(part)
+        if admitted:
+            if self.slots is not None:
+                self._slot_parts.add(id(part))
+            self.keeper.watch(part)
+        if self.on_accept is not None:  # after watch: should it raise, the part still settles by its deadline
             self.on_accept(part)
         return part
+
+    def _release_slot(self, part: Part) -> None:
+        if id(part) in self._slot_parts:
+            self._slot_parts.discard(id(part))
+            self.slots.release()  # type: ignore[union-attr]
+
+    def expected_latency_s(self, extra_ahead: int = 0) -> tuple[float, int]:
+        """(trigger-to-verdict seconds, parts ahead) for a part triggered now, behind the parts in flight and
+        `extra_ahead` triggers that are accepted but not yet parts. From the stages' typical times."""
+        typical = [self.stamps[n].typical_s for n in STAGES]
+        wait = max(0.0, self.admission_delay() + self._lead)  # until every stage is free for it
+        return sum(typical) + wait + extra_ahead * max(typical), self.keeper.open_parts + extra_ahead
 
     def admission_delay(self) -> float:
         """How long a source that can wait should hold its next part so that it reaches every stage as
@@ -106,7 +139,7 @@ class Pipeline:
     def refuse(self, part_id: int, t_trigger: float, reason: Reason, skip: VerdictSink | None = None) -> None:
         """A trigger that never became a part (e.g. the PLC triggered while we were not READY) still gets
         its one recorded fail-safe verdict; `skip` is the sink that refused it and already knows."""
-        part = self._new_part(t_trigger, part_id)
+        part = self._new_part(t_trigger, part_id, admitted=False)
         self.stats.refused += 1
         self.bus.fail(part, reason, skip=skip)
 
@@ -139,10 +172,15 @@ class Pipeline:
         """No part inside the pipeline right now."""
         return self.keeper.open_parts == 0
 
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Stop taking parts, finish every part already taken (each gets its verdict). True if all stopped."""
+    def stop(self, timeout: float = 10.0, drain_triggers: bool = False) -> bool:
+        """Stop taking parts, finish every part already taken (each gets its verdict). True if all stopped.
+        `drain_triggers`: first make a part of every trigger already accepted (the PLC link stopped accepting
+        them: close_gate), so every acknowledged trigger gets its verdict."""
         if not self._started:
             return True
+        if drain_triggers:
+            self.acquire.draining.set()
+            self.acquire.join(timeout)
         self.acquire.stopping.set()
         threads: list[threading.Thread] = [self.acquire, *self.workers]
         for t in threads:

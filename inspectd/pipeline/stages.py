@@ -21,7 +21,7 @@ from inspectd.decide import decide
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.verdicts import VerdictBus
-from inspectd.types import Part, Reason, Trigger
+from inspectd.types import Frame, Part, Reason, Trigger
 
 log = structlog.get_logger("inspectd.pipeline")
 
@@ -124,18 +124,21 @@ class AcquireStage(threading.Thread):
     """Turns triggers into parts: grabs the frame, starts the part's deadline, applies the overflow policy."""
 
     def __init__(self, *, source: Source, outq: queue.Queue, bus: VerdictBus, stamp: StageStamp,
-                 new_part: Callable[[float, int | None], Part], watch: Callable[[Part], None],
+                 new_part: Callable[[float, int | None], Part],
                  triggers: Callable[[float], Trigger | None] | None, overflow: str, grab_timeout: float,
                  slots: threading.Semaphore | None = None, fire: bool = True,
-                 pace: Callable[[], float] | None = None) -> None:
+                 pace: Callable[[], float] | None = None, admitted: Callable[[], None] | None = None) -> None:
+        """`new_part` registers the part in verdict order and with the deadline keeper. `admitted`: called once
+        each trigger has become a part (its reservation, see Admission, is used up)."""
         super().__init__(name="acquire", daemon=True)
         self.source, self.outq, self.bus, self.stamp = source, outq, bus, stamp
-        self.new_part, self.watch, self.triggers = new_part, watch, triggers
+        self.new_part, self.triggers, self.admitted = new_part, triggers, admitted
         self.overflow, self.grab_timeout = overflow, grab_timeout
         self.slots = slots  # in-flight limit (admission control); released when the part's verdict is issued
         self.fire = fire  # False with a hardware trigger: the line fires the camera, we only pair the frame
         self.pace = pace  # seconds to hold the next admission so it meets a free stage, not a queue
         self.stopping = threading.Event()
+        self.draining = threading.Event()  # stop once no trigger is waiting (every accepted trigger is a part)
         self.max_parts: int | None = None
 
     def run(self) -> None:
@@ -146,47 +149,65 @@ class AcquireStage(threading.Thread):
                     self.stamp.idle_beat()
                     self.stopping.wait(POLL_S)
                     continue
-                self._one()
+                if not self._one() and self.draining.is_set():
+                    return
         finally:
             self.outq.put(STOP)
 
-    def _one(self) -> None:
-        if self.pace is not None and (delay := self.pace()) > 0:
+    def _one(self) -> bool:
+        """Admit at most one part; True if one was (or could have been: pacing) admitted."""
+        draining = self.draining.is_set()
+        if self.pace is not None and not draining and (delay := self.pace()) > 0:
             time.sleep(min(delay, POLL_S))
             self.stamp.idle_beat()
-            return
+            return True
         if self.slots is not None and not self.slots.acquire(timeout=POLL_S):
             self.stamp.idle_beat()
-            return
+            return True
         admitted = False
         try:
-            admitted = self._admit()
+            admitted = self._admit(0.0 if draining else POLL_S)
         finally:
             if self.slots is not None and not admitted:
                 self.slots.release()
+        return admitted
 
-    def _admit(self) -> bool:
+    def _admit(self, poll: float = POLL_S) -> bool:
         """Start at most one part; False if none started (the in-flight slot is then given back)."""
         if self.triggers is None:  # free-run: every frame is a part
             t_grab0 = time.monotonic()
+            if self.draining.is_set():
+                return False  # free-run: nothing is owed to anyone, stop at once
             frame = self.source.grab(POLL_S)
             if frame is None:
                 self.stamp.idle_beat()
                 return False
             part = self.new_part(frame.t_grab, None)  # free-run: the part starts when its frame arrives
-        else:  # triggered: a trigger starts the part, the frame must follow within its window
-            trig = self.triggers(POLL_S)
-            if trig is None:
-                self.stamp.idle_beat()
-                return False
+            self._start(part, t_grab0, frame)
+            return True
+        trig = self.triggers(poll)  # triggered: a trigger starts the part, the frame must follow within its window
+        if trig is None:
+            self.stamp.idle_beat()
+            return False
+        try:
             part = self.new_part(trig.t_trigger, trig.part_id)
             t_grab0 = time.monotonic()
-            if self.fire:
-                self.source.fire()
-            frame = self.source.grab(min(self.grab_timeout, max(part.time_left(), 0.0)))
+            frame = None
+            try:
+                if self.fire:
+                    self.source.fire()
+                frame = self.source.grab(min(self.grab_timeout, max(part.time_left(), 0.0)))
+            except Exception:  # the part is registered: it gets its verdict here rather than at its deadline
+                log.exception("grab_failed", part_id=part.part_id)
+            self._start(part, t_grab0, frame)
+        finally:
+            if self.admitted is not None:
+                self.admitted()
+        return True
+
+    def _start(self, part: Part, t_grab0: float, frame: Frame | None) -> None:
         self.bus.stats.parts_in += 1
         self.stamp.begin(part.seq)
-        self.watch(part)
         if frame is None:
             self.bus.fail(part, Reason.NO_FRAME if self.source.connected else Reason.CAMERA_LOST)
         else:
@@ -194,7 +215,6 @@ class AcquireStage(threading.Thread):
             part.stage_t["grab"] = (t_grab0, frame.t_grab)
             self._hand_on(part)
         self.stamp.end()
-        return True
 
     def _hand_on(self, part: Part) -> None:
         try:

@@ -1,8 +1,13 @@
-"""Issuing verdicts: exactly once per part, on time, to every sink without blocking.
+"""Issuing verdicts: exactly once per part, on time, in trigger order, to every sink without blocking.
 
 A part's verdict is issued by whoever claims it first: the decide stage with the
 real result, or the deadline keeper with the fail-safe. A late real result is
 counted and dropped; it never overwrites an issued verdict.
+
+Every sink (PLC, journal, metrics, archive, log) receives the verdicts in the order the parts were
+registered (their trigger order): a verdict issued early waits for every earlier part's verdict.
+The wait is bounded: each earlier part is settled by its deadline at the latest. One ordered stream
+for all sinks means the journal's row order is the order the PLC was told.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -35,6 +41,22 @@ class VerdictBus:
         self.on_settled: Callable[[Part], None] | None = None  # e.g. frees an in-flight slot
         # A station-wide reason to fail-safe every part (e.g. the journal cannot record it), or None.
         self.gate: Callable[[], Reason | None] | None = None
+        self._order: deque[Part] = deque()  # registered parts, oldest first, until their verdict is delivered
+        self._registered: set[int] = set()  # id() of the parts in _order
+        self._issued: dict[int, tuple[Verdict, VerdictSink | None]] = {}  # id(part) -> verdict waiting its turn
+        self._lock = threading.Lock()  # one delivery at a time: sinks see one ordered stream
+
+    def register(self, part: Part) -> None:
+        """`part` takes its place in the delivery order (call when it is made, i.e. in trigger order).
+        A part that is never registered is delivered as soon as it is settled."""
+        with self._lock:
+            self._order.append(part)
+            self._registered.add(id(part))
+
+    @property
+    def waiting(self) -> int:
+        """Verdicts issued but held back behind an earlier part."""
+        return len(self._issued)
 
     def settle(self, part: Part, decision: Decision, model_sha256: str = "",
                skip: VerdictSink | None = None) -> Verdict | None:
@@ -51,6 +73,20 @@ class VerdictBus:
         self.stats.count(verdict)
         if self.on_settled is not None:
             self.on_settled(part)
+        with self._lock:
+            if id(part) not in self._registered:
+                self._deliver(verdict, part, skip)  # not registered: nothing to wait for
+                return verdict
+            self._issued[id(part)] = (verdict, skip)
+            while self._order and id(self._order[0]) in self._issued:
+                head = self._order.popleft()
+                self._registered.discard(id(head))
+                v, s = self._issued.pop(id(head))
+                self._deliver(v, head, s)
+        return verdict
+
+    def _deliver(self, verdict: Verdict, part: Part, skip: VerdictSink | None) -> None:
+        """Under the lock: sinks only queue, so holding it is short."""
         for sink in self.sinks:
             if sink is skip:
                 continue
@@ -59,7 +95,6 @@ class VerdictBus:
             except Exception:  # a broken sink must not stop the others or the cycle
                 self.stats.sink_errors += 1
                 log.exception("sink_failed", sink=type(sink).__name__, seq=part.seq)
-        return verdict
 
     def fail(self, part: Part, reason: Reason, model_sha256: str = "",
              skip: VerdictSink | None = None) -> Verdict | None:

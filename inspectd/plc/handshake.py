@@ -131,6 +131,10 @@ class Handshake:
         self._plc_hb_armed = False  # the watchdog waits for the first change of PLC_HEARTBEAT
         self._comm_alive = True  # until proven otherwise by the watchdog
         self._comm_lost = False  # latched
+        # READY's promise (set by the link): True reserves room in the pipeline for the next trigger; the
+        # reservation is held until a trigger uses it, so a trigger sent on READY is always taken
+        self.admit: Callable[[], bool] | None = None
+        self._admitted = False
 
     # ------------------------------------------------------------------ inputs
     def on_inputs(self, a: PlcInputs, now: float) -> None:
@@ -170,6 +174,7 @@ class Handshake:
             return
         self._trigger_ack = True
         self._last_trigger_t = now
+        self._admitted = False  # this trigger used the reservation
         self._in_flight[a.part_id] += 1
         self.events.append(TriggerSeen(a.part_id, now))
 
@@ -186,6 +191,10 @@ class Handshake:
             return "previous_trigger_not_dropped"
         if self._held() + sum(self._in_flight.values()) >= self.cfg.buffer_depth:
             return "result_buffer_full"
+        if self.admit is not None and not self._admitted:
+            self._admitted = bool(self.admit())
+            if not self._admitted:
+                return "pipeline_full"
         return ""
 
     def _held(self) -> int:

@@ -4,6 +4,12 @@ The daemon's threads only append to a command deque and wake the loop (`submit`,
 so nothing they call can block on the PLC. The loop connects with capped exponential backoff, wraps
 every request in `timeout`, rewrites the whole block B after each (re)connect, and keeps running the
 handshake (heartbeat, watchdog, result buffer) while the PLC is away.
+
+What the link promises the PLC (README "PLC contract"): READY only while the pipeline holds a
+reservation for the next trigger (`gate_triggers`) and reports no fault (`watch_health`); triggers and
+recipe loads reach the acquire stage in the order the PLC gave them (`next_trigger` applies a load
+between the triggers before and after it, and only then answers RECIPE_ACK); on stop, READY and
+TRIGGER_ACK end first (`close_gate`), owed results are shown and acknowledged, then the safe state.
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ OnRecipe = Callable[[int], bool]
 OnMissed = Callable[[int, str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class RecipeLoad:
+    """LOAD_RECIPE, queued between the triggers the PLC sent before and after it."""
+
+    recipe_no: int
+
+
 @dataclass
 class LinkStats:
     """Counters of one link; written by its worker, read by anyone (ints: torn reads are harmless)."""
@@ -55,6 +68,7 @@ class LinkStats:
     published: int = 0  # results shown to the PLC
     triggers: int = 0
     submit_dropped: int = 0  # verdicts refused because the link's inbox was full
+    unacked_at_stop: int = 0  # results still owed (buffered, shown and not ACKed, or in flight) at the safe state
     dropped_part_ids: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
     publish_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
 
@@ -68,11 +82,14 @@ class LinkStats:
 
 class PlcLink(Protocol):
     def start(self) -> None: ...
-    def stop(self) -> None: ...
+    def stop(self, timeout: float = 3.0, flush_s: float = 0.0) -> None: ...
     def submit(self, verdict: Verdict, part: Part | None) -> None: ...
     def next_trigger(self, timeout: float) -> Trigger | None: ...
     def set_ready(self, ready: bool, error_code: int = 0) -> None: ...
     def set_active_recipe(self, plc_id: int) -> None: ...
+    def gate_triggers(self, reserve: Callable[[], bool]) -> None: ...
+    def watch_health(self, probe: Callable[[], int]) -> None: ...
+    def close_gate(self, timeout: float = 1.0) -> bool: ...
 
     @property
     def connected(self) -> bool: ...
@@ -93,7 +110,7 @@ class NoPlcLink:
     def start(self) -> None:
         self._stop.clear()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0, flush_s: float = 0.0) -> None:
         self._stop.set()
 
     def submit(self, verdict: Verdict, part: Part | None) -> None:
@@ -108,6 +125,15 @@ class NoPlcLink:
 
     def set_active_recipe(self, plc_id: int) -> None:
         return None
+
+    def gate_triggers(self, reserve: Callable[[], bool]) -> None:
+        return None
+
+    def watch_health(self, probe: Callable[[], int]) -> None:
+        return None
+
+    def close_gate(self, timeout: float = 1.0) -> bool:
+        return True
 
     @property
     def connected(self) -> bool:
@@ -146,7 +172,11 @@ class TransportLink:
         self._backoff_max = backoff_max_s
         self._linger = linger_s
         self._cmds: deque[tuple[Any, ...]] = deque()
-        self._triggers: queue.Queue[Trigger] = queue.Queue(maxsize=handshake.trigger_queue)
+        self._triggers: queue.Queue[Trigger | RecipeLoad] = queue.Queue(maxsize=handshake.trigger_queue)
+        self._want: tuple[bool, int] = (False, int(ErrorCode.NOT_READY))  # the daemon's set_ready
+        self._probe: Callable[[], int] | None = None  # the pipeline's fault as an ERROR_CODE (0: none)
+        self._reserve: Callable[[], bool] | None = None
+        self._flush_until = 0.0  # stopping: owed results may be shown and acknowledged until then
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -161,12 +191,15 @@ class TransportLink:
         self._thread.start()
         self._started.wait(5.0)
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Write the safe state (not READY, ERROR=SHUTDOWN), close, join; bounded by `timeout`."""
+    def stop(self, timeout: float = 3.0, flush_s: float = 0.0) -> None:
+        """Up to `flush_s` for every owed result (buffered, or shown and not yet acknowledged) to be
+        acknowledged by the PLC, then write the safe state (not READY, ERROR=SHUTDOWN), close, join;
+        bounded by `timeout` + `flush_s`."""
+        self._flush_until = time.monotonic() + flush_s
         self._stopping = True
         self._poke()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(timeout + flush_s)
             if self._thread.is_alive():
                 log.error("plc_link_stop_timeout", link=self.name)
 
@@ -181,16 +214,47 @@ class TransportLink:
         self._poke()
 
     def next_trigger(self, timeout: float) -> Trigger | None:
-        try:
-            return self._triggers.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        """The next accepted trigger, in the PLC's order. A LOAD_RECIPE the PLC gave between two triggers is
+        applied here first, on the caller's (acquire) thread, between those parts: `on_recipe` switches, and
+        RECIPE_ACK with ACTIVE_RECIPE (or RECIPE_FAIL) is shown only once it returned."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                item = self._triggers.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                return None
+            if isinstance(item, Trigger):
+                return item
+            ok = bool(self._call_quietly(self._on_recipe, item.recipe_no))
+            self._cmds.append(("recipe_answer", item.recipe_no, ok))
+            self._poke()
+            log.info("plc_recipe_applied" if ok else "plc_recipe_refused", link=self.name, recipe_no=item.recipe_no)
 
     def set_ready(self, ready: bool, error_code: int = 0) -> None:
+        """The daemon's state: READY allowed, or not with this ERROR_CODE (6 when none is given)."""
         if not ready and not error_code:
             error_code = ErrorCode.NOT_READY
-        self._cmds.append(("health", ready, error_code))
+        self._want = (ready, int(error_code))
         self._poke()
+
+    def gate_triggers(self, reserve: Callable[[], bool]) -> None:
+        """READY needs `reserve()` (the pipeline's room for one more part) to have said True; it is called on the
+        link's loop whenever READY would otherwise be shown and no reservation is held."""
+        self._reserve = reserve
+
+    def watch_health(self, probe: Callable[[], int]) -> None:
+        """`probe()` is the pipeline's fault as an ERROR_CODE (0 none): READY drops and ERROR_CODE shows it
+        while the daemon is otherwise ready. Read on every pass of the link's loop (a verdict wakes it)."""
+        self._probe = probe
+
+    def close_gate(self, timeout: float = 1.0) -> bool:
+        """Stop: READY and TRIGGER_ACK end now (ERROR_CODE 7 while owed results are still shown). True once the
+        link's loop applied it: every trigger it accepted before is then waiting in `next_trigger`."""
+        done = threading.Event()
+        self._want = (False, int(ErrorCode.SHUTDOWN))
+        self._cmds.append(("barrier", done))
+        self._poke()
+        return done.wait(timeout)
 
     def set_active_recipe(self, plc_id: int) -> None:
         self._cmds.append(("recipe_active", plc_id))
@@ -224,11 +288,12 @@ class TransportLink:
         self._wake = asyncio.Event()
         hs = Handshake(self._hs_cfg, time.monotonic(), seqs=self._seqs, alive=self._alive)
         self._hs = hs
+        hs.admit = self._admit
         transport = self._make_transport(self._wake.set)
         self._transport = transport
         self._started.set()
         backoff = self.BACKOFF_MIN_S
-        while not self._stopping:
+        while not self._finished(hs):
             try:
                 await asyncio.wait_for(transport.open(), self._timeout)
             except Exception as exc:
@@ -254,7 +319,7 @@ class TransportLink:
         hs = self._hs
         written: list[int] | None = None  # None: rewrite block B whole (fresh session)
         next_read = 0.0
-        while not self._stopping:
+        while not self._finished(hs):
             self._drain(hs)  # verdicts first: a wake-up for a verdict writes it without waiting for a poll
             now = time.monotonic()
             if transport.event_driven or now >= next_read:
@@ -277,7 +342,7 @@ class TransportLink:
         """While disconnected: keep the handshake running (results buffer, heartbeat, watchdog)."""
         end = time.monotonic() + seconds
         hs = self._hs
-        while not self._stopping and (now := time.monotonic()) < end:
+        while not self._finished(hs) and (now := time.monotonic()) < end:
             self._drain(hs)
             hs.on_inputs(hs.inputs, now)  # same inputs: no edges, but buffered results move on
             hs.tick(now)
@@ -289,19 +354,45 @@ class TransportLink:
         timeout = max(0.0, hs.next_deadline() - time.monotonic())
         if poll is not None:
             timeout = min(timeout, poll)
-        if self._cmds or self._stopping:
+        if self._stopping:
+            timeout = min(timeout, max(0.0, self._flush_until - time.monotonic()))
+        if self._cmds:
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
 
+    def _admit(self) -> bool:
+        """Room for the next trigger: in this link's queue (one place kept for a recipe load) and, with a gate,
+        reserved in the pipeline."""
+        reserve = self._reserve
+        if self._triggers.qsize() >= self._triggers.maxsize - 1:
+            return False
+        return reserve is None or bool(self._call_quietly(reserve))
+
+    def _finished(self, hs: Handshake) -> bool:
+        """Stopping, and nothing owed to the PLC any more (or the flush time is up)."""
+        if not self._stopping:
+            return False
+        owed = hs.pending + hs.in_flight + hs.outputs().result_valid
+        return not owed or time.monotonic() >= self._flush_until
+
+    def _health(self, hs: Handshake) -> None:
+        ready, code = self._want
+        fault = 0
+        if ready and self._probe is not None:
+            got = self._call_quietly(self._probe)
+            fault = int(ErrorCode.NOT_READY) if got is None else int(got)  # a broken probe is not healthy
+        hs.set_health(ready and not fault, code if not ready else fault)
+
     def _drain(self, hs: Handshake) -> None:
+        self._health(hs)
         while self._cmds:
             cmd = self._cmds.popleft()
             if cmd[0] == "result":
                 hs.push_result(cmd[1])
-            elif cmd[0] == "health":
-                hs.set_health(cmd[1], cmd[2])
+            elif cmd[0] == "barrier":  # health applied above: triggers from now on are refused
+                cmd[1].set()
             elif cmd[0] == "recipe_active":
                 hs.set_active_recipe(cmd[1])
             elif cmd[0] == "recipe_answer":
@@ -321,7 +412,7 @@ class TransportLink:
             e = hs.events.popleft()
             if isinstance(e, TriggerSeen):
                 self.stats.triggers += 1
-                try:
+                try:  # READY reserved room here (gate_triggers): Full only without a gate
                     self._triggers.put_nowait(Trigger(part_id=e.part_id, t_trigger=e.t))
                 except queue.Full:  # the camera stage is not taking triggers: answer the part fail-safe
                     self.stats.missed_triggers += 1
@@ -339,27 +430,19 @@ class TransportLink:
                 self.stats.dropped_part_ids.append(e.result.part_id)
                 log.error("plc_result_overrun", link=self.name, part_id=e.result.part_id,
                           depth=self._hs_cfg.buffer_depth)
-            elif isinstance(e, RecipeRequested):
-                self._ask_recipe(e.recipe_no)
+            elif isinstance(e, RecipeRequested):  # in order with the triggers: applied between them
+                log.info("plc_recipe_requested", link=self.name, recipe_no=e.recipe_no)
+                try:
+                    self._triggers.put_nowait(RecipeLoad(e.recipe_no))
+                except queue.Full:
+                    log.error("plc_recipe_queue_full", link=self.name, recipe_no=e.recipe_no)
+                    hs.recipe_answer(e.recipe_no, False)
             elif isinstance(e, CommChanged):
                 if e.lost:
                     self.stats.comm_lost += 1
                     log.error("plc_comm_lost", link=self.name, heartbeat_ms=self._hs_cfg.plc_heartbeat_ms)
                 else:
                     log.info("plc_comm_restored", link=self.name)
-
-    def _ask_recipe(self, recipe_no: int) -> None:
-        """`on_recipe` may take a while (it queues the switch): run it off the loop, answer when it returns."""
-        assert self._loop is not None
-        log.info("plc_recipe_requested", link=self.name, recipe_no=recipe_no)
-
-        def ask() -> None:
-            ok = bool(self._call_quietly(self._on_recipe, recipe_no))
-            self._cmds.append(("recipe_answer", recipe_no, ok))
-            self._poke()
-            log.info("plc_recipe_answered", link=self.name, recipe_no=recipe_no, ok=ok)
-
-        self._loop.run_in_executor(None, ask)
 
     def _call_quietly(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -375,6 +458,10 @@ class TransportLink:
     async def _safe_state(self, transport: Transport) -> None:
         """Not READY, not VALID, ERROR=SHUTDOWN -- written once, within one timeout, then closed."""
         self._drain(self._hs)
+        owed = self._hs.pending + self._hs.in_flight + self._hs.outputs().result_valid
+        if owed:
+            self.stats.unacked_at_stop += owed
+            log.error("plc_results_unacknowledged_at_stop", link=self.name, owed=owed)
         self._hs.stop()
         words = self.layout.encode_b(self._hs.outputs())
         try:
