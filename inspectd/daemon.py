@@ -28,6 +28,7 @@ from inspectd.outputs.plant import PlantOutputs
 from inspectd.pipeline.health import Fault
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
+from inspectd.pipeline.warmup import warm_up
 from inspectd.plc.layout import ErrorCode
 from inspectd.plc.link import PlcLink
 from inspectd.plc.registry import make_plc_link
@@ -102,6 +103,7 @@ class Daemon:
         self._switch_lock = threading.Lock()
         self._pending: ProductRuntime | None = None  # product switch waiting for the acquire thread
         self._fps: float | None = None  # verdicts per second over the last STATUS window
+        self._warm_frame: Frame | None = None  # the camera's geometry, for warming runtimes built by a reload
 
     # ---------------------------------------------------------------------------------- start-up
     def _build_runtimes(self, config: Config) -> dict[str, ProductRuntime]:
@@ -113,6 +115,8 @@ class Daemon:
                 self.liveness.extend(LOAD_STEP_S)
                 rt = build_runtime(config.station, product)
                 runtimes[name] = rt
+                if self._warm_frame is not None:  # a reload: warm before the switch (at start: once the camera is up)
+                    warm_up(rt, self._warm_frame)
                 failures = check_golden(rt)
                 if failures:
                     raise GoldenCheckError(f"product {name!r} failed its golden check:\n  " + "\n  ".join(failures))
@@ -142,6 +146,9 @@ class Daemon:
         self.source = make_source(st.camera)
         self.source.open()
         self.source.apply_features(self.config.products[st.product].camera_features)
+        self._warm_frame = self.source.sample()
+        for rt in self.runtimes.values():  # before READY: the first part meets its budget like the thousandth
+            warm_up(rt, self._warm_frame)
         self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue,
                                retention_days=st.journal.retention_days, max_mb=st.journal.max_mb,
                                backlog=st.journal.backlog, min_free_mb=st.journal.min_free_mb)

@@ -35,5 +35,10 @@ class Source(Protocol):
         """Apply a product's camera settings between parts (no-op where there are none)."""
         ...
 
+    def sample(self) -> Frame | None:
+        """A frame of the current size and pixel format, without taking a part: what warm-up runs through the
+        preprocessing kernels and the model before READY. None while that is not known (camera not connected)."""
+        ...
+
     @property
     def connected(self) -> bool: ...

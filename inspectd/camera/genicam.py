@@ -19,12 +19,14 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import structlog
 
 from inspectd.camera.config import GenICamConfig
 from inspectd.camera.genicam_features import FeatureError, FeatureResult, FeatureValue, apply_features, problems
 from inspectd.camera.genicam_stats import AcquisitionStats, FrameAccounting
 from inspectd.errors import CameraError, ExitCode
+from inspectd.pixels import COLOUR, PIXEL_FORMATS, pixel_bits
 from inspectd.types import Frame
 
 log = structlog.get_logger("inspectd.camera.genicam")
@@ -123,6 +125,21 @@ class GenICamSource:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def sample(self) -> Frame | None:
+        """A black frame of the camera's current Width/Height/PixelFormat (warm-up needs the geometry only)."""
+        if not self._connected.is_set():
+            return None
+        with self._lock:
+            if self._ia is None:
+                return None
+            nm = self._ia.remote_device.node_map
+            w, h, fmt = int(nm.Width.value), int(nm.Height.value), str(nm.PixelFormat.value)
+        if fmt not in PIXEL_FORMATS:
+            return None
+        shape = (h, w, 3) if fmt in COLOUR else (h, w)
+        image = np.zeros(shape, np.uint16 if pixel_bits(fmt) > 8 else np.uint8)
+        return Frame(image=image, pixel_format=fmt, t_grab=time.monotonic())
 
     def wait_connected(self, timeout: float) -> bool:
         """For tools and tests: block until connected or `timeout` passes."""

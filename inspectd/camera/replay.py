@@ -90,6 +90,12 @@ class ReplaySource:
     def apply_features(self, features: Mapping[str, object]) -> None:
         return None
 
+    def sample(self) -> Frame | None:
+        if not self._images:
+            return None
+        image, _, name = self._images[0]
+        return Frame(image=image, pixel_format=self.cfg.pixel_format, t_grab=time.monotonic(), meta={"file": name})
+
     def grab(self, timeout: float) -> Frame | None:
         if not self._open or (not self.cfg.loop and self._i >= len(self._images)):
             time.sleep(timeout)

@@ -51,6 +51,12 @@ class SyntheticSource:
     def apply_features(self, features: Mapping[str, object]) -> None:
         return None  # nothing to set on a synthetic camera
 
+    def sample(self) -> Frame | None:
+        if not self._bank:
+            return None
+        image, _, kind = self._bank[0]
+        return Frame(image=image, pixel_format=self.cfg.pixel_format, t_grab=time.monotonic(), meta={"kind": kind})
+
     def grab(self, timeout: float) -> Frame | None:
         if not self._open:
             return None

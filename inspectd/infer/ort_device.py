@@ -97,6 +97,14 @@ class DeviceRunner:
             self._outputs.append((o.name, ov, host))
         self.takes_device_input = stream is not None
         self.input_ptr = int(self._input.data_ptr())
+        self.warm_up()
+
+    def warm_up(self, runs: int = 3) -> None:
+        """Run the model on zeros: cuDNN's algorithm search and the CUDA graph capture happen here, at load, while
+        no other thread uses the GPU (a capture breaks on another thread's copy), not on the first parts."""
+        zeros = np.zeros(self._input.shape(), self._in_dtype)
+        for _ in range(runs):
+            self.run(zeros)
 
     def run(self, tensor: ModelInput) -> dict[str, np.ndarray]:
         s = self._stream
@@ -128,8 +136,13 @@ class DeviceRunner:
         return {n: result[n] for n, _, _ in self._outputs}
 
     def close(self) -> None:
-        if self._stream is not None:
-            with self._stream.current():
-                self._stream.stream.synchronize()
-        self._outputs.clear()
-        self._binding = None
+        """Free the pinned buffers with their context current (pycuda cannot free them from a GC elsewhere)."""
+        if self._stream is None:
+            self._outputs.clear()
+            return
+        with self._stream.current():
+            self._stream.stream.synchronize()
+            for _, _, host in self._outputs:
+                if host is not None:
+                    host.base.free()  # type: ignore[union-attr]  # pycuda PagelockedHostAllocation
+            self._outputs.clear()
