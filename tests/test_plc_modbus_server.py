@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+import struct
 import shutil
 import subprocess
 import threading
@@ -261,4 +263,127 @@ def test_station_specific_layout_and_any_unit_id() -> None:
     finally:
         io.close()
         resp.stop()
+        link.stop()
+
+
+@pytest.mark.skipif(not shutil.which("mbpoll"), reason="mbpoll missing (tools/ci-deps.sh installs it)")
+def test_unit_ids_configured_plus_0_and_255_others_refused(served) -> None:  # type: ignore[no-untyped-def]
+    """pymodbus' client and mbpoll (libmodbus) address unit 1, 0 and 255 (MB_CLIENT's and libmodbus' TCP default);
+    unit 17 gets exception 0x0B (gateway target did not respond), counted, not a traceback."""
+    link, port, _ = served
+    link.set_ready(True)
+    c = _plc(port)
+    _wait(lambda: not _read_b(c).error)
+    try:
+        for unit in (1, 0, 255):
+            rr = c.read_holding_registers(100, count=20, device_id=unit)
+            assert not rr.isError(), (unit, rr)
+            b = LAY.decode_b(rr.registers)
+            assert b.online and b.error_code == 0 and b.run_epoch
+        rr = c.read_holding_registers(100, count=20, device_id=17)
+        assert rr.isError() and rr.exception_code == 0x0B
+    finally:
+        c.close()
+    for unit in ("0", "255"):
+        out = subprocess.run(["mbpoll", "-m", "tcp", "-p", str(port), "-a", unit, "-0", "-1", "-o", "1", "-r", "100",
+                              "-t", "4", "127.0.0.1"], capture_output=True, text=True, timeout=10).stdout
+        assert _regs(out).get(100, 0) & (1 << 9), out  # ONLINE read through unit 0 / 255
+    assert link._transport.noise.counts["unknown_unit_id"] == 1  # type: ignore[union-attr]
+
+
+def _mbap(tid: int, unit: int, pdu: bytes) -> bytes:
+    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+
+
+def _recv_frames(s: socket.socket, n: int, timeout: float = 10.0) -> list[tuple[int, int, bytes]]:
+    s.settimeout(timeout)
+    buf, out = b"", []
+    while len(out) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 7 and len(buf) >= 6 + struct.unpack_from(">H", buf, 4)[0]:
+            tid, _, length, unit = struct.unpack_from(">HHHB", buf)
+            out.append((tid, unit, buf[7:6 + length]))
+            buf = buf[6 + length:]
+    return out
+
+
+def test_hundred_pipelined_requests_on_one_connection_all_answered_in_order(served) -> None:  # type: ignore[no-untyped-def]
+    """A master that sends the next request before the answer (100 in one TCP segment): every one answered, in
+    order, each with its own transaction id; writes and reads interleaved see each other in order."""
+    link, port, _ = served
+    reqs = []
+    for i in range(100):
+        if i % 10 == 5:  # FC16 write of PART_ID words, then reads see it
+            reqs.append(_mbap(i + 1, 1, struct.pack(">BHHB2H", 16, 2, 2, 4, 0, i)))
+        else:
+            reqs.append(_mbap(i + 1, 1, struct.pack(">BHH", 3, 2, 2)))
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"".join(reqs))
+        frames = _recv_frames(s, 100)
+    assert [f[0] for f in frames] == list(range(1, 101))
+    last_written = None
+    for i, (_, unit, pdu) in enumerate(frames):
+        assert unit == 1
+        if i % 10 == 5:
+            assert pdu == struct.pack(">BHH", 16, 2, 2)
+            last_written = i
+        else:
+            assert pdu[0] == 3 and pdu[1] == 4
+            assert struct.unpack(">2H", pdu[2:6]) == (0, last_written if last_written is not None else 0)
+
+
+def test_protocol_noise_is_counted_and_logged_once_never_a_traceback(served, capsys) -> None:  # type: ignore[no-untyped-def]
+    link, port, _ = served
+    link.set_ready(True)
+    c = _plc(port)
+    for _ in range(50):
+        assert c.read_holding_registers(100, count=1, device_id=42).isError()
+    for _ in range(20):  # garbage: not Modbus TCP (protocol id != 0): the connection is closed
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(5)
+            assert s.recv(100) == b""
+    assert not c.read_holding_registers(100, count=20, device_id=1).isError()  # the PLC is still served
+    c.close()
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "Traceback" not in text
+    assert text.count("plc_modbus_unknown_unit_id") == 1 and text.count("plc_modbus_garbage_frame") == 1
+    noise = link._transport.noise.counts  # type: ignore[union-attr]
+    assert noise["unknown_unit_id"] == 50 and noise["garbage_frame"] == 20
+
+
+def test_connection_cap_drops_the_idlest_and_the_active_plc_keeps_its_session() -> None:
+    port = free_port()
+    cfg = ModbusServerConfig(type="modbus_server", port=port, linger_ms=0, max_connections=8,
+                             handshake=HandshakeConfig(plc_heartbeat_ms=0))
+    link = make_plc_link(cfg, on_recipe=lambda n: True)
+    assert isinstance(link, TransportLink)
+    link.start()
+    wait_port(port)
+    link.set_ready(True)
+    plc = _plc(port)
+    idle: list[socket.socket] = []
+    try:
+        for i in range(40):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+            assert not plc.read_holding_registers(100, count=20, device_id=1).isError(), i  # never dropped
+        srv = link._transport
+        _wait(lambda: srv.dropped_idle >= 40 + 1 - 8, 5)  # type: ignore[union-attr]
+        assert srv.clients <= 8  # type: ignore[union-attr]
+        closed = 0
+        for s in idle:  # the oldest idle ones were closed by the server
+            s.settimeout(0.5)
+            try:
+                closed += s.recv(1) == b""
+            except TimeoutError:
+                pass
+        assert closed == 40 + 1 - 8
+    finally:
+        for s in idle:
+            s.close()
+        plc.close()
         link.stop()

@@ -130,7 +130,7 @@ class ModbusServerConfig(_Common):
         "libmodbus send on TCP by default, 0 what many masters use; others get exception 0x0B")
     allow: list[str] = Field(default_factory=list, description="client IP addresses allowed to connect; empty: any")
     max_connections: int = Field(16, ge=1, le=512, description="open client connections at most; one more "
-                                 "drops the connection idle the longest (counted, logged)")
+                                 "drops one that never sent a request, else the one idle the longest (counted, logged)")
     linger_ms: int = Field(300, ge=0, le=5000, description="on stop, keep serving the safe state this long so "
                            "a polling PLC reads it")
 

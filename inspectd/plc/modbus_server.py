@@ -10,7 +10,8 @@ pipelined requests went unanswered, and which logs a traceback per unknown unit 
 - every complete request in the receive buffer is answered, in order (pipelining: MB_CLIENT and libmodbus
   masters may send the next request before the answer);
 - unit ids: `unit_id` plus `extra_unit_ids` (0 and 255 by default); others get exception 0x0B;
-- `max_connections`: one more drops the connection idle the longest; clients not on `allow` are closed;
+- `max_connections`: one more drops a connection that never sent a request (oldest first), else the one idle
+  the longest; clients not on `allow` are closed;
 - accept failures (EMFILE ...) drop the idlest connection and are logged once per interval with a count;
 - protocol noise (garbage frames, bad unit ids, illegal functions) is counted and logged once per interval,
   never with a traceback.
@@ -69,6 +70,7 @@ class _Conn(asyncio.Protocol):
         self.server, self.peer = server, peer
         self.buf = bytearray()
         self.last_active = time.monotonic()
+        self.requests = 0  # framed requests answered: a connection that never asked anything is dropped first
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,6 +94,7 @@ class _Conn(asyncio.Protocol):
                 break  # the rest of this request is still on its way
             unit, pdu = self.buf[6], bytes(self.buf[7:6 + length])
             del self.buf[:6 + length]
+            self.requests += 1
             answer = self.server._answer(unit, pdu, self.peer)
             if answer is not None:
                 out += struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer
@@ -213,10 +216,13 @@ class ModbusServerTransport:
     def _drop_idlest(self) -> None:
         if not self._conns:
             return
-        idlest = min(self._conns, key=lambda c: c.last_active)
+        # Connections that never sent a request go first (a flood of new ones must not push out the PLC
+        # between two of its polls), then the one idle the longest.
+        idlest = min(self._conns, key=lambda c: (c.requests > 0, c.last_active))
         self._conns.discard(idlest)
         self.dropped_idle += 1
-        self.noise("connection_dropped", peer=idlest.peer, idle_s=round(time.monotonic() - idlest.last_active, 1),
+        self.noise("connection_dropped", peer=idlest.peer, idle_s=round(time.monotonic() - idlest.last_active, 3),
+                   requests=idlest.requests,
                    max_connections=self.cfg.max_connections)
         idlest.close()
 
