@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 import socket
 import struct
-import shutil
 import subprocess
 import threading
 import time
@@ -313,7 +314,7 @@ def _recv_frames(s: socket.socket, n: int, timeout: float = 10.0) -> list[tuple[
 def test_hundred_pipelined_requests_on_one_connection_all_answered_in_order(served) -> None:  # type: ignore[no-untyped-def]
     """A master that sends the next request before the answer (100 in one TCP segment): every one answered, in
     order, each with its own transaction id; writes and reads interleaved see each other in order."""
-    link, port, _ = served
+    _, port, _ = served
     reqs = []
     for i in range(100):
         if i % 10 == 5:  # FC16 write of PART_ID words, then reads see it
@@ -377,10 +378,8 @@ def test_connection_cap_drops_the_idlest_and_the_active_plc_keeps_its_session() 
         closed = 0
         for s in idle:  # the oldest idle ones were closed by the server
             s.settimeout(0.5)
-            try:
+            with contextlib.suppress(TimeoutError):
                 closed += s.recv(1) == b""
-            except TimeoutError:
-                pass
         assert closed == 40 + 1 - 8
     finally:
         for s in idle:
