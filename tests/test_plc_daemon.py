@@ -8,15 +8,20 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from pymodbus.client import ModbusTcpClient
 
-from inspectd.plc.layout import ErrorCode, Layout
-from tests.plc.peers import free_port, wait_port
-from tools.plc_sim import ModbusPlcIO, PlcSim
+from inspectd.plc.config import LayoutConfig
+from inspectd.plc.layout import ErrorCode, Layout, VisionOutputs, words_to_bytes
+from tests.plc.daemon import start_daemon, stop, write_station
+from tests.plc.peers import free_port, lmb_server, s7_server, wait_port
+from tools.plc_sim import ModbusPlcIO, PlcSim, S7PlcIO
+
+LAYOUT = Layout()
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,3 +71,139 @@ def test_daemon_parts_from_plc_then_safe_state_on_sigterm(tmp_path: Path) -> Non
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait(5)
+
+
+class _Memory:
+    """The PLC's memory as its own program sees it: Modbus holding registers (libmodbus) or an S7 DB (native)."""
+
+    def __init__(self, kind: str, port: int) -> None:
+        self.kind, self.port = kind, port
+        self.lay = LayoutConfig(block_a=0, block_b=10) if kind == "s7" else LayoutConfig()
+        self.io = S7PlcIO("127.0.0.1", port, self.lay) if kind == "s7" else ModbusPlcIO("127.0.0.1", port, self.lay)
+
+    def read_b(self) -> VisionOutputs:
+        return LAYOUT.decode_b(self.io.read_b())
+
+    def write_b(self, b: VisionOutputs) -> None:  # only to plant what a dead process left behind
+        words = LAYOUT.encode_b(b)
+        if self.kind == "s7":
+            self.io._client().db_write(100, 2 * self.lay.block_b, words_to_bytes(words))  # type: ignore[attr-defined]
+        else:
+            assert not self.io.c.write_registers(self.lay.block_b, words, device_id=1).isError()  # type: ignore[attr-defined]
+
+    def plc(self) -> dict[str, object]:
+        common = {"host": "127.0.0.1", "port": self.port, "poll_ms": 10}
+        return {"type": "s7", "db": 100, **common} if self.kind == "s7" else {"type": "modbus_client", **common}
+
+
+def _watch_start(mem: _Memory, daemon: subprocess.Popen[bytes], log: Path, epoch: int,
+                 timeout: float = 60) -> list[VisionOutputs]:
+    """Block B states seen from the PLC from daemon start until it is up (ERROR_CODE 0 in this RUN_EPOCH)."""
+    states: list[VisionOutputs] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert daemon.poll() is None, log.read_text()[-3000:]
+        b = mem.read_b()
+        if not states or b != states[-1]:
+            states.append(b)
+        if b.error_code == 0 and b.online and b.run_epoch == epoch:
+            return states
+        time.sleep(0.002)
+    raise AssertionError(f"daemon not up: {states[-3:]}\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["modbus_client", "s7"])
+def test_client_modes_starting_state_kill9_restart_and_orderly_exit(kind: str, tmp_path: Path) -> None:
+    """What a PLC sees in its own memory in client and S7 modes: STARTING over a dead process's leftovers, the
+    heartbeat only while up, a new RUN_EPOCH and RESULT_SEQ that never repeats after kill -9, SHUTDOWN on exit."""
+    port = free_port()
+    peer = lmb_server(port).start() if kind == "modbus_client" else s7_server(port, native=True).start()
+    mem = _Memory(kind, port)
+    station = write_station(tmp_path, mem.plc())
+    log = tmp_path / "daemon.log"
+    stale = VisionOutputs(ready=True, online=True, result_valid=True, result_ok=True, trigger_ack=True,
+                          vision_heartbeat=1234, result_seq=77, result_part_id=5)
+    daemon = None
+    try:
+        mem.write_b(stale)  # a previous process died right after showing a result
+        daemon = start_daemon(station, log)
+        states = _watch_start(mem, daemon, log, 1)
+        starting = [s for s in states[1:] if s.error_code == ErrorCode.NOT_READY]
+        assert states[0] == stale and starting, states
+        for s in starting:  # STARTING: not READY, nothing valid, ERROR 6, the new epoch, heartbeat still
+            assert (s.ready, s.result_valid, s.trigger_ack, s.error, s.online) == (False, False, False, True, True)
+            assert s.run_epoch == 1 and s.vision_heartbeat == starting[0].vision_heartbeat
+        hb = mem.read_b().vision_heartbeat
+        rep = PlcSim(mem.io, mem.lay, recipes={5: 1}).run(20, timeout_s=60)
+        assert len(rep.triggered) == 20 and not rep.missing
+        up = mem.read_b()
+        assert up.vision_heartbeat != hb and up.run_epoch == 1 and up.result_recipe == 1
+        last_seq = up.result_seq
+        assert last_seq == 20
+
+        daemon.kill()  # kill -9: nothing is written; the PLC sees the last state and a heartbeat standing still
+        daemon.wait(10)
+        dead = mem.read_b()
+        time.sleep(5 * 0.2)  # the documented PLC-side timeout: 5 heartbeat periods
+        assert mem.read_b().vision_heartbeat == dead.vision_heartbeat
+
+        daemon = start_daemon(station, log)
+        states = _watch_start(mem, daemon, log, 2)
+        assert any(s.error_code == ErrorCode.NOT_READY and s.run_epoch == 2 for s in states), states
+        rep = PlcSim(mem.io, mem.lay, first_part=1000).run(5, timeout_s=60)
+        assert len(rep.triggered) == 5 and not rep.missing
+        b = mem.read_b()
+        assert b.run_epoch == 2 and b.result_seq - 4 > last_seq  # reserved block skipped, never reused
+
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+        b = mem.read_b()  # what stays in the PLC's memory after an orderly exit
+        assert (b.ready, b.result_valid, b.online, b.error, b.error_code, b.trigger_ack) == (
+            False, False, False, True, ErrorCode.SHUTDOWN, False)
+        assert "Traceback" not in log.read_text()
+    finally:
+        if daemon is not None:
+            stop(daemon)
+        mem.io.close()
+        peer.stop()
+
+
+@pytest.mark.slow
+def test_server_mode_restart_and_kill9_never_reuse_result_seq(tmp_path: Path) -> None:
+    """RUN_EPOCH +1 per start, RESULT_SEQ continues past every earlier process (SIGTERM, then kill -9)."""
+    port = free_port()
+    station = write_station(tmp_path, {"type": "modbus_server", "port": port, "linger_ms": 0})
+    log = tmp_path / "daemon.log"
+    seen: list[tuple[int, int]] = []  # (RUN_EPOCH, RESULT_SEQ) of every result the PLC latched
+    for i, ending in enumerate(("term", "kill", "term")):
+        daemon = start_daemon(station, log)
+        try:
+            wait_port(port, 60)
+            io = ModbusPlcIO("127.0.0.1", port, LayoutConfig())
+            pairs: list[tuple[int, int]] = []
+            sim = PlcSim(io, first_part=100 * i + 1)
+            read = io.read_b
+
+            def spy(read: Callable[[], list[int]] = read, pairs: list[tuple[int, int]] = pairs) -> list[int]:
+                words = read()
+                b = LAYOUT.decode_b(words)
+                if b.result_valid and (not pairs or pairs[-1] != (b.run_epoch, b.result_seq)):
+                    pairs.append((b.run_epoch, b.result_seq))
+                return words
+
+            io.read_b = spy  # type: ignore[method-assign]
+            rep = sim.run(10, timeout_s=60)
+            io.close()
+            assert len(rep.triggered) == 10 and not rep.missing and len(pairs) == 10
+            assert {e for e, _ in pairs} == {i + 1}
+            assert not {s for _, s in pairs} & {s for _, s in seen}
+            assert not seen or min(s for _, s in pairs) > max(s for _, s in seen)
+            seen += pairs
+        finally:
+            if ending == "kill":
+                daemon.kill()
+            else:
+                daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
+    assert "Traceback" not in log.read_text()
