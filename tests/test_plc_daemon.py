@@ -3,11 +3,15 @@ leaves the outputs in the safe state (not READY, ERROR, ERROR_CODE 7) for the PL
 
 from __future__ import annotations
 
+import resource
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -207,3 +211,64 @@ def test_server_mode_restart_and_kill9_never_reuse_result_seq(tmp_path: Path) ->
                 daemon.send_signal(signal.SIGTERM)
             daemon.wait(30)
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_connection_flood_at_limitnofile_1024_plc_keeps_its_rate_and_metrics_answer(tmp_path: Path) -> None:
+    """1100 idle connections against the daemon at LimitNOFILE=1024 (the systemd default): the PLC keeps
+    triggering parts, /metrics answers, the log holds a few rate-limited lines and no traceback."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1300:
+        pytest.skip(f"this test process needs 1300 descriptors (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    port, mport = free_port(), free_port()
+    station = write_station(tmp_path, {"type": "modbus_server", "port": port, "linger_ms": 0}, metrics_port=mport)
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(station, log, nofile=1024)
+    flood: list[socket.socket] = []
+    sim = None
+    try:
+        wait_port(port, 60)
+        wait_port(mport, 60)
+        io = ModbusPlcIO("127.0.0.1", port, LayoutConfig())
+        sim = PlcSim(io, period_s=0.02)
+        runner = threading.Thread(target=sim.run, args=(100_000,), kwargs={"timeout_s": 300}, daemon=True)
+        runner.start()
+        rep = sim.report
+        end = time.monotonic() + 60
+        while len(rep.results) < 60 and time.monotonic() < end:
+            time.sleep(0.05)
+        t0, n0 = time.monotonic(), len(rep.results)
+        time.sleep(2.0)
+        before = (len(rep.results) - n0) / (time.monotonic() - t0)  # parts/s before the flood
+        t1, n1 = time.monotonic(), len(rep.results)
+        refused = 0
+        for _ in range(1100):
+            try:
+                flood.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                refused += 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            assert r.status == 200 and b"inspectd_plc_published" in r.read()
+        time.sleep(2.0)  # the flood's connections stay open meanwhile
+        during = (len(rep.results) - n1) / (time.monotonic() - t1)
+        sim.stop.set()
+        runner.join(30)
+        io.close()
+        # the PLC's own session was never dropped; only the part in flight when the sim stopped may lack a result
+        assert set(rep.missing) <= {rep.triggered[-1]} and rep.io_errors == 0
+        assert during >= 0.25 * before, (before, during)  # was 45 -> 1 part/s before the cap
+        assert len(flood) + refused == 1100
+    finally:
+        for s in flood:
+            s.close()
+        if sim is not None:
+            sim.stop.set()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+        stop(daemon)
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert 1 <= text.count("plc_modbus_connection_dropped") <= 3  # 1000+ drops, logged once per 10 s with a count
+    print(f"flood: {before:.1f} parts/s before, {during:.1f} during; {len(flood)} connections opened, "
+          f"{refused} refused")
