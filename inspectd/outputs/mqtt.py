@@ -40,6 +40,7 @@ log = structlog.get_logger("inspectd.mqtt")
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600)
 CURSOR_SAVE_S = 0.2  # at most this much acknowledged work is resent after a crash
 BACKLOG_EVERY_S = 1.0
+EAGER_S, EAGER_WINDOW_S = 0.002, 0.05  # after a wake-up: read every 2 ms for 50 ms (the journal commits in that time)
 
 
 def topics(cfg: MqttConfig, station: str) -> dict[str, str]:
@@ -148,6 +149,7 @@ class MqttPublisher:
         next_counters = time.monotonic()
         next_backlog = 0.0
         next_save = 0.0
+        eager_until = 0.0
         while True:
             now = time.monotonic()
             self._take_acks()
@@ -170,8 +172,11 @@ class MqttPublisher:
             if self._stop.is_set() and (self._drained() or now >= self._drain_until):
                 break
             if not moved:
-                self._wake.wait(self.cfg.poll_ms / 1e3)
-                self._wake.clear()
+                # A verdict's wake-up comes before the journal commits its row: look again soon, not after poll_ms.
+                woken = self._wake.wait(EAGER_S if now < eager_until else self.cfg.poll_ms / 1e3)
+                if woken:
+                    self._wake.clear()
+                    eager_until = time.monotonic() + EAGER_WINDOW_S
         self._take_acks()
         self.cursor.save()
 
