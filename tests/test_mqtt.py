@@ -126,8 +126,9 @@ def test_broker_stopped_mid_run_and_restarted_loses_nothing(tmp_path: Path) -> N
         port = listening["port"]
         assert rec.wait(lambda: len(rec.verdicts()) >= 20, START_S), daemon.stderr()[-3000:]
         broker.stop()
-        before = _rows(tmp_path)
-        _wait(lambda: _rows(tmp_path) >= before + 100, 60, "100 parts journaled while the broker is down")
+        stopped, before = time.monotonic(), _rows(tmp_path)
+        _wait(lambda: _rows(tmp_path) >= before + 100 and time.monotonic() - stopped >= 5, 60,
+              "5 s and 100 parts journaled while the broker is down")
         during = _scrape(port)
         assert during["inspectd_mqtt_connected"] == 0
         assert during["inspectd_mqtt_backlog_rows"] >= 50 and during["inspectd_mqtt_backlog_age_seconds"] > 0

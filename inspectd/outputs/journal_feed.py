@@ -28,6 +28,23 @@ class JournalFeed:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._files = (path, path.with_name(path.name + "-wal"))
+        self._stamp: tuple[int, ...] = ()
+
+    def changed(self) -> bool:
+        """True when the journal or its WAL was written since the last call (mtime and size, two stat calls).
+        A cheap gate between regular reads; not exact (coarse timestamps), so it never replaces them."""
+        stamp: tuple[int, ...] = ()
+        for f in self._files:
+            try:
+                st = os.stat(f)
+            except FileNotFoundError:
+                continue
+            stamp += (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        return True
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

@@ -98,6 +98,7 @@ class MqttPublisher:
         self.backlog_age_s = 0.0
         self.connected = False
         self._sent_id = 0  # last journal id handed to paho
+        self._more = True  # the last journal read may have left rows behind
         self._inflight: collections.OrderedDict[int, tuple[int, float]] = collections.OrderedDict()  # mid -> (id, t)
         self._acked: set[int] = set()  # ids acknowledged out of order, waiting for those before them
         self._acks: collections.deque[tuple[int, float]] = collections.deque()  # (mid, time) from paho's thread
@@ -127,7 +128,7 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        if self.connected:
+        if self.connected and not self._stop.is_set():
             self.disconnects += 1
             log.warning("mqtt_disconnected", reason=str(rc), backlog=self.backlog_rows)
         self.connected = False
@@ -150,6 +151,7 @@ class MqttPublisher:
         next_backlog = 0.0
         next_save = 0.0
         eager_until = 0.0
+        next_poll = 0.0
         while True:
             now = time.monotonic()
             self._take_acks()
@@ -157,7 +159,11 @@ class MqttPublisher:
                 self.cursor.save()
                 next_save = now + CURSOR_SAVE_S
             try:
-                moved = self._send_more()
+                # Between regular polls (eager window), query only when the journal's files changed (a stat, no SQL).
+                look = now >= next_poll or self._more or self.feed.changed()
+                moved = self._send_more() if look else False
+                if now >= next_poll:
+                    next_poll = now + self.cfg.poll_ms / 1e3
                 if now >= next_backlog:
                     self._measure_backlog()
                     next_backlog = now + BACKLOG_EVERY_S
@@ -179,12 +185,18 @@ class MqttPublisher:
                     eager_until = time.monotonic() + EAGER_WINDOW_S
         self._take_acks()
         self.cursor.save()
+        try:
+            self._measure_backlog()  # for the last log line: what the next start will send
+        except Exception as e:
+            log.debug("mqtt_backlog_unknown", error=str(e))
 
     def _send_more(self) -> bool:
         room = self.cfg.max_inflight - len(self._inflight)
         if not self.connected or room <= 0:
             return False
-        rows = self.feed.after(self._sent_id, min(room, self.cfg.batch))
+        limit = min(room, self.cfg.batch)
+        rows = self.feed.after(self._sent_id, limit)
+        self._more = len(rows) == limit  # a full read: more rows may wait (a backlog), read again without a gate
         if not rows and not self._inflight and self._sent_id > self.feed.max_id():  # journal recreated: ids restart
             log.warning("mqtt_journal_restarted", cursor=self._sent_id)
             self._sent_id = self.cursor.last_id = 0
