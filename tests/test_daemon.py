@@ -37,12 +37,31 @@ def test_refused_trigger_is_journaled_as_failsafe(tmp_path: Path) -> None:
 
 
 def test_switch_by_recipe_number(tmp_path: Path) -> None:
+    """RECIPE_NO 2 switches to another product for real: later parts are judged and journaled by disc-b."""
+    write_station(tmp_path, {"camera": {"bank": 4, "rate_hz": 50}})
+    a = tmp_path / "products" / "disc-a.yaml"
     b = tmp_path / "products" / "disc-b.yaml"
+    b.write_text(a.read_text().replace("name: disc-a", "name: disc-b").replace("plc_id: 1", "plc_id: 2"))
     d, t = start(tmp_path)
     try:
-        assert d.switch_by_plc_id(1) is True
+        assert d.pipeline is not None and d.pipeline.active.name == "disc-a"
         assert d.switch_by_plc_id(99) is False  # unknown RECIPE_NO: the PLC gets RECIPE_FAIL
-        assert not b.exists()
+        assert d.pipeline.active.name == "disc-a"
+        assert d.switch_by_plc_id(2) is True
+        end = time.monotonic() + 30
+        while d.pipeline.active.name != "disc-b" and time.monotonic() < end:
+            time.sleep(0.02)
+        assert d.pipeline.active.name == "disc-b"  # applied between parts by the acquire thread
+        switched_at = d.pipeline.stats.verdicts_total
+        while d.pipeline.stats.verdicts_total < switched_at + 3 and time.monotonic() < end:
+            time.sleep(0.02)
     finally:
         d.request_stop()
         t.join(30)
+    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
+        products = [p for (p,) in db.execute("SELECT product FROM verdicts ORDER BY seq")]
+        recipes = {p: r for p, r in db.execute("SELECT DISTINCT product, recipe_no FROM verdicts")}
+    assert products[0] == "disc-a" and products[-1] == "disc-b"
+    first_b = products.index("disc-b")
+    assert set(products[first_b:]) == {"disc-b"}  # no part goes back to the old recipe
+    assert recipes == {"disc-a": 1, "disc-b": 2}

@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from inspectd.config.load import load_config
+from inspectd.config.schema import Rule
 from inspectd.decide import decide
 from inspectd.errors import ModelError
 from inspectd.infer.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeConfig
@@ -35,9 +36,18 @@ def test_real_topology_through_backend_postprocess_and_decide(tmp_path: Path, mo
     backend = OnnxRuntimeBackend(OnnxRuntimeConfig(type="onnxruntime"), product)
     backend.load()
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    raw = backend.infer(x)[out].reshape(-1)  # softmax inside the model: activation none keeps it as it is
     findings = Postprocessor(product)(backend.infer(x))
     assert len(findings.scores) == 1000 and sum(findings.scores.values()) == pytest.approx(1.0, abs=1e-3)
-    assert decide(findings, product).outcome.value in ("pass", "reject")
+    assert [findings.scores[c] for c in CLASSES] == pytest.approx(raw.tolist(), abs=1e-6)
+    assert findings.top_class == CLASSES[int(raw.argmax())]
+    # The rule on c1 decides by c1's own score; a rule on the top class at its score rejects, above it passes.
+    d = decide(findings, product)
+    assert (d.outcome.value, d.score) == ("reject" if raw[1] >= 0.5 else "pass", pytest.approx(raw[1]))
+    top = CLASSES[int(raw.argmax())]
+    for min_score, want in ((float(raw.max()) * 0.999, "reject"), (min(1.0, float(raw.max()) * 1.001), "pass")):
+        rules = [Rule(name="top", class_name=top, min_score=min_score)]
+        assert decide(findings, product.model_copy(update={"rules": rules})).outcome.value == want
 
 
 def test_class_count_mismatch_on_a_conv_head_is_explained(tmp_path: Path) -> None:
