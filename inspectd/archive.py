@@ -81,9 +81,8 @@ def raw_png(frame: Frame) -> bytes:
 def roi_box(roi: Roi | None, width: int, height: int) -> tuple[int, int, int, int]:
     if roi is None:
         return 0, 0, width, height
-    w = roi.width or width - roi.x
-    h = roi.height or height - roi.y
-    return roi.x, roi.y, min(w, width - roi.x), min(h, height - roi.y)
+    x, y, w, h = roi.box(width, height)
+    return x, y, min(w, width - x), min(h, height - y)  # drawn on the frame: clipped to it
 
 
 def annotated_jpeg(item: Item, quality: int = 90) -> bytes:

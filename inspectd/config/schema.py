@@ -31,6 +31,10 @@ class Roi(Model):
     width: int = Field(0, ge=0, description="ROI width in pixels; 0 = to the right edge of the frame")
     height: int = Field(0, ge=0, description="ROI height in pixels; 0 = to the bottom edge of the frame")
 
+    def box(self, frame_w: int, frame_h: int) -> tuple[int, int, int, int]:
+        """(x, y, w, h) in a frame of that size, a 0 width/height resolved to the frame's edge (not clipped)."""
+        return self.x, self.y, self.width or frame_w - self.x, self.height or frame_h - self.y
+
 
 class InputSpec(Model):
     name: str = Field("input", description="name of the model's input tensor")

@@ -46,9 +46,7 @@ class Plan:
 def make_plan(pp: Preprocess, spec: InputSpec, frame_w: int, frame_h: int, pixel_format: str) -> Plan:
     if pixel_format not in PIXEL_FORMATS:
         raise ValueError(f"unsupported pixel format {pixel_format!r}; supported: {', '.join(PIXEL_FORMATS)}")
-    x, y = pp.roi.x, pp.roi.y
-    w = pp.roi.width or frame_w - x
-    h = pp.roi.height or frame_h - y
+    x, y, w, h = pp.roi.box(frame_w, frame_h)
     if x + w > frame_w or y + h > frame_h or w <= 0 or h <= 0:
         raise ValueError(f"ROI x={x} y={y} w={w} h={h} does not fit a {frame_w}x{frame_h} frame")
     if pixel_format in BAYER and (x % 2 or y % 2):
