@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
@@ -28,6 +28,14 @@ from inspectd.plc.link import NoPlcLink
 from inspectd.sensors import HostSensors
 from inspectd.supervise.liveness import Liveness
 from inspectd.types import Part, Verdict
+
+if TYPE_CHECKING:  # annotations only: the daemon imports this module and builds all of these
+    from inspectd.archive import Archive
+    from inspectd.camera.base import Source
+    from inspectd.journal import Journal
+    from inspectd.pipeline.pipeline import Pipeline
+    from inspectd.pipeline.runtime import ProductRuntime
+    from inspectd.plc.link import PlcLink
 
 log = structlog.get_logger("inspectd.metrics")
 
@@ -65,62 +73,91 @@ def latency_buckets(budget_s: float) -> tuple[float, ...]:
     return tuple(sorted({float(f"{b:.6g}") for b in bounds}))
 
 
-def configured_plc(daemon: Any) -> Any:
+class StationState(Protocol):
+    """What metrics and /readyz read from the daemon, and nothing more. The daemon provides it; this module
+    never imports the daemon (the daemon imports it). Each part is None until the daemon has built it."""
+
+    @property
+    def pipeline(self) -> Pipeline | None: ...
+
+    @property
+    def source(self) -> Source | None: ...
+
+    @property
+    def plc(self) -> PlcLink | None: ...
+
+    @property
+    def runtimes(self) -> Mapping[str, ProductRuntime]: ...
+
+    @property
+    def journal(self) -> Journal | None: ...
+
+    @property
+    def archive(self) -> Archive | None: ...
+
+    @property
+    def liveness(self) -> Liveness: ...
+
+
+def configured_plc(daemon: StationState) -> PlcLink | None:
     """The daemon's PLC link, or None when there is none (`plc: {type: none}` gives a NoPlcLink)."""
-    plc = getattr(daemon, "plc", None)
+    plc = daemon.plc
     return None if plc is None or isinstance(plc, NoPlcLink) else plc
 
 
-def readiness(daemon: Any) -> dict[str, bool]:
-    """/readyz checks. `daemon` is duck-typed (inspectd.daemon imports this module, not the reverse)."""
-    pipeline = getattr(daemon, "pipeline", None)
-    source = getattr(daemon, "source", None)
+def pipeline_running(pipeline: Pipeline | None) -> bool:
+    """Every stage thread is alive: a stage that died (or never started) cannot turn parts into verdicts."""
+    return pipeline is not None and all(t.is_alive() for t in (pipeline.acquire, *pipeline.workers))
+
+
+def readiness(daemon: StationState) -> dict[str, bool]:
+    """/readyz checks, each able to fail on its own."""
+    pipeline, source, journal = daemon.pipeline, daemon.source, daemon.journal
     plc = configured_plc(daemon)
     return {
         "camera": bool(source is not None and source.connected),
-        "backend": bool(pipeline is not None and pipeline.active.backend is not None),
+        # The active model is loaded and the stage threads that run it are alive.
+        "backend": bool(pipeline_running(pipeline) and pipeline is not None and pipeline.active.backend.model_sha256),
         # Daemon._build_runtimes raises when a golden check fails, so runtimes exist only once all passed.
-        "golden": bool(getattr(daemon, "runtimes", None)),
+        "golden": bool(daemon.runtimes),
         "plc": plc is None or bool(plc.connected),  # no PLC configured counts as up
-        "journal": bool(getattr(getattr(daemon, "journal", None), "healthy", True)),  # verdicts can be recorded
+        "journal": journal is None or bool(journal.healthy),  # verdicts can be recorded
     }
 
 
 class DaemonCollector(Collector):
     """Reads the daemon's live state at scrape time: counters, queue depths, connections, identity."""
 
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: StationState) -> None:
         self.daemon = daemon
 
     def collect(self) -> Iterator[Metric]:
         d = self.daemon
-        pipeline = getattr(d, "pipeline", None)
+        pipeline = d.pipeline
         if pipeline is not None:
             yield from self._pipeline(pipeline)
-        source = getattr(d, "source", None)
+        source = d.source
         yield _gauge("inspectd_camera_connected", "1 while the camera delivers frames",
                      float(bool(source is not None and source.connected)))
         plc = configured_plc(d)
         yield _gauge("inspectd_plc_configured", "1 when a PLC transport is configured", float(plc is not None))
         if plc is not None:
             yield _gauge("inspectd_plc_connected", "1 while the PLC connection is up", float(bool(plc.connected)))
-            stats = getattr(plc, "stats", None)
             for name, doc in PLC_COUNTERS.items():
-                if hasattr(stats, name):
-                    yield _counter(f"inspectd_plc_{name}", doc, getattr(stats, name))
+                if hasattr(plc.stats, name):
+                    yield _counter(f"inspectd_plc_{name}", doc, getattr(plc.stats, name))
         checks = readiness(d)
         ready = GaugeMetricFamily("inspectd_ready_check", "readiness checks (/readyz), 1 = ok", labels=["check"])
         for name, ok in checks.items():
             ready.add_metric([name], float(ok))
         yield ready
-        journal = getattr(d, "journal", None)
+        journal = d.journal
         if journal is not None:
             yield _counter("inspectd_journal_written", "verdict rows written to the journal", journal.written)
             yield _counter("inspectd_journal_dropped", "verdicts the journal could not keep", journal.dropped)
             yield _counter("inspectd_journal_errors", "failed journal writes (each retried)", journal.errors)
             yield _gauge("inspectd_journal_pending", "verdicts waiting for the journal writer", journal.pending)
-            yield _counter("inspectd_journal_pruned_rows", "rows deleted by retention",
-                           getattr(journal, "pruned", 0))
+            yield _counter("inspectd_journal_pruned_rows", "rows deleted by retention", journal.pruned)
             yield _gauge("inspectd_journal_healthy", "1 while verdicts are being journaled", float(journal.healthy))
             yield _gauge("inspectd_journal_backlog", "rows waiting for a failing write to be retried",
                          journal.backlog)
@@ -134,11 +171,11 @@ class DaemonCollector(Collector):
             yield _counter("inspectd_journal_interrupted", "accepted parts found without a verdict at start "
                            "(fail-safe interrupted rows)", journal.interrupted)
             yield _counter("inspectd_journal_ahead_errors", "failed ahead-log appends", journal.ahead.errors)
-        archive = getattr(d, "archive", None)
+        archive = d.archive
         if archive is not None:
             yield from archive.collect()
 
-    def _pipeline(self, p: Any) -> Iterator[Metric]:
+    def _pipeline(self, p: Pipeline) -> Iterator[Metric]:
         s = p.stats
         parts = CounterMetricFamily("inspectd_parts", "verdicts issued, by product and verdict",
                                     labels=["product", "verdict"])
@@ -235,7 +272,7 @@ class Metrics:
         self.server: HealthServer | None = None
 
     @classmethod
-    def for_daemon(cls, daemon: Any, budget_s: float) -> Metrics:
+    def for_daemon(cls, daemon: StationState, budget_s: float) -> Metrics:
         return cls(budget_s, collectors=[DaemonCollector(daemon)], ready=lambda: readiness(daemon),
                    sensors=HostSensors(), liveness=daemon.liveness)
 

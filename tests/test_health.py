@@ -82,3 +82,21 @@ def test_healthz_fails_while_the_main_loop_hangs(tmp_path: Path):
         daemon.request_stop()
         runner.join(60)
     assert not runner.is_alive()
+
+
+def test_readyz_backend_fails_when_a_stage_thread_is_gone(tmp_path: Path):
+    """The backend check is real: once the inference stage's thread has ended, /readyz says not ready."""
+    path = write_station(tmp_path, {"camera": {"bank": 4, "rate_hz": 50}, "metrics": {"enabled": True, "port": 0},
+                                    "archive": {"enabled": False}})
+    daemon = Daemon(load_config(path), Options(handle_signals=False))
+    try:
+        daemon.start()
+        base = f"http://127.0.0.1:{daemon.metrics.server.port}"
+        wait_for(lambda: get(base + "/readyz")[0] == 200)
+        daemon.pipeline.queues["infer"].put(None)  # the stop sentinel: the infer and decide threads end
+        wait_for(lambda: not daemon.pipeline.infer.is_alive())
+        status, raw = get(base + "/readyz")
+        assert status == 503 and json.loads(raw)["checks"]["backend"] is False
+        assert json.loads(raw)["checks"]["camera"] is True
+    finally:
+        daemon.shutdown()
