@@ -20,7 +20,8 @@ from inspectd.archive import Archive
 from inspectd.camera.base import Source
 from inspectd.camera.registry import make_source
 from inspectd.config.load import Config, load_config
-from inspectd.errors import ConfigError, ExitCode, GoldenCheckError, InspectdError
+from inspectd.engines.golden import require_golden
+from inspectd.errors import ConfigError, ExitCode, InspectdError
 from inspectd.journal import Journal
 from inspectd.log import VerdictLogger
 from inspectd.metrics import Metrics
@@ -72,15 +73,6 @@ class SwitchPoint:
         return self._source.grab(timeout)
 
 
-def check_golden(rt: ProductRuntime) -> list[str]:
-    """Golden-image gate: the product's reference images must get their expected verdicts."""
-    if not rt.product.golden:
-        return []
-    from inspectd.engines.golden import check_golden as gate
-
-    return gate(rt, rt.product)
-
-
 class Daemon:
     def __init__(self, config: Config, options: Options | None = None, notifier: Notifier | None = None) -> None:
         self.config = config
@@ -117,9 +109,7 @@ class Daemon:
                 runtimes[name] = rt
                 if self._warm_frame is not None:  # a reload: warm before the switch (at start: once the camera is up)
                     warm_up(rt, self._warm_frame)
-                failures = check_golden(rt)
-                if failures:
-                    raise GoldenCheckError(f"product {name!r} failed its golden check:\n  " + "\n  ".join(failures))
+                require_golden(rt, product)  # GoldenCheckError lists every failing reference image
         except Exception:
             for rt in runtimes.values():
                 rt.close()
