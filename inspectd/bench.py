@@ -24,7 +24,7 @@ from inspectd.config.load import Config, load_config
 from inspectd.decide import decide
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import build_runtime
-from inspectd.pipeline.warmup import warm_up
+from inspectd.pipeline.warmup import prepare
 from inspectd.types import Outcome, Part, Verdict
 
 
@@ -60,7 +60,7 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
     rt = build_runtime(st, cfg.products[st.product])
     source = make_source(st.camera)
     source.open()
-    warm_up(rt, source.sample())  # as the daemon does before READY
+    prepare(rt, source, source.sample())  # as the daemon does before READY
     col = Collector(parts + warmup)
     pipe = Pipeline(st, source, rt, sinks=[col])
     pipe.set_max_parts(parts + warmup)

@@ -29,7 +29,7 @@ from inspectd.outputs.plant import PlantOutputs
 from inspectd.pipeline.health import Fault
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
-from inspectd.pipeline.warmup import warm_up
+from inspectd.pipeline.warmup import prepare
 from inspectd.plc.layout import ErrorCode
 from inspectd.plc.link import PlcLink
 from inspectd.plc.registry import make_plc_link
@@ -107,8 +107,8 @@ class Daemon:
                 self.liveness.extend(LOAD_STEP_S)
                 rt = build_runtime(config.station, product)
                 runtimes[name] = rt
-                if self._warm_frame is not None:  # a reload: warm before the switch (at start: once the camera is up)
-                    warm_up(rt, self._warm_frame)
+                if self.source is not None:  # a reload: warm before the switch (at start: once the camera is up)
+                    prepare(rt, self.source, self._warm_frame)
                 require_golden(rt, product)  # GoldenCheckError lists every failing reference image
         except Exception:
             for rt in runtimes.values():
@@ -138,7 +138,7 @@ class Daemon:
         self.source.apply_features(self.config.products[st.product].camera_features)
         self._warm_frame = self.source.sample()
         for rt in self.runtimes.values():  # before READY: the first part meets its budget like the thousandth
-            warm_up(rt, self._warm_frame)
+            prepare(rt, self.source, self._warm_frame)
         self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue,
                                retention_days=st.journal.retention_days, max_mb=st.journal.max_mb,
                                backlog=st.journal.backlog, min_free_mb=st.journal.min_free_mb)

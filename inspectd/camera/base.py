@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from inspectd.types import Frame
 
@@ -33,6 +35,11 @@ class Source(Protocol):
 
     def apply_features(self, features: Mapping[str, object]) -> None:
         """Apply a product's camera settings between parts (no-op where there are none)."""
+        ...
+
+    def host_buffers(self) -> Sequence[np.ndarray]:
+        """Long-lived memory every frame is a view of (empty if none): GPU preprocessing page-locks it and
+        copies frames to the device straight from it."""
         ...
 
     def sample(self) -> Frame | None:

@@ -126,6 +126,9 @@ class GenICamSource:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def host_buffers(self) -> list[np.ndarray]:
+        return []  # frames live in the producer's announced buffers (registering those: not done yet)
+
     def sample(self) -> Frame | None:
         """A black frame of the camera's current Width/Height/PixelFormat (warm-up needs the geometry only)."""
         if not self._connected.is_set():

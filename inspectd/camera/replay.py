@@ -90,6 +90,9 @@ class ReplaySource:
     def apply_features(self, features: Mapping[str, object]) -> None:
         return None
 
+    def host_buffers(self) -> list[np.ndarray]:
+        return [image for image, _, _ in self._images]
+
     def sample(self) -> Frame | None:
         if not self._images:
             return None

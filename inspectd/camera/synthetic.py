@@ -20,6 +20,7 @@ class SyntheticSource:
     def __init__(self, cfg: SyntheticConfig) -> None:
         self.cfg = cfg
         self._bank: list[tuple[np.ndarray, str, str]] = []  # (image, truth, kind)
+        self._memory = np.empty(0, np.uint8)  # every frame of the bank is a view into this
         self._i = 0
         self._pacer = Pacer(None)
         self._fired = threading.Event()
@@ -27,14 +28,17 @@ class SyntheticSource:
 
     def open(self) -> None:
         rng = np.random.default_rng(self.cfg.seed)
-        bank = []
+        parts = []
         for _ in range(self.cfg.bank):
             kind = random_kind(rng, self.cfg.defect_rate)
             mono, _ = make_part(rng, self.cfg.size, kind)
-            image = to_pixel_format(mono, self.cfg.pixel_format)
-            image.setflags(write=False)  # frames are shared by every lap of the bank
-            bank.append((image, "reject" if kind else "pass", kind or "good"))
-        self._bank = bank
+            parts.append((to_pixel_format(mono, self.cfg.pixel_format), kind))
+        # one block for the whole bank, frames are views into it: GPU preprocessing pins it once and copies
+        # frames to the device straight from here (no staging copy)
+        self._memory = np.stack([image for image, _ in parts])
+        self._memory.setflags(write=False)  # frames are shared by every lap of the bank
+        self._bank = [(self._memory[i], "reject" if kind else "pass", kind or "good")
+                      for i, (_, kind) in enumerate(parts)]
         self._pacer = Pacer(self.cfg.rate_hz)
         self._open = True
 
@@ -50,6 +54,9 @@ class SyntheticSource:
 
     def apply_features(self, features: Mapping[str, object]) -> None:
         return None  # nothing to set on a synthetic camera
+
+    def host_buffers(self) -> list[np.ndarray]:
+        return [self._memory] if self._memory.size else []
 
     def sample(self) -> Frame | None:
         if not self._bank:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 from inspectd.config.schema import ProductConfig, StationConfig
 from inspectd.infer.base import Backend
@@ -14,6 +17,10 @@ from inspectd.types import Frame, ModelInput
 
 class Preprocessor(Protocol):
     def __call__(self, frame: Frame) -> ModelInput: ...
+
+    def pin_host_buffers(self, buffers: Sequence[np.ndarray]) -> None:
+        """Memory frames will be views of (a source's own): the GPU path copies from it without staging."""
+        ...
 
 
 @dataclass

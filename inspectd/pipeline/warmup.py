@@ -9,6 +9,7 @@ import time
 
 import structlog
 
+from inspectd.camera.base import Source
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.types import Frame
 
@@ -30,3 +31,9 @@ def warm_up(rt: ProductRuntime, frame: Frame | None, runs: int = RUNS) -> list[f
         times.append((time.perf_counter() - t0) * 1e3)
     log.info("warmed_up", product=rt.name, runs_ms=[round(t, 3) for t in times])
     return times
+
+
+def prepare(rt: ProductRuntime, source: Source, frame: Frame | None) -> None:
+    """Before a runtime takes parts: pin the source's frame memory for its preprocessing, then warm it up."""
+    rt.preprocess.pin_host_buffers(source.host_buffers())
+    warm_up(rt, frame)

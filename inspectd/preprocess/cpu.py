@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -38,6 +40,9 @@ class CpuPreprocessor:
         self._ring = [np.empty((1, spec.channels, spec.height, spec.width), dtype) for _ in range(ring)]
         self._scratch = np.empty((spec.height, spec.width), np.float32)
         self._next = 0
+
+    def pin_host_buffers(self, buffers: Sequence[np.ndarray]) -> None:
+        """Nothing to pin on the CPU path."""
 
     def plan_for(self, frame: Frame) -> Plan:
         h, w = frame.image.shape[:2]

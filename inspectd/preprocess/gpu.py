@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -86,6 +86,26 @@ def _libcuda() -> ctypes.CDLL:
 def _driver_check(rc: int, what: str) -> None:
     if rc != 0:
         raise RuntimeError(f"{what} failed with CUDA driver error {rc}")
+
+
+_CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED = 712
+
+
+def _driver_pin(addr: int, nbytes: int) -> bool:
+    """cuMemHostRegister(PORTABLE): page-lock memory a source owns so H2D copies DMA straight from it. False when
+    it was already registered (another product's preprocessor pinned the same frames): usable, not ours to free."""
+    rc = _libcuda().cuMemHostRegister_v2(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes),
+                                         ctypes.c_uint(_CU_MEMHOSTREGISTER_PORTABLE))
+    if rc == _CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED:
+        return False
+    _driver_check(rc, "cuMemHostRegister")
+    return True
+
+
+def _driver_h2d_async(dst: int, src: int, nbytes: int, stream: Any) -> None:
+    """cuMemcpyHtoDAsync from a raw host address (the frame may be read-only; pycuda wants a writable buffer)."""
+    _driver_check(_libcuda().cuMemcpyHtoDAsync_v2(ctypes.c_uint64(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes),
+                                                  ctypes.c_void_p(stream.handle)), "cuMemcpyHtoDAsync")
 
 
 def _driver_register(addr: int, nbytes: int) -> int:
@@ -193,6 +213,8 @@ class GpuPreprocessor:
         self._slot_bytes = 0
         self._next_slot = 0
         self._registered: list[tuple[int, int, int, Any]] = []  # (host addr, nbytes, device ptr, keepalive)
+        self._pinned: list[tuple[int, int, bool, Any]] = []  # source memory H2D reads directly: (addr, n, ours, keep)
+        self.staging_copies = 0  # frames that went through the host staging copy (not in pinned source memory)
         self._lock = threading.Lock()  # __call__ may come from a preprocess thread and a golden check at once
         with self.current():
             self._copy_stream = _cuda.Stream()
@@ -252,6 +274,25 @@ class GpuPreprocessor:
             dptr = _driver_register(buf.ctypes.data, buf.nbytes)
         self._registered.append((buf.ctypes.data, buf.nbytes, dptr, buf))
 
+    def pin_host_buffers(self, buffers: Sequence[np.ndarray]) -> None:
+        """Frames that are views into these (a source's own, long-lived memory) skip the staging copy: on a
+        discrete GPU the H2D reads them in place (page-locked here); on Jetson ("mapped") the kernel does."""
+        for buf in buffers:
+            if not buf.flags.c_contiguous or buf.nbytes == 0:
+                continue
+            if self.staging == "mapped":
+                self.register_host_buffer(buf)
+                continue
+            with self.current():
+                ours = _driver_pin(buf.ctypes.data, buf.nbytes)
+            self._pinned.append((buf.ctypes.data, buf.nbytes, ours, buf))
+
+    def _pinned_slab(self, slab: np.ndarray) -> bool:
+        if not self._pinned or not slab.flags.c_contiguous:
+            return False
+        addr = slab.ctypes.data
+        return any(base <= addr and addr + slab.nbytes <= base + size for base, size, _, _ in self._pinned)
+
     def _mapped_ptr(self, slab: np.ndarray) -> int | None:
         if not self._registered or not slab.flags.c_contiguous:
             return None
@@ -283,10 +324,14 @@ class GpuPreprocessor:
             else:
                 slot.h2d_done.synchronize()  # the last H2D from this page-locked buffer has finished
                 self._copy_stream.wait_for_event(slot.kernel_done)  # ... and the last kernel left its device copy
-            dst = slot.host[:slab.nbytes].view(slab.dtype).reshape(slab.shape)
-            np.copyto(dst, slab)
-            if self.staging == "copy":
-                _cuda.memcpy_htod_async(slot.dev, slot.host[:slab.nbytes], self._copy_stream)
+            if self.staging == "copy" and self._pinned_slab(slab):  # DMA straight from the source's memory
+                _driver_h2d_async(int(slot.dev), slab.ctypes.data, slab.nbytes, self._copy_stream)
+            else:
+                self.staging_copies += 1
+                dst = slot.host[:slab.nbytes].view(slab.dtype).reshape(slab.shape)
+                np.copyto(dst, slab)
+                if self.staging == "copy":
+                    _cuda.memcpy_htod_async(slot.dev, slot.host[:slab.nbytes], self._copy_stream)
             slot.h2d_done.record(self._copy_stream)
             return DeviceInput(self, kernel, slot, slot.generation, slot.src_ptr, pitch)
 
@@ -317,6 +362,10 @@ class GpuPreprocessor:
             for addr, *_ in self._registered:
                 _driver_check(_libcuda().cuMemHostUnregister(ctypes.c_void_p(addr)), "cuMemHostUnregister")
             self._registered.clear()
+            for addr, _, ours, _ in self._pinned:
+                if ours:  # another product's preprocessor may still DMA from it: that only gets slower, never wrong
+                    _libcuda().cuMemHostUnregister(ctypes.c_void_p(addr))
+            self._pinned.clear()
             self._slots, self._kernels, self._out_ring, self._out_dev = [], {}, [], None
         self._ctx.detach()
 

@@ -134,3 +134,38 @@ def test_fp16_variant_agrees_with_fp32(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_pinned_source_frames_skip_the_staging_copy(tmp_path: Path) -> None:
+    """The synthetic bank is one block the preprocessor page-locks: frames go to the GPU straight from it, with the
+    same tensors as through the staging copy."""
+    cfg, staged = _runtime(tmp_path, "staged", {"providers": ["cuda"]}, "gpu")
+    _, pinned = _runtime(tmp_path, "pinned", {"providers": ["cuda"]}, "gpu")
+    src = make_source(cfg.station.camera)
+    src.open()
+    try:
+        (block,) = src.host_buffers()
+        pinned.preprocess.pin_host_buffers([block])
+        frames = [src.grab(1.0) for _ in range(8)]
+        for f in frames:
+            assert f is not None and np.shares_memory(f.image, block)
+            a = np.asarray(staged.preprocess(f))
+            b = np.asarray(pinned.preprocess(f))
+            np.testing.assert_array_equal(a, b)
+        assert staged.preprocess.staging_copies == 8
+        assert pinned.preprocess.staging_copies == 0
+    finally:
+        src.close()
+        staged.close()
+        pinned.close()
+
+
+def test_first_parts_after_start_meet_the_budget(tmp_path: Path) -> None:
+    """Warmed as the daemon does before READY: none of the first parts is a deadline fail-safe (50 ms budget)."""
+    from inspectd.bench import bench_config, run_pipeline
+
+    cfg, rt = _runtime(tmp_path, "warm", {"providers": ["cuda"]}, "gpu")
+    rt.close()
+    r = run_pipeline(bench_config(cfg, in_flight=2), 100, warmup=20)
+    assert r["first_parts_failsafes"] == 0, r["first_parts_e2e_ms"]
+    assert max(r["first_parts_e2e_ms"]) < cfg.station.cycle_budget_ms

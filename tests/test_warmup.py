@@ -1,0 +1,61 @@
+"""Warm-up before READY: each product's part path runs on a frame of the camera's geometry before the daemon says
+READY (GPU kernels compiled, sessions run); sources give that frame and the memory their frames live in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspectd.camera.config import ReplayConfig, SyntheticConfig
+from inspectd.camera.replay import ReplaySource
+from inspectd.camera.synthetic import SyntheticSource
+from tests.conftest import write_station
+
+
+def test_synthetic_frames_are_views_of_one_block_and_sample_has_their_geometry() -> None:
+    src = SyntheticSource(SyntheticConfig(type="synthetic", size=96, bank=5, seed=3))
+    assert src.sample() is None and src.host_buffers() == []  # nothing before open
+    src.open()
+    try:
+        (block,) = src.host_buffers()
+        assert block.shape == (5, 96, 96) and block.flags.c_contiguous
+        frames = [src.grab(1.0) for _ in range(7)]
+        assert all(f is not None and np.shares_memory(f.image, block) for f in frames)
+        sample = src.sample()
+        assert sample is not None and sample.image.shape == frames[0].image.shape  # type: ignore[union-attr]
+        assert sample.pixel_format == frames[0].pixel_format  # type: ignore[union-attr]
+    finally:
+        src.close()
+
+
+def test_replay_sample_and_buffers(tmp_path: Path) -> None:
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), np.full((40, 60), 10 * i, np.uint8))
+    src = ReplaySource(ReplayConfig(type="replay", folder=tmp_path))
+    src.open()
+    try:
+        sample = src.sample()
+        assert sample is not None and sample.image.shape == (40, 60) and sample.meta["file"] == "p0.png"
+        frame = src.grab(1.0)
+        assert frame is not None
+        assert any(np.shares_memory(frame.image, b) for b in src.host_buffers())
+    finally:
+        src.close()
+
+
+def test_daemon_warms_each_product_before_ready(tmp_path: Path) -> None:
+    station = write_station(tmp_path, {"camera": {"bank": 4}})
+    p = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(station), "--max-parts", "3"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    names = [e.get("event") for e in events]
+    assert "warmed_up" in names and "ready" in names
+    warmed = names.index("warmed_up")
+    assert warmed < names.index("ready")
+    assert events[warmed]["product"] == "disc-a" and len(events[warmed]["runs_ms"]) == 3
