@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from inspectd.config.schema import ProductConfig
 from inspectd.types import Findings, Frame, Outcome, Part, Reason, Verdict
+
+if TYPE_CHECKING:  # decide reads a recipe's rules; it never builds or validates one (importing it loads pydantic)
+    from inspectd.config.schema import ProductConfig
 
 # RESULT_CODE for fail-safe verdicts, above any rule's code (rules use 1..999).
 FAILSAFE_CODES: dict[Reason, int] = {
