@@ -212,3 +212,48 @@ def test_full_disk_never_stops_the_inspection(tmpfs: Path, tmp_path: Path) -> No
     # No half-written parts: every name on disk has all three files.
     names = [f.name.rsplit(".", 1)[0] for f in (tmpfs / "archive" / "disc-a").iterdir()]
     assert len(names) == 3 * archive.saved and all(names.count(n) == 3 for n in names)
+
+
+def test_free_space_floor_stops_the_archive_and_hysteresis_keeps_it_off(tmp_path: Path) -> None:
+    """An 8 MiB tmpfs shared with 'the journal' (a file we grow): the archive never writes below its 3 MB floor,
+    and once stopped it waits for 5 MB free, not just for a byte above the floor (it would refill the disk)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        archive = Archive(ArchiveConfig(path=mnt / "a", min_free_mb=3, resume_free_mb=5, quota_mb=100, queue=256))
+        archive.start()
+        img = noise((300, 300), np.uint8, 256)  # incompressible: ~90 kB PNG + JPEG per part
+        with capture_logs() as logs:
+            for i in range(1, 101):
+                archive.submit(*make_part(i, img, "Mono8"))
+            drain(archive)
+            assert archive.dropped["low_space"] == 1 and archive.saved > 10 and archive.suspended
+            free = archive.free_bytes()
+            assert 3e6 <= free < 3e6 + 200e3  # stopped at the floor, not at the disk's end
+            assert archive.dropped["disk_full"] == 0 and archive.saved + sum(archive.dropped.values()) == 100
+            # Space comes back, but less than the resume level: still off.
+            ballast = mnt / "journal"
+            ballast.write_bytes(b"\0" * 2_500_000)  # the journal grows into the room the archive left
+            assert archive.free_bytes() < 1e6
+            ballast.unlink()
+            for i in range(101, 106):
+                archive.submit(*make_part(i, img, "Mono8"))
+            drain(archive)
+            assert archive.saved + sum(archive.dropped.values()) == 105 and archive.suspended
+            # Someone frees enough (archived parts deleted by hand): it resumes, and stops at the floor again.
+            for f in sorted((mnt / "a" / "disc-a").iterdir())[:60]:
+                f.unlink()
+            assert archive.free_bytes() >= 5e6
+            saved = archive.saved
+            for i in range(106, 200):
+                archive.submit(*make_part(i, img, "Mono8"))
+            drain(archive)
+            assert archive.saved > saved and archive.free_bytes() >= 3e6
+        archive.close()
+        events = [e["event"] for e in logs]
+        assert events.count("archive_space_back") == 1 and events.count("archive_suspended") == 2
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -1,0 +1,125 @@
+"""The journal's disk, for real (tmpfs mounts; root here and in CI, skipped with the reason elsewhere): the
+daemon on a disk that fills while it runs (journal.on_failure failsafe and alarm), the archive sharing that
+disk, and a start on a full disk (exit 72, which the unit restarts)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inspectd.config.load import load_config
+from inspectd.daemon import Daemon, Options
+from inspectd.errors import ExitCode
+from tests.conftest import write_station
+from tests.supervise_harness import ROOT
+from tests.test_journal_integrity import fill, wait_for
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def readyz(d: Daemon) -> dict:
+    assert d.metrics is not None and d.metrics.server is not None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics.server.port}/readyz", timeout=5) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read())
+
+
+@pytest.mark.parametrize("policy", ["failsafe", "alarm"])
+def test_disk_fills_while_inspecting_no_row_lost_and_the_policy_holds(disk: Path, tmp_path: Path,
+                                                                      policy: str) -> None:
+    station = write_station(tmp_path, {"camera": {"bank": 8, "rate_hz": 100},
+                                       "journal": {"path": str(disk / "journal.sqlite"), "on_failure": policy},
+                                       "archive": {"enabled": False}, "log": {"every_part": False},
+                                       "metrics": {"enabled": True, "port": 0}})
+    d = Daemon(load_config(station), Options(handle_signals=False))
+    d.start()
+    try:
+        assert d.journal is not None and d.pipeline is not None
+        assert wait_for(lambda: d.journal.written >= 50)
+        filler = fill(disk)
+        assert wait_for(lambda: not d.journal.healthy)
+        failing_from = d.pipeline.stats.verdicts_total
+        assert wait_for(lambda: d.pipeline.stats.verdicts_total >= failing_from + 100)
+        ready = readyz(d)
+        assert ready["ready"] is False and ready["checks"]["journal"] is False
+        filler.unlink()
+        assert wait_for(lambda: d.journal.healthy)
+        healthy_from = d.pipeline.stats.verdicts_total
+        assert wait_for(lambda: d.pipeline.stats.verdicts_total >= healthy_from + 20)
+        assert readyz(d)["ready"] is True
+    finally:
+        d.shutdown()
+    verdicts = d.pipeline.stats.verdicts_total
+    db = sqlite3.connect(str(disk / "journal.sqlite"))
+    rows = db.execute("SELECT part_no, seq, verdict, reason, result_code, plc_ok FROM verdicts ORDER BY seq").fetchall()
+    assert [r[1] for r in rows] == list(range(1, verdicts + 1))  # every verdict journaled once, none lost
+    assert d.journal.dropped == 0 and d.journal.errors >= 1
+    down = [r for r in rows if r[3] == "journal_down"]
+    if policy == "failsafe":  # no pass while the journal could not record it
+        assert len(down) >= 100 and all(r[2:] == ("failsafe", "journal_down", 1010, 0) for r in down)
+        assert d.pipeline.stats.failsafe_reasons["journal_down"] == len(down)
+        assert all(r[2] != "pass" for r in rows[failing_from + 5:healthy_from - 5])
+    else:  # alarm: inspected as usual, the alarm was the log, /readyz and the metrics
+        assert down == [] and {r[2] for r in rows[failing_from:healthy_from]} >= {"pass"}
+    assert rows[-1][2] != "failsafe" or rows[-1][3] != "journal_down"  # back to normal verdicts
+
+
+def test_archive_on_the_journal_disk_stops_at_its_floor(disk: Path, tmp_path: Path) -> None:
+    """Every part archived onto the journal's 16 MiB disk with a quota far above it: the archive stops at its
+    4 MB floor, the journal keeps every row (before: 83-96 % of rows lost once the archive filled the disk)."""
+    parts = 600
+    station = write_station(tmp_path, {"camera": {"bank": 8, "rate_hz": 200},
+                                       "journal": {"path": str(disk / "journal.sqlite")},
+                                       "archive": {"enabled": True, "path": str(disk / "archive"),
+                                                   "sample_pass": 1.0, "quota_mb": 10_000, "min_free_mb": 4},
+                                       "log": {"every_part": False}})
+    d = Daemon(load_config(station), Options(handle_signals=False, max_parts=parts))
+    d.start()
+    try:
+        assert d.pipeline is not None and d.journal is not None
+        assert wait_for(lambda: d.journal.written >= parts, 120)
+    finally:
+        d.shutdown()
+    rows = sqlite3.connect(str(disk / "journal.sqlite")).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+    assert rows == d.pipeline.stats.verdicts_total == parts and d.journal.dropped == 0 and d.journal.healthy
+    archive = d.archive
+    assert archive is not None and archive.saved > 0 and archive.dropped["low_space"] == 1
+    assert archive.dropped["disk_full"] == 0
+
+
+def test_start_on_a_full_disk_exits_72_not_the_config_code(disk: Path, tmp_path: Path) -> None:
+    station = write_station(tmp_path, {"camera": {"bank": 4},
+                                       "journal": {"path": str(disk / "line1" / "journal.sqlite")}})
+    filler = fill(disk)
+    r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(station)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == ExitCode.DISK_FULL == 72, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "journal.path" in r.stdout + r.stderr and "free space, then restart" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    filler.unlink()  # what the restart systemd makes will find
+    r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(station), "--max-parts", "5"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    n = sqlite3.connect(str(disk / "line1" / "journal.sqlite")).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+    assert n >= 5
