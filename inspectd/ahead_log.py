@@ -19,12 +19,13 @@ from typing import Any
 
 
 class AheadLog:
-    def __init__(self, path: Path, rotate_bytes: int = 8_000_000) -> None:
+    def __init__(self, path: Path, rotate_bytes: int = 2_000_000) -> None:
         self.path = path
         self.old = path.with_name(path.name + ".old")
         self.rotate_bytes = rotate_bytes
         self.errors = 0
         self.last_error = ""  # '' while the latest append succeeded
+        self.last_errno = 0
         self._fd: int | None = None
         self._size = 0
         self._lock = threading.Lock()  # appends from several threads vs. rotate/close
@@ -58,6 +59,7 @@ class AheadLog:
             except OSError as e:
                 self.errors += 1
                 self.last_error = f"{self.path}: {e.strerror or e}"
+                self.last_errno = e.errno or 0
                 return False
             self._size += len(data)
         self.last_error = ""

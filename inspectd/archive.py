@@ -15,6 +15,7 @@ The archive shares its disk with the journal, which matters more: it never write
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -134,6 +135,7 @@ def verdict_json(v: Verdict) -> bytes:
 
 
 _STOP = object()
+_WAKE = object()
 _FAILURES = {errno.ENOSPC: "disk_full", errno.EDQUOT: "disk_full", errno.EROFS: "read_only"}
 
 
@@ -154,6 +156,7 @@ class Archive:
         resume = cfg.resume_free_mb if cfg.resume_free_mb is not None else 1.25 * cfg.min_free_mb
         self.resume_at = max(resume * 1e6, self.floor)
         self._low_space = False  # below the floor (or disk full): waits for `resume_at` free bytes
+        self._room_wanted = threading.Event()
         self._files: dict[str, deque[tuple[str, int]]] = {}  # product folder -> (stem, bytes), oldest first
         self._bytes: Counter[str] = Counter()
         self._q: queue.Queue = queue.Queue(maxsize=cfg.queue)
@@ -234,8 +237,36 @@ class Archive:
             self._bytes[folder.name] = sum(sizes.values())
 
     # -- worker ---------------------------------------------------------------------------------
+    def give_room(self) -> None:
+        """Any thread: the journal on this filesystem ran out of space, so the floor was too low for it. The
+        archive thread doubles its floor (at least +4 MB), deletes its oldest parts until the resume level is
+        free, and stays off until then (hysteresis)."""
+        self._room_wanted.set()
+        with contextlib.suppress(queue.Full):
+            self._q.put_nowait(_WAKE)  # a full queue means the thread is busy and sees the flag soon anyway
+
+    def _give_room(self) -> None:
+        self._room_wanted.clear()
+        self.floor = max(2 * self.floor, self.floor + 4e6)
+        self.resume_at = max(self.resume_at, 1.25 * self.floor)
+        before, deleted = self.free_bytes(), 0
+        while self.free_bytes() < self.resume_at:
+            candidates = [p for p, files in self._files.items() if files]
+            if not candidates:
+                break
+            self._delete_oldest(min(candidates, key=lambda p: self._files[p][0][0]))
+            deleted += 1
+        self._low_space = True
+        self._suspend_reason = "gave_room"
+        log.warning("archive_gave_room", deleted=deleted, freed_mb=round((self.free_bytes() - before) / 1e6, 1),
+                    min_free_mb=round(self.floor / 1e6, 1), resume_free_mb=round(self.resume_at / 1e6, 1))
+
     def _run(self) -> None:
         while (item := self._q.get()) is not _STOP:
+            if self._room_wanted.is_set():
+                self._give_room()
+            if item is _WAKE:
+                continue
             if time.monotonic() < self._suspended_until or (self._low_space and not self._space_back()):
                 self.dropped["suspended"] += 1
                 continue

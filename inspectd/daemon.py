@@ -57,6 +57,18 @@ class Options:
     extra_sinks: list = field(default_factory=list)
 
 
+def same_filesystem(a: Path, b: Path) -> bool:
+    def dev(p: Path) -> int:
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        return p.stat().st_dev
+
+    try:
+        return dev(a) == dev(b)
+    except OSError:
+        return False
+
+
 class SwitchPoint:
     """The camera as a free-running pipeline sees it: each grab first applies a pending product switch, on the
     acquire thread, so camera features and runtime change together, between two parts."""
@@ -237,6 +249,10 @@ class Daemon:
         set_alarm = getattr(self.plc, "set_alarm", None)
         if callable(set_alarm):
             set_alarm(0 if healthy else ErrorCode.JOURNAL)
+        journal, archive = self.journal, self.archive
+        if not healthy and archive is not None and journal is not None and journal.problem == "disk_full" \
+                and same_filesystem(journal.path, archive.root):
+            archive.give_room()  # the journal matters more than the images
 
     def safe_outputs(self, timeout: float | None = None, flush_s: float = 0.0) -> None:
         """PLC outputs to their safe state (the PLC link's stop() does that, after up to `flush_s` for owed results
@@ -395,7 +411,9 @@ class Daemon:
 
     def _max_parts_done(self) -> bool:
         n = self.options.max_parts
-        return n is not None and self.journal is not None and self.journal.written >= n
+        j = self.journal
+        # Every verdict accounted for: a row, a quarantined row or a counted loss (else a lost row waits forever).
+        return n is not None and j is not None and j.written + j.quarantined + j.dropped >= n
 
     def shutdown(self) -> None:
         """Ordered: stop taking parts, drain every part in flight to its verdict, flush the journal, close."""

@@ -96,6 +96,10 @@ def open_db(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+    # A checkpoint every 256 pages (1 MB at 4 kB) instead of 1000, and the WAL cut back to 1 MB after it: the
+    # journal's headroom on a shared disk stays small and known (see archive.min_free_mb).
+    db.execute("PRAGMA wal_autocheckpoint=256")
+    db.execute("PRAGMA journal_size_limit=1048576")
     db.executescript(SCHEMA)
     migrate(db)
     return db
@@ -223,7 +227,7 @@ class Journal:
     def __init__(self, path: Path, batch: int = 64, maxsize: int = 100_000, retention_days: float | None = None,
                  max_mb: float | None = None, prune_every_s: float = 600.0, backlog: int = 50_000,
                  retry_s: tuple[float, float] = (0.2, 5.0), min_free_mb: float = 0.0,
-                 ahead_rotate_bytes: int = 8_000_000) -> None:
+                 ahead_rotate_bytes: int = 2_000_000) -> None:
         self.path = path
         self.batch = batch
         self.retention_days = retention_days
@@ -239,7 +243,7 @@ class Journal:
         self.base = 0  # part_no = base + seq; set at start above every number already used
         self.written = 0
         self.dropped = 0  # verdicts that will not be journaled by this process (see dropped_by)
-        self.dropped_by: Counter[str] = Counter()  # queue_full, backlog_full, unstorable
+        self.dropped_by: Counter[str] = Counter()  # queue_full, backlog_full, unstorable, unwritten_at_stop
         self.errors = 0  # failed write attempts (each retried)
         self.quarantined = 0
         self.recovered = 0  # verdicts journaled from the ahead log (after a crash, or dropped from the queue)
@@ -376,6 +380,15 @@ class Journal:
         return self._healthy
 
     @property
+    def problem(self) -> str:
+        """'disk_full', 'io_error', 'read_only', ... while unhealthy; '' when healthy."""
+        if self._failing:
+            return self._failing
+        if self.ahead.last_error:
+            return "disk_full" if self.ahead.last_errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
+        return ""
+
+    @property
     def why(self) -> str:
         """What is wrong while unhealthy ('' when healthy)."""
         return self._why
@@ -413,6 +426,7 @@ class Journal:
                 clean = False
                 log.error("journal_recover_failed", error=str(e))
         elif self._backlog:
+            self._drop("unwritten_at_stop", len(self._backlog))  # the next start recovers those the ahead log holds
             log.error("journal_stopped_with_backlog", rows=len(self._backlog), problem=self._failing,
                       ahead_log=str(self.ahead.path), next_start="journals them from the ahead log where it holds them")
         self.ahead.close()

@@ -162,7 +162,7 @@ class DaemonCollector(Collector):
             yield _gauge("inspectd_journal_backlog", "rows waiting for a failing write to be retried",
                          journal.backlog)
             lost = CounterMetricFamily("inspectd_journal_lost", "verdicts not journaled, by reason", labels=["reason"])
-            for reason in ("queue_full", "backlog_full", "unstorable"):
+            for reason in ("queue_full", "backlog_full", "unstorable", "unwritten_at_stop"):
                 lost.add_metric([reason], journal.dropped_by.get(reason, 0))
             yield lost
             yield _counter("inspectd_journal_quarantined", "rows SQLite refused, kept in the quarantine table",

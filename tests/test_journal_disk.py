@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from inspectd.config.load import load_config
 from inspectd.daemon import Daemon, Options
@@ -85,27 +86,35 @@ def test_disk_fills_while_inspecting_no_row_lost_and_the_policy_holds(disk: Path
     assert rows[-1][2] != "failsafe" or rows[-1][3] != "journal_down"  # back to normal verdicts
 
 
-def test_archive_on_the_journal_disk_stops_at_its_floor(disk: Path, tmp_path: Path) -> None:
-    """Every part archived onto the journal's 16 MiB disk with a quota far above it: the archive stops at its
-    4 MB floor, the journal keeps every row (before: 83-96 % of rows lost once the archive filled the disk)."""
-    parts = 600
-    station = write_station(tmp_path, {"camera": {"bank": 8, "rate_hz": 200},
+@pytest.mark.parametrize("floor_mb", [4, 0.5])
+def test_archive_on_the_journal_disk_leaves_the_journal_room(disk: Path, tmp_path: Path, floor_mb: float) -> None:
+    """Every part archived onto the journal's 16 MiB disk with a quota far above it (before: 83-96 % of journal
+    rows lost once the archive filled the disk). A 4 MB floor leaves the journal enough; 0.5 MB does not: the
+    journal's first disk-full makes the archive double its floor and delete its oldest parts. No row is lost."""
+    parts = 1500
+    station = write_station(tmp_path, {"camera": {"bank": 8, "rate_hz": 300},
                                        "journal": {"path": str(disk / "journal.sqlite")},
                                        "archive": {"enabled": True, "path": str(disk / "archive"),
-                                                   "sample_pass": 1.0, "quota_mb": 10_000, "min_free_mb": 4},
+                                                   "sample_pass": 1.0, "quota_mb": 10_000, "min_free_mb": floor_mb},
                                        "log": {"every_part": False}})
     d = Daemon(load_config(station), Options(handle_signals=False, max_parts=parts))
-    d.start()
-    try:
-        assert d.pipeline is not None and d.journal is not None
-        assert wait_for(lambda: d.journal.written >= parts, 120)
-    finally:
-        d.shutdown()
+    with capture_logs() as logs:
+        d.start()
+        try:
+            assert d.pipeline is not None and d.journal is not None
+            assert wait_for(lambda: d.journal.written >= parts, 120)
+        finally:
+            d.shutdown()
     rows = sqlite3.connect(str(disk / "journal.sqlite")).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
     assert rows == d.pipeline.stats.verdicts_total == parts and d.journal.dropped == 0 and d.journal.healthy
     archive = d.archive
-    assert archive is not None and archive.saved > 0 and archive.dropped["low_space"] == 1
-    assert archive.dropped["disk_full"] == 0
+    assert archive is not None and archive.saved > 0 and archive.dropped["disk_full"] == 0
+    gave = [e for e in logs if e["event"] == "archive_gave_room"]
+    if floor_mb == 4:
+        assert archive.dropped["low_space"] == 1 and gave == [] and d.journal.errors == 0
+    else:
+        assert len(gave) >= 1 and gave[0]["deleted"] > 0 and archive.floor >= 4.5e6
+        assert d.journal.errors >= 1  # it did fail, and got its room back
 
 
 def test_start_on_a_full_disk_exits_72_not_the_config_code(disk: Path, tmp_path: Path) -> None:

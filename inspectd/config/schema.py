@@ -157,7 +157,7 @@ class JournalConfig(Model):
         "verdict journal_down (no pass without a record); alarm = keep inspecting, raise the alarm only")
     backlog: int = Field(50_000, ge=100, description="rows kept in memory and retried while writes fail; "
                          "beyond, the oldest are lost (counted)")
-    min_free_mb: float = Field(16, ge=0, description="refuse to start (exit 72, restartable) with less free space "
+    min_free_mb: float = Field(8, ge=0, description="refuse to start (exit 72, restartable) with less free space "
                                "than this on the journal's filesystem")
 
 
