@@ -19,6 +19,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from inspectd.outputs import sparkplug_schema as spb
 from tests.conftest import write_station
 from tests.mqtt_peers import Mosquitto, Recorder, TlsFiles, make_test_ca
 from tests.supervise_harness import START_S, DaemonProcess, journal_rows
@@ -243,3 +244,50 @@ def _broker_answer(port: int, tls: TlsFiles, cert: bool, password: str) -> str:
         c.loop_stop()
         c.disconnect()
     return outcome[0]
+
+
+def test_sparkplug_b_births_data_rebirth_and_death_on_kill_9(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    spb_rec = Recorder(broker.port, topic="spBv1.0/#")
+    station = _station(tmp_path, broker, sparkplug={"group_id": "plant1", "update_ms": 100})
+    daemon = DaemonProcess(station, None)
+
+    def decoded(kind: str) -> list:
+        out = []
+        for _, topic, payload, _ in list(spb_rec.messages):
+            if topic.split("/")[2] == kind:
+                p = spb.Payload()
+                p.ParseFromString(payload)
+                out.append((topic, p, {m.name: spb.metric_value(m) for m in p.metrics}))
+        return out
+
+    try:
+        assert spb_rec.wait(lambda: len(decoded("DDATA")) >= 5, START_S), daemon.stderr()[-3000:]
+        [(nb_topic, nb, nb_metrics)] = decoded("NBIRTH")
+        assert nb_topic == "spBv1.0/plant1/NBIRTH/line1" and nb.seq == 0
+        assert nb_metrics["Node Control/Rebirth"] is False and "bdSeq" in nb_metrics
+        [(db_topic, db, db_metrics)] = decoded("DBIRTH")
+        assert db_topic == "spBv1.0/plant1/DBIRTH/line1/inspection" and db.seq == 1
+        assert {"PartsTotal", "RejectsTotal", "FailsafesTotal", "LastVerdict", "LastPartId", "LastScore",
+                "ActiveRecipe", "Ready"} <= set(db_metrics)
+        assert db_metrics["ActiveRecipe"] == "disc-a"
+        data = decoded("DDATA")
+        # seq runs on from the DBIRTH by one per message (mod 256); PartsTotal only grows
+        assert [p.seq for _, p, _ in data] == [(2 + i) % 256 for i in range(len(data))]
+        parts = [m["PartsTotal"] for _, _, m in data if "PartsTotal" in m]
+        assert parts == sorted(parts) and parts[-1] > 0
+        # A host asks for a rebirth: NBIRTH (seq 0) and DBIRTH again.
+        cmd = spb.Payload(timestamp=int(time.time() * 1e3))
+        spb.add_metric(cmd, "Node Control/Rebirth", spb.BOOLEAN, True, cmd.timestamp)
+        spb_rec.client.publish("spBv1.0/plant1/NCMD/line1", cmd.SerializeToString(), qos=1)
+        assert spb_rec.wait(lambda: len(decoded("NBIRTH")) == 2 and len(decoded("DBIRTH")) == 2, 30)
+        # kill -9: the broker sends NDEATH (the Will) with the bdSeq of the session's NBIRTH.
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        assert spb_rec.wait(lambda: len(decoded("NDEATH")) == 1, 30)
+        [(_, _, death)] = decoded("NDEATH")
+        assert death["bdSeq"] == nb_metrics["bdSeq"]
+    finally:
+        daemon.kill()
+        spb_rec.close()
+        broker.stop()

@@ -26,6 +26,15 @@ class MqttTls(Model):
         return self
 
 
+class SparkplugConfig(Model):
+    """Sparkplug B edge node beside the JSON topics (its own MQTT session: NDEATH is that session's Will)."""
+
+    group_id: str = Field("inspectd", min_length=1, pattern=r"^[^/#+]+$", description="Sparkplug group id")
+    edge_node: str | None = Field(None, pattern=r"^[^/#+]+$", description="edge node id; null: the station name")
+    device: str = Field("inspection", min_length=1, pattern=r"^[^/#+]+$", description="device id of the metrics")
+    update_ms: float = Field(500, gt=0, le=60_000, description="DDATA with the metrics that changed, this often")
+
+
 class MqttConfig(Model):
     """Verdicts, station state and counters to the plant's MQTT broker, store-and-forward from the journal."""
 
@@ -47,6 +56,8 @@ class MqttConfig(Model):
     max_inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages sent but not yet acknowledged")
     batch: int = Field(500, ge=1, le=100_000, description="journal rows read per query")
     poll_ms: float = Field(20, gt=0, le=10_000, description="how often the journal is read for new rows")
+    sparkplug: SparkplugConfig | None = Field(None, description="also publish Sparkplug B (NBIRTH/DBIRTH/DDATA/"
+                                              "NDEATH) for SCADA hosts; null: off")
     drain_s: float = Field(5.0, ge=0, le=600, description="at stop, time allowed to send the backlog before "
                            "leaving it for the next start (nothing is lost either way)")
 

@@ -55,7 +55,7 @@ def verdict_message(station: str, row: Mapping[str, Any]) -> dict[str, Any]:
     return msg
 
 
-def make_client(cfg: MqttConfig, station: str, will_topic: str) -> paho.Client:
+def make_client(cfg: MqttConfig, station: str, will_topic: str | None) -> paho.Client:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"inspectd-{station}",
                          protocol=paho.MQTTv311)
     if cfg.username:
@@ -66,7 +66,8 @@ def make_client(cfg: MqttConfig, station: str, will_topic: str) -> paho.Client:
                        keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
                        cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.tls_insecure_set(cfg.tls.insecure)
-    client.will_set(will_topic, "offline", qos=1, retain=True)
+    if will_topic is not None:
+        client.will_set(will_topic, "offline", qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=5)
     client.max_inflight_messages_set(cfg.max_inflight)
     return client

@@ -31,10 +31,15 @@ class PlantOutputs:
         self.view = StationView(daemon)
         self.mqtt: MqttPublisher | None = None
         self.opcua: Any = None
+        self.sparkplug: Any = None
         mqtt_cfg = getattr(station, "mqtt", None)
         if mqtt_cfg is not None and mqtt_cfg.enabled:
             self.mqtt = MqttPublisher(mqtt_cfg, station.name, journal_path,
                                       counters=lambda: self.view.snapshot().counters(), registry=registry)
+            if mqtt_cfg.sparkplug is not None:
+                from inspectd.outputs.sparkplug import SparkplugNode  # protobuf: only when configured
+
+                self.sparkplug = SparkplugNode(mqtt_cfg, station.name, self.view.snapshot)
         opcua_cfg = getattr(station, "opcua", None)
         if opcua_cfg is not None and opcua_cfg.enabled:
             from inspectd.outputs.opcua import OpcuaServer  # asyncua loads slowly: only when configured
@@ -44,7 +49,7 @@ class PlantOutputs:
     @property
     def sinks(self) -> list[Any]:
         out: list[Any] = []
-        if self.opcua is not None:
+        if self.opcua is not None or self.sparkplug is not None:
             out.append(self.view)
         if self.mqtt is not None:
             out.append(self.mqtt)
@@ -53,11 +58,15 @@ class PlantOutputs:
     def start(self) -> None:
         if self.mqtt is not None:
             self.mqtt.start()
+        if self.sparkplug is not None:
+            self.sparkplug.start()
         if self.opcua is not None:
             self.opcua.start()
 
     def close(self) -> None:
         if self.opcua is not None:
             self.opcua.close()
+        if self.sparkplug is not None:
+            self.sparkplug.close()
         if self.mqtt is not None:
             self.mqtt.close()
