@@ -84,7 +84,7 @@ def test_software_trigger_one_frame_per_trigger_in_order(tlsimu: Path) -> None:
         # no trigger, no frame: None within the timeout, and the camera is still there
         t0 = time.monotonic()
         assert s.grab(0.3) is None
-        assert 0.25 < time.monotonic() - t0 < 0.6
+        assert 0.25 < time.monotonic() - t0 < 2.0  # waited its timeout, and came back (upper bound: loaded box)
         assert s.connected and s.stats.timeouts == 1
 
         # a frame nobody grabbed (its grab timed out) must not be matched to the next trigger

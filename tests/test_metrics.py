@@ -172,7 +172,7 @@ def test_scrape_does_not_wait_for_a_slow_sensor(tmp_path: Path) -> None:
     try:
         t0 = time.monotonic()
         status, _ = get(f"http://127.0.0.1:{m.server.port}/metrics")
-        assert status == 200 and time.monotonic() - t0 < 1.0
+        assert status == 200 and time.monotonic() - t0 < 2.5  # not the sensor's 3 s
         wait_for(lambda: m.sensors.polls == 1, timeout=10)
         s = samples(get(f"http://127.0.0.1:{m.server.port}/metrics")[1].decode())
         assert s[("inspectd_temperature_celsius", (("sensor", "gpu0"),))] == 50.0

@@ -106,8 +106,9 @@ def test_slow_stage_gets_failsafe_on_time_and_late_result_is_dropped(tmp_path: P
     # part 3 stalls inference for 300 ms; parts admitted behind it also miss their budget
     assert late[0].seq == 3 and {v.reason for v in late} == {"deadline"}
     assert all(v.result_code == 1001 and v.plc_ok is False for v in late)  # fail-safe default: reject at the PLC
-    # issued at the budget (scheduling jitter on a loaded 2-core box allowed), not when the slow stage finished
-    assert all(budget_ms * 0.9 <= v.latency_ms < budget_ms + 100 for v in late)
+    # issued at the budget, not when the slow stage finished (300 ms on): the upper bound leaves a loaded 2-core
+    # box 170 ms of scheduling jitter and still tells the two apart
+    assert all(budget_ms * 0.9 <= v.latency_ms < 250 for v in late)
     assert pipe.stats.late_results == 1  # part 3's real result arrived later and was dropped
     assert verdicts[-1].outcome is not Outcome.FAILSAFE  # and the line recovers
 
