@@ -168,6 +168,8 @@ def test_unit_matches_the_daemon_contract(unit: str) -> None:
     # The internal watchdog (stall_s) must act before systemd's, so a stall ends with its own code and stacks.
     assert float(s["WatchdogSec"][0]) > WatchdogConfig().stall_s
     assert "--journal /var/lib/inspectd" in s["ExecStart"][0]
+    # Explicit descriptor limit (the 1024 default was exhausted by a connection flood before the Modbus cap).
+    assert int(s["LimitNOFILE"][0]) >= 4096
 
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
