@@ -181,3 +181,53 @@ def test_black_hole_plc_bounded_connects_and_stop() -> None:
             f.close()
         hole.close()
     assert stop_s < 1.5  # the safe-state attempt is one more bounded connect
+
+
+@pytest.mark.parametrize("kind", ["libmodbus", "s7_native"])
+def test_a_running_line_is_polled_fast_an_idle_one_slowly(kind: str) -> None:
+    """poll_ms 1000 (idle) and fast_poll_ms 2: once the line runs, each handshake step costs one fast poll, so
+    40 parts take about a second more than at poll_ms 2 -- with every step waiting for a 1 s poll they took
+    over a minute. Then the idle line goes back to the slow poll (counted reads of block A on the PLC side)."""
+    from inspectd.plc.config import S7Config
+    from inspectd.plc.layout import Layout, PlcInputs
+    from tests.plc.peers import s7_server
+    from tools.plc_sim import S7PlcIO
+
+    port = free_port()
+    peer = lmb_server(port).start() if kind == "libmodbus" else s7_server(port, native=True).start()
+    common = dict(host="127.0.0.1", port=port, poll_ms=1000, fast_poll_ms=2, timeout_ms=250,
+                  handshake=HandshakeConfig(plc_heartbeat_ms=0))
+    cfg = (ModbusClientConfig(type="modbus_client", **common) if kind == "libmodbus"  # type: ignore[arg-type]
+           else S7Config(type="s7", **common))  # type: ignore[arg-type]
+    link = make_plc_link(cfg, on_recipe=lambda n: True)
+    assert isinstance(link, TransportLink)
+    lay = cfg.layout
+    reads = [0]
+    link.start()
+    link.set_ready(True)
+    resp = Responder(link, seed=4).start()
+    io = S7PlcIO("127.0.0.1", port, lay) if kind == "s7_native" else ModbusPlcIO("127.0.0.1", port, lay)
+    try:
+        rep = PlcSim(io, lay).run(40, timeout_s=30)
+        assert len(rep.triggered) == 40 and not rep.missing, rep.missing
+        # the PLC program acknowledges the last result and idles
+        io.write_a(Layout(lay).encode_a(PlcInputs(trigger_enable=True, result_ack=True)))
+        _wait(lambda: not Layout(lay).decode_b(io.read_b()).result_valid, 5)
+        io.write_a(Layout(lay).encode_a(PlcInputs(trigger_enable=True)))
+        time.sleep(1.2)  # LINE_RUNNING_S after the last trigger: the line counts as idle from here on
+        transport = link._transport
+        assert transport is not None
+        read_a = transport.read_a
+
+        async def counting() -> list[int]:
+            reads[0] += 1
+            return await read_a()
+
+        transport.read_a = counting  # type: ignore[method-assign]
+        time.sleep(2.5)  # idle: one read per poll_ms (1 s)
+        assert 1 <= reads[0] <= 5, reads[0]
+    finally:
+        io.close()
+        resp.stop()
+        link.stop()
+        peer.stop()
