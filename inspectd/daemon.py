@@ -6,6 +6,7 @@ Signal handlers only set flags; the main loop does the work (gunicorn's arbiter,
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -21,7 +22,7 @@ from inspectd.camera.base import Source
 from inspectd.camera.registry import make_source
 from inspectd.config.load import Config, load_config
 from inspectd.engines.golden import require_golden
-from inspectd.errors import ConfigError, ExitCode, InspectdError
+from inspectd.errors import ConfigError, DiskFullError, ExitCode, InspectdError
 from inspectd.journal import Journal
 from inspectd.log import VerdictLogger
 from inspectd.metrics import Metrics
@@ -55,6 +56,13 @@ class Options:
     max_parts: int | None = None
     handle_signals: bool = True
     extra_sinks: list = field(default_factory=list)
+
+
+def free_mb(path: Path) -> float:
+    """Free space on the filesystem holding `path` (or its nearest existing parent), in MB."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free / 1e6
 
 
 def same_filesystem(a: Path, b: Path) -> bool:
@@ -389,6 +397,8 @@ class Daemon:
             log.error("cannot_start", error=str(e), exit_code=int(e.exit_code))
             why = (str(e).splitlines() or [type(e).__name__])[0]
             self.notifier.status(f"cannot start (exit {int(e.exit_code)}): {why}")
+            if isinstance(e, DiskFullError):
+                self._wait_for_room()
             self.shutdown()
             return int(e.exit_code)
         last_status, last_count = time.monotonic(), 0
@@ -408,6 +418,19 @@ class Daemon:
                 self.notifier.status(self.status_line())
         self.shutdown()
         return int(self.exit_code)
+
+    def _wait_for_room(self) -> None:
+        """A full journal disk at start: hold the exit up to `journal.disk_full_wait_s`, so systemd's restarts
+        (RestartSec=3) do not use up StartLimitBurst (5 in 10 min) in seconds; exit as soon as there is room."""
+        cfg = self.config.station.journal
+        folder = (self.options.journal_path or cfg.path).parent
+        end = time.monotonic() + cfg.disk_full_wait_s
+        while time.monotonic() < end and not self._stop.is_set():
+            self.notifier.extend_timeout(10.0)
+            if free_mb(folder) >= cfg.min_free_mb + 4:  # some margin: SQLite needs room beyond the minimum
+                log.info("journal_disk_has_room", path=str(folder), exit_code=int(ExitCode.DISK_FULL))
+                return
+            self._stop.wait(1.0)
 
     def _max_parts_done(self) -> bool:
         n = self.options.max_parts

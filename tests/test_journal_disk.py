@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -119,14 +120,32 @@ def test_archive_on_the_journal_disk_leaves_the_journal_room(disk: Path, tmp_pat
 
 def test_start_on_a_full_disk_exits_72_not_the_config_code(disk: Path, tmp_path: Path) -> None:
     station = write_station(tmp_path, {"camera": {"bank": 4},
-                                       "journal": {"path": str(disk / "line1" / "journal.sqlite")}})
+                                       "journal": {"path": str(disk / "line1" / "journal.sqlite"),
+                                                   "disk_full_wait_s": 2}})
     filler = fill(disk)
+    t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(station)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == ExitCode.DISK_FULL == 72, r.stdout[-2000:] + r.stderr[-2000:]
     assert "journal.path" in r.stdout + r.stderr and "free space, then restart" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
-    filler.unlink()  # what the restart systemd makes will find
+    assert time.monotonic() - t0 >= 2  # it held the exit for disk_full_wait_s: restarts stay spaced out
+
+    # Space freed while it waits: it exits at once (for systemd's restart) instead of waiting out the time.
+    station.write_text(station.read_text().replace("disk_full_wait_s: 2", "disk_full_wait_s: 150"))
+    proc = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "run", "--config", str(station)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < end:
+            line = proc.stdout.readline() if proc.stdout else ""
+            if "cannot_start" in line:
+                break
+        filler.unlink()  # what the restart systemd makes will find
+        assert proc.wait(60) == 72
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(station), "--max-parts", "5"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from inspectd.config.schema import WatchdogConfig
+from inspectd.config.schema import JournalConfig, WatchdogConfig
 from inspectd.errors import ExitCode
 from inspectd.pipeline.stamps import StageStamp
 from inspectd.supervise.systemd import Notifier
@@ -165,6 +165,10 @@ def test_unit_matches_the_daemon_contract(unit: str) -> None:
     cannot_boot = {int(ExitCode.CONFIG), int(ExitCode.MODEL), int(ExitCode.GOLDEN)}
     assert {int(c) for c in s["RestartPreventExitStatus"][0].split()} == cannot_boot
     assert int(ExitCode.STALL) not in cannot_boot and s["Restart"] == ["on-failure"]
+    assert int(ExitCode.DISK_FULL) not in cannot_boot  # a full journal disk is restarted: space can be freed
+    # Held exits on a full disk keep 5 restarts apart by more than the start-limit interval allows in a row.
+    assert JournalConfig().disk_full_wait_s * int(s["StartLimitBurst"][0]) >= int(s["StartLimitIntervalSec"][0])
+    assert JournalConfig().disk_full_wait_s + 30 < int(s["TimeoutStartSec"][0])
     # The internal watchdog (stall_s) must act before systemd's, so a stall ends with its own code and stacks.
     assert float(s["WatchdogSec"][0]) > WatchdogConfig().stall_s
     assert "--journal /var/lib/inspectd" in s["ExecStart"][0]

@@ -159,6 +159,8 @@ class JournalConfig(Model):
                          "beyond, the oldest are lost (counted)")
     min_free_mb: float = Field(8, ge=0, description="refuse to start (exit 72, restartable) with less free space "
                                "than this on the journal's filesystem")
+    disk_full_wait_s: float = Field(120, ge=0, le=150, description="on a full disk at start, wait up to this long "
+                                    "for room before exiting 72 (so systemd's restarts do not hit their start limit)")
 
 
 class ArchiveConfig(Model):
