@@ -99,7 +99,8 @@ def build_report(journal: Path, since: float, until: float, budget_ms: float,
         row.outcomes[verdict] += 1
         if verdict != "pass":
             reasons[(verdict, reason)] += 1
-        latency[product].append(latency_ms)
+        if reason != "interrupted":  # the process died before a verdict: no latency to count (journal row only)
+            latency[product].append(latency_ms)
     return Report(journal, since, until, budget_ms, tz, dict(hours), reasons,
                   {p: np.asarray(v, np.float64) for p, v in latency.items()})
 

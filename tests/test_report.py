@@ -101,3 +101,18 @@ def test_report_takes_journal_and_budget_from_the_station(journal: Path, tmp_pat
     assert f"inspectd report: {journal}" in lines
     assert "window 2026-11-24 08:00 .. 2026-11-24 10:00 (UTC), 19 parts, budget 13 ms" in lines
     assert ["disc-a", "14", "7.00", "13.00", "14.00", "14.00", "14.00", "1"] in [line.split() for line in lines]
+
+
+def test_interrupted_rows_count_as_parts_but_not_as_latencies(tmp_path: Path) -> None:
+    from inspectd.report import build_report
+
+    path = tmp_path / "journal.sqlite"
+    db = open_db(path)
+    for i in range(4):
+        add(db, "disc-a", H8 + i, "pass", "", 10.0, i + 1)
+    add(db, "disc-a", H8 + 10, "failsafe", "interrupted", 0.0, 5)  # journaled at restart: no latency
+    db.commit()
+    db.close()
+    r = build_report(path, H8, H8 + 3600, 50.0, timezone.utc)
+    assert r.parts == 5 and r.reasons[("failsafe", "interrupted")] == 1
+    assert r.latency_ms["disc-a"].tolist() == [10.0] * 4
