@@ -38,6 +38,7 @@ from inspectd.plc.runstate import state_path_for
 from inspectd.supervise.liveness import Liveness
 from inspectd.supervise.systemd import Notifier
 from inspectd.supervise.watchdog import Watchdog
+from inspectd.timing import CycleTiming
 from inspectd.types import Frame, Outcome, Reason, Trigger
 
 log = structlog.get_logger("inspectd.daemon")
@@ -141,7 +142,7 @@ class Daemon:
         log.info("starting", station=st.name, product=st.product, products=sorted(self.config.products),
                  budget_ms=st.cycle_budget_ms, pid=os.getpid())
         if st.metrics.enabled:  # first, so /healthz answers (and /readyz says why not) while models load
-            self.metrics = Metrics.for_daemon(self, st.cycle_budget_ms / 1e3)
+            self.metrics = Metrics.for_daemon(self, CycleTiming.of(st).budget_s)
             self.metrics.start(st.metrics.address, st.metrics.port)
         journal_path = self.options.journal_path or st.journal.path
         # The PLC link first: a client/S7-mode PLC sees STARTING (not READY, ERROR_CODE 6, the new RUN_EPOCH,
@@ -191,7 +192,7 @@ class Daemon:
             self.pipeline.bus.gate = self._journal_gate
         # No keep-alive while a stage holds one part longer than a cycle (at least 1 s): parts are not flowing.
         self.watchdog = Watchdog(self.pipeline.stamps, st.watchdog.stall_s, self.notifier, self._on_stall,
-                                 flow_s=max(st.cycle_budget_ms / 1e3, 1.0))
+                                 flow_s=CycleTiming.of(st).flow_s)
         self.pipeline.start()
         self.watchdog.start()
         self.plc.set_ready(True)
@@ -222,7 +223,7 @@ class Daemon:
             # Take no new part. Those inside get fail-safe verdicts at their deadlines (budget << stall_s).
             self.pipeline.acquire.stopping.set()
             self.pipeline.acquire.join(1.0)
-            settle_by = time.monotonic() + 1.0 + self.config.station.cycle_budget_ms / 1e3
+            settle_by = time.monotonic() + CycleTiming.of(self.config.station).settle_s
             while not self.pipeline.idle and time.monotonic() < settle_by:
                 time.sleep(0.01)
             taken = self.pipeline.stats.parts_in

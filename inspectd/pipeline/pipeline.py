@@ -19,16 +19,12 @@ from inspectd.pipeline.stages import AcquireStage, DecideStage, InferStage, Prep
 from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.stats import PipelineStats
 from inspectd.pipeline.verdicts import DeadlineKeeper, VerdictBus, VerdictSink
+from inspectd.timing import CycleTiming
 from inspectd.types import Part, Reason, Trigger
 
 log = structlog.get_logger("inspectd.pipeline")
 
 STAGES = ("acquire", "preprocess", "infer", "decide")
-
-
-def guard_s(budget_s: float) -> float:
-    """The keeper fires this much before the budget ends, so the fail-safe itself is on time."""
-    return min(2e-3, 0.05 * budget_s)
 
 
 class Pipeline:
@@ -56,10 +52,8 @@ class Pipeline:
         self._seq = itertools.count(1)
         self.on_accept: Callable[[Part], None] | None = None  # e.g. the journal's ahead record, before anything else
         self._order_lock = threading.Lock()
-        self._budget = station.cycle_budget_ms / 1e3
-        self._guard = guard_s(self._budget)
+        self.timing = CycleTiming.of(station)
         depth = station.pipeline.queue_depth
-        self._lead = station.pipeline.admission_lead_ms / 1e3
         limit = station.pipeline.max_in_flight
         self.slots = threading.BoundedSemaphore(limit) if limit else None
         self._slot_parts: set[int] = set()  # id() of parts holding an in-flight slot (refused ones hold none)
@@ -69,12 +63,12 @@ class Pipeline:
         q_inf: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
         q_dec: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
         self.queues = {"preprocess": q_pre, "infer": q_inf, "decide": q_dec}
-        self.admission = Admission(q_pre, self.slots, self.expected_latency_s, self._budget - self._guard)
+        self.admission = Admission(q_pre, self.slots, self.expected_latency_s, self.timing.deadline_s)
         own_pace = self.slots is not None and not reserved_triggers
         self.acquire = AcquireStage(
             source=source, outq=q_pre, bus=self.bus, stamp=self.stamps["acquire"], new_part=self._new_part,
             triggers=triggers, overflow=station.pipeline.overflow,
-            grab_timeout=station.pipeline.grab_timeout_ms / 1e3, slots=self.slots if own_pace else None,
+            grab_timeout=self.timing.grab_timeout_s, slots=self.slots if own_pace else None,
             fire=station.trigger.source != "hardware", pace=self.admission_delay if own_pace else None,
             admitted=self.admission.admitted if reserved_triggers else None)
         self.infer = InferStage(q_inf, q_dec, self.bus, self.stamps["infer"],
@@ -94,7 +88,7 @@ class Pipeline:
             seq = next(self._seq)
             rt = self._active  # read once: the part keeps this runtime even if the product switches now
             part = Part(seq, Trigger(seq if part_id is None else part_id, t_trigger), rt.name,
-                        deadline=t_trigger + self._budget - self._guard)
+                        deadline=t_trigger + self.timing.deadline_s)
             part.runtime = rt
             self.bus.register(part)
         if admitted:
@@ -114,7 +108,7 @@ class Pipeline:
         """(trigger-to-verdict seconds, parts ahead) for a part triggered now, behind the parts in flight and
         `extra_ahead` triggers that are accepted but not yet parts. From the stages' typical times."""
         typical = [self.stamps[n].typical_s for n in STAGES]
-        wait = max(0.0, self.admission_delay() + self._lead)  # until every stage is free for it
+        wait = max(0.0, self.admission_delay() + self.timing.admission_lead_s)  # until every stage is free for it
         return sum(typical) + wait + extra_ahead * max(typical), self.keeper.open_parts + extra_ahead
 
     def admission_delay(self) -> float:
@@ -134,7 +128,7 @@ class Pipeline:
             delay = max(delay, free - arrive)
             arrive += stamp.typical_s
             ahead += busy is not None  # the part in this stage is ahead of us at the next one
-        return delay - self._lead  # a little early: a thread's wake-up costs a fraction of a ms
+        return delay - self.timing.admission_lead_s  # a little early: a thread's wake-up costs a fraction of a ms
 
     def refuse(self, part_id: int, t_trigger: float, reason: Reason, skip: VerdictSink | None = None) -> None:
         """A trigger that never became a part (e.g. the PLC triggered while we were not READY) still gets
