@@ -107,6 +107,9 @@ def annotated_jpeg(item: Item, quality: int = 90) -> bytes:
     ink = (0, 0, 255) if bad else (0, 200, 0)
     thick = max(2, width // 400)
     cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), ink, thick)
+    if v.region is not None:  # anomaly recipes: the area that drove the score
+        rx, ry, rw, rh = v.region
+        cv2.rectangle(img, (rx, ry), (rx + rw - 1, ry + rh - 1), (255, 255, 255), max(1, thick // 2))
     scores = " ".join(f"{k}={s:.3f}" for k, s in sorted(v.scores.items()))
     lines = [f"{v.outcome.value.upper()} {v.reason}".strip(), f"{v.product} seq {v.seq} part {v.part_id}",
              scores or "no scores", f"{v.latency_ms:.1f} ms"]
@@ -131,7 +134,8 @@ def verdict_json(v: Verdict) -> bytes:
                        "reason": v.reason, "result_code": v.result_code, "plc_ok": v.plc_ok, "score": v.score,
                        "scores": dict(v.scores), "latency_ms": round(v.latency_ms, 3),
                        "stage_ms": {k: round(x, 3) for k, x in v.stage_ms.items()}, "wall_time": v.wall_time,
-                       "truth": v.truth, "model_sha256": v.model_sha256}, indent=1).encode()
+                       "truth": v.truth, "model_sha256": v.model_sha256,
+                       "region": list(v.region) if v.region is not None else None}, indent=1).encode()
 
 
 _STOP = object()

@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     from inspectd.engines.cli import add_engine_parsers  # build-engine, quantize, compare, eval
 
     add_engine_parsers(sub)
+    from inspectd.anomaly.fit import add_parser as add_fit_anomaly_parser  # torch only when it runs
+
+    add_fit_anomaly_parser(sub)
     return ap
 
 

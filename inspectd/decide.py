@@ -35,10 +35,11 @@ class Decision:
 
 
 def decide(findings: Findings, product: ProductConfig) -> Decision:
-    """First matching rule rejects; the deciding score is the highest score any rule looked at."""
+    """First matching rule rejects; the deciding score is the highest score any rule looked at. Thresholds are
+    in the score's units (an anomaly recipe's sensitivity moves them: `ProductConfig.threshold`)."""
     score = max(findings.scores.get(r.class_name, 0.0) for r in product.rules)
     for rule in product.rules:
-        if findings.scores.get(rule.class_name, 0.0) >= rule.min_score:
+        if findings.scores.get(rule.class_name, 0.0) >= product.threshold(rule):
             return Decision(Outcome.REJECT, rule.name, rule.result_code, score)
     return Decision(Outcome.PASS, "", 0, score)
 
@@ -82,4 +83,6 @@ def make_verdict(part: Part, decision: Decision, product: ProductConfig | None, 
         wall_time=time.time(),
         recipe_no=product.plc_id if product is not None else 0,
         source_ref=source_ref(frame),
+        region=frame_region(part.findings.extra.get("region"), product, frame)
+        if part.findings is not None and decision.outcome is not Outcome.FAILSAFE else None,
     )

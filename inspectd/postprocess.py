@@ -1,9 +1,11 @@
-"""Raw model outputs -> named class probabilities (and the defect map when the model has one)."""
+"""Raw model outputs -> named class probabilities (and the defect map when the model has one);
+anomaly recipes (kind: anomaly) -> their score, see inspectd/anomaly/score.py."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from inspectd.anomaly.score import AnomalyPostprocessor
 from inspectd.config.schema import ProductConfig
 from inspectd.types import Findings
 
@@ -23,8 +25,11 @@ class Postprocessor:
         self.scores_output = product.model.scores_output
         self.heatmap_output = product.model.heatmap_output
         self.activation = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda z: z}[product.model.activation]
+        self.anomaly = AnomalyPostprocessor(product) if product.kind == "anomaly" else None
 
     def __call__(self, outputs: dict[str, np.ndarray]) -> Findings:
+        if self.anomaly is not None:
+            return self.anomaly(outputs)
         raw = np.asarray(outputs[self.scores_output], dtype=np.float32).reshape(-1)
         if raw.size != len(self.classes):
             raise ValueError(f"output {self.scores_output!r} has {raw.size} values for {len(self.classes)} classes")

@@ -111,6 +111,7 @@ class Verdict:
     wall_time: float  # time.time() at verdict, for the journal and archive names
     recipe_no: int = 0  # plc_id of the recipe that judged the part (the one active at its trigger)
     source_ref: str = ""  # where the image came from: replay file name, or GenICam frame id / camera timestamp
+    region: tuple[int, int, int, int] | None = None  # anomaly recipes: frame pixels (x, y, w, h) behind the score
 
     @property
     def latency_ms(self) -> float:

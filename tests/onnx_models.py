@@ -87,3 +87,42 @@ def slow_model(path: Path, matmuls: int = 40, width: int = 224, height: int = 22
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
     return path
+
+
+def anomalib_model(path: Path, width: int = 64, height: int = 64, nan: bool = False) -> Path:
+    """A graph with an anomalib export's signature: input `input` N x 3 x H x W (0..1), outputs `pred_score`
+    N x 1, `pred_label` (bool), `anomaly_map` N x 1 x H x W and `pred_mask` (bool), scores normalised as
+    anomalib's post-processor does, ((raw - threshold) / (max - min)) + 0.5 clipped to 0..1. Raw = |grey - 0.5|,
+    threshold 0.2, range 0.4: a mid-grey part is 0 everywhere, a white or black mark is 1. `nan`: every score
+    is NaN (a broken export)."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, height, width])
+    outs = [helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, ["N", 1]),
+            helper.make_tensor_value_info("pred_label", TensorProto.BOOL, ["N", 1]),
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["N", 1, height, width]),
+            helper.make_tensor_value_info("pred_mask", TensorProto.BOOL, ["N", 1, height, width])]
+    f = lambda v, name: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
+    inits = [f(0.5, "grey"), f(0.2, "thr"), f(1 / 0.4, "inv_range"), f(0.5, "half"), f(0.0, "zero"),
+             f(1.0, "one"), f(np.nan if nan else 1.0, "poison"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "axes23")]
+    nodes = [
+        helper.make_node("ReduceMean", ["input", "axis1"], ["g"], keepdims=1),
+        helper.make_node("Sub", ["g", "grey"], ["d"]),
+        helper.make_node("Abs", ["d"], ["raw"]),
+        helper.make_node("Sub", ["raw", "thr"], ["r1"]),
+        helper.make_node("Mul", ["r1", "inv_range"], ["r2"]),
+        helper.make_node("Add", ["r2", "half"], ["r3"]),
+        helper.make_node("Clip", ["r3", "zero", "one"], ["m"]),
+        helper.make_node("Mul", ["m", "poison"], ["anomaly_map"]),
+        helper.make_node("ReduceMax", ["anomaly_map", "axes23"], ["s4"], keepdims=1),
+        helper.make_node("Flatten", ["s4"], ["pred_score"], axis=1),
+        helper.make_node("Greater", ["pred_score", "half"], ["pred_label"]),
+        helper.make_node("Greater", ["anomaly_map", "half"], ["pred_mask"]),
+    ]
+    graph = helper.make_graph(nodes, "anomalib_like", [x], outs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

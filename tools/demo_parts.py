@@ -67,6 +67,8 @@ def _kinds_for(rng: np.random.Generator, n: int, mix: str) -> list[str | None]:
     if mix == "balanced":  # half good, defects evenly split: the weak kind gets its share
         kinds = [None, None, None, *DEFECT_KINDS]
         return [kinds[i] for i in rng.permutation(np.arange(n) % len(kinds))]
+    if mix == "good":  # good parts only: what teaching an anomaly model starts from
+        return [None] * n
     if mix == "natural":  # the synthetic camera's mix of defect kinds, half the parts defective
         return [random_kind(rng, 0.5) for _ in range(n)]
     raise ValueError(f"unknown mix {mix!r}")

@@ -36,9 +36,9 @@ def main() -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--seed", type=int, default=7, help="use one the demo model was not trained on (it used 1001)")
-    ap.add_argument("--mix", choices=("natural", "balanced"), default="natural",
+    ap.add_argument("--mix", choices=("natural", "balanced", "good"), default="natural",
                     help="natural: half defective, in the synthetic camera's kind mix; "
-                         "balanced: half defective, kinds evenly split")
+                         "balanced: half defective, kinds evenly split; good: good parts only (anomaly fitting)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 

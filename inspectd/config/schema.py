@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from inspectd.camera.config import CameraConfig
+from inspectd.config.anomaly import AnomalyConfig
 from inspectd.config.base import Model
 from inspectd.infer.config import BackendConfig
 from inspectd.outputs.config import MqttConfig, OpcuaConfig
@@ -76,11 +77,13 @@ class Preprocess(Model):
 
 
 class Rule(Model):
-    """Reject when the named class's probability reaches min_score."""
+    """Reject when the named class's score reaches min_score (a probability; an anomaly recipe's own units)."""
 
     name: str = Field(..., min_length=1, description="reject reason written to the journal and logs")
     class_name: str = Field(..., alias="class", description="class whose score the rule looks at")
-    min_score: float = Field(..., gt=0, le=1, description="reject when the class score is >= this")
+    min_score: float = Field(
+        ..., gt=0, description="reject when the class score is >= this: a probability (0, 1] for a classifier, "
+        "the score's own units for kind: anomaly (divided there by anomaly.sensitivity)")
     result_code: int = Field(1, ge=1, le=999, description="RESULT_CODE sent to the PLC for this reject")
 
 
@@ -91,10 +94,14 @@ class GoldenImage(Model):
 
 class ProductConfig(Model):
     name: str = Field(..., min_length=1, description="product name; also the file's stem by convention")
+    kind: Literal["classifier", "anomaly"] = Field(
+        "classifier", description="classifier: per-class probabilities; anomaly: one score from a model taught "
+        "on good parts only (inspectd fit-anomaly, or an anomalib export)")
     plc_id: int = Field(..., ge=0, le=65535, description="RECIPE_NO the PLC uses to select this product")
     model: ModelRef
     preprocess: Preprocess = Field(default_factory=Preprocess)
-    classes: list[str] = Field(..., min_length=2, description="class names in model output order")
+    classes: list[str] = Field(..., min_length=1, description="class names in model output order; "
+                               "[anomaly] for kind: anomaly")
     rules: list[Rule] = Field(..., min_length=1, description="reject rules, checked in order")
     failsafe: Literal["reject", "pass"] = Field(
         "reject", description="what the PLC is told when no verdict is ready in time (keep reject)"
@@ -105,6 +112,31 @@ class ProductConfig(Model):
     golden: list[GoldenImage] = Field(
         default_factory=list, description="reference images checked at start and after every change"
     )
+    anomaly: AnomalyConfig | None = Field(None, description="kind: anomaly only: score format, sensitivity, "
+                                          "calibration record")
+
+    def threshold(self, rule: Rule) -> float:
+        """The score at which `rule` rejects: min_score; an anomaly recipe's sensitivity moves it (see
+        AnomalyConfig.threshold)."""
+        return self.anomaly.threshold(rule.min_score) if self.anomaly is not None else rule.min_score
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> ProductConfig:
+        if self.kind == "classifier":
+            if self.anomaly is not None:
+                raise ValueError("anomaly: only for kind: anomaly")
+            if len(self.classes) < 2:
+                raise ValueError(f"classes: a classifier needs at least 2 classes (got {self.classes})")
+            for i, rule in enumerate(self.rules):
+                if rule.min_score > 1:
+                    raise ValueError(f"rules[{i}].min_score: must be <= 1 for a classifier's probabilities (got "
+                                     f"{rule.min_score}); scores in other units need kind: anomaly")
+            return self
+        if self.classes != ["anomaly"]:
+            raise ValueError(f"classes: kind: anomaly has one score: [anomaly] (got {self.classes})")
+        if self.model.activation != "none":
+            raise ValueError("model.activation: an anomaly score is used in its own units: none")
+        return self
 
     @model_validator(mode="after")
     def _rules_name_classes(self) -> ProductConfig:

@@ -168,6 +168,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inspectd.engines.compare import model_precision, runtime_for_model
     from inspectd.engines.evaluate import evaluate, plot, table
     from inspectd.engines.images import labelled_frames
+    from inspectd.engines.roc import read_kinds
 
     product = _product(args.product)
     frames = labelled_frames(args.images, require_labels=True, limit=args.limit)
@@ -183,18 +184,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
         finally:
             rt.close()
     print(table(results))
+    for r in results:  # per defect kind, when labels.csv names kinds (tools/make_dataset.py)
+        by_kind = r.recall_by_kind(read_kinds(args.images))
+        if by_kind:
+            print(f"{r.name} recall by kind: " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in by_kind.items()))
     if args.png:
         print(f"plot: {plot(results, args.png)}")
     if args.json:
+        kinds = read_kinds(args.images)
         args.json.write_text(json.dumps([{"model": r.name, "backend": r.backend, "precision": r.precision,
-                                          "accuracy": r.accuracy, "p50_ms": r.p(50), "p99_ms": r.p(99),
+                                          "accuracy": r.accuracy, "auroc": r.auroc, "recall": r.recall,
+                                          "specificity": r.specificity, "threshold": r.threshold,
+                                          "recall_by_kind": {k: {"rejected": a, "parts": b} for k, (a, b)
+                                                             in r.recall_by_kind(kinds).items()},
+                                          "p50_ms": r.p(50), "p99_ms": r.p(99),
                                           "confusion": r.confusion.tolist(), "images": r.images}
                                          for r in results], indent=2))
     return 0
 
 
 def add_eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="accuracy, confusion and latency of each model on a labelled folder")
+    p = sub.add_parser("eval", help="accuracy, AUROC, recall, specificity, confusion and latency of each model "
+                                    "on a labelled folder")
     p.add_argument("--product", required=True, type=Path)
     p.add_argument("--images", required=True, type=Path, help="labelled folder (pass/ reject/ or labels.csv)")
     p.add_argument("--model", type=Path, action="append",

@@ -1,0 +1,87 @@
+"""Anomaly graph outputs -> findings: the score in its own units, a display heatmap and the top region.
+
+Two formats (recipe `anomaly.format`):
+- inspectd (`inspectd fit-anomaly`): `score` N x 1 = largest patch distance to the memory bank,
+  `anomaly_map` N x 1 x H x W = patch distances upsampled to the input size (same units).
+- anomalib (its ONNX export as it is): `pred_score` normalised by anomalib's post-processor,
+  ((raw - threshold) / (max - min)) + 0.5 clipped to 0..1, so its own threshold sits at 0.5; `anomaly_map`
+  normalised the same way with the pixel threshold. The recipe's rule then says min_score: 0.5.
+In both, the map's boundary is the rule's threshold, which the overlay and the region use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from inspectd.config.schema import ProductConfig
+from inspectd.preprocess.plan import make_plan
+from inspectd.types import Findings, Frame
+
+CLASS = "anomaly"
+
+
+def heat(amap: np.ndarray, boundary: float) -> np.ndarray:
+    """0..1 for the overlay: clear below half the boundary, fully hot at the boundary and above."""
+    return np.clip((amap / boundary - 0.5) * 2.0, 0.0, 1.0).astype(np.float32)
+
+
+def top_region(amap: np.ndarray, boundary: float) -> tuple[float, float, float, float]:
+    """(x, y, w, h) as fractions of the map: the connected area around the map's peak that is at or above
+    the boundary (a reject), else at or above 80 % of the peak (where a pass came closest)."""
+    peak = float(amap.max())
+    level = boundary if peak >= boundary else 0.8 * peak
+    mask = (amap >= level).astype(np.uint8)
+    _, labels, boxes, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    y, x = np.unravel_index(int(np.argmax(amap)), amap.shape)
+    bx, by, bw, bh, _ = boxes[labels[y, x]]
+    h, w = amap.shape
+    return bx / w, by / h, bw / w, bh / h
+
+
+class AnomalyPostprocessor:
+    def __init__(self, product: ProductConfig) -> None:
+        self.score_output = product.model.scores_output
+        self.map_output = product.model.heatmap_output
+        self.boundary = min(product.threshold(r) for r in product.rules)
+
+    def __call__(self, outputs: dict[str, np.ndarray]) -> Findings:
+        raw = np.asarray(outputs[self.score_output], dtype=np.float32).reshape(-1)
+        if raw.size != 1:
+            raise ValueError(f"output {self.score_output!r} has {raw.size} values; an anomaly score is one")
+        score = float(raw[0])
+        if not math.isfinite(score):  # never a pass: NaN >= threshold is False
+            raise ValueError(f"output {self.score_output!r} is {score}: not a finite anomaly score")
+        extra: dict[str, object] = {}
+        if self.map_output is not None and self.map_output in outputs:
+            amap = np.asarray(outputs[self.map_output], np.float32).squeeze()
+            if amap.ndim != 2 or not np.isfinite(amap).all():
+                raise ValueError(f"output {self.map_output!r}: expected one finite H x W map, got shape "
+                                 f"{amap.shape}")
+            extra["heatmap"] = heat(amap, self.boundary)
+            extra["region"] = top_region(amap, self.boundary)
+        return Findings(scores={CLASS: score}, top_class=CLASS, extra=extra)
+
+
+def frame_region(region: tuple[float, float, float, float] | None, product: ProductConfig | None,
+                 frame: Frame | None) -> tuple[int, int, int, int] | None:
+    """The top region in frame pixels (x, y, w, h): the map covers the model input, which is the ROI resized
+    (letterbox: inside its padding). None where there is no region, recipe or frame."""
+    if region is None or product is None or frame is None:
+        return None
+    fh, fw = frame.image.shape[:2]
+    try:
+        plan = make_plan(product.preprocess, product.model.input, fw, fh, frame.pixel_format)
+    except ValueError:
+        return None
+    rx, ry, rw, rh = plan.roi
+    sx, sy = rw / plan.fit_w, rh / plan.fit_h
+    x0 = (region[0] * plan.out_w - plan.pad_x) * sx
+    y0 = (region[1] * plan.out_h - plan.pad_y) * sy
+    x1 = x0 + region[2] * plan.out_w * sx
+    y1 = y0 + region[3] * plan.out_h * sy
+    x0, y0 = max(0.0, x0), max(0.0, y0)
+    x1, y1 = min(float(rw), x1), min(float(rh), y1)
+    return rx + int(x0), ry + int(y0), max(1, round(x1 - x0)), max(1, round(y1 - y0))
