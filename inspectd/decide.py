@@ -83,6 +83,15 @@ def make_verdict(part: Part, decision: Decision, product: ProductConfig | None, 
         wall_time=time.time(),
         recipe_no=product.plc_id if product is not None else 0,
         source_ref=source_ref(frame),
-        region=frame_region(part.findings.extra.get("region"), product, frame)
-        if part.findings is not None and decision.outcome is not Outcome.FAILSAFE else None,
+        region=_region(part, decision, product),
     )
+
+
+def _region(part: Part, decision: Decision, product: ProductConfig | None) -> tuple[int, int, int, int] | None:
+    """Anomaly recipes: the frame area behind the score (their postprocessor leaves it in findings.extra)."""
+    found = part.findings.extra.get("region") if part.findings is not None else None
+    if found is None or decision.outcome is Outcome.FAILSAFE:
+        return None
+    from inspectd.anomaly.region import frame_region  # only anomaly recipes need the preprocessing geometry
+
+    return frame_region(found, product, part.frame)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from inspectd.anomaly.calibrate import SENSITIVITIES, calibrate
-from inspectd.anomaly.score import frame_region
+from inspectd.anomaly.region import frame_region
 from inspectd.config.load import load_config
 from inspectd.config.schema import ProductConfig
 from inspectd.decide import decide

@@ -17,8 +17,7 @@ import cv2
 import numpy as np
 
 from inspectd.config.schema import ProductConfig
-from inspectd.preprocess.plan import make_plan
-from inspectd.types import Findings, Frame
+from inspectd.types import Findings
 
 CLASS = "anomaly"
 
@@ -64,24 +63,3 @@ class AnomalyPostprocessor:
             extra["region"] = top_region(amap, self.boundary)
         return Findings(scores={CLASS: score}, top_class=CLASS, extra=extra)
 
-
-def frame_region(region: tuple[float, float, float, float] | None, product: ProductConfig | None,
-                 frame: Frame | None) -> tuple[int, int, int, int] | None:
-    """The top region in frame pixels (x, y, w, h): the map covers the model input, which is the ROI resized
-    (letterbox: inside its padding). None where there is no region, recipe or frame."""
-    if region is None or product is None or frame is None:
-        return None
-    fh, fw = frame.image.shape[:2]
-    try:
-        plan = make_plan(product.preprocess, product.model.input, fw, fh, frame.pixel_format)
-    except ValueError:
-        return None
-    rx, ry, rw, rh = plan.roi
-    sx, sy = rw / plan.fit_w, rh / plan.fit_h
-    x0 = (region[0] * plan.out_w - plan.pad_x) * sx
-    y0 = (region[1] * plan.out_h - plan.pad_y) * sy
-    x1 = x0 + region[2] * plan.out_w * sx
-    y1 = y0 + region[3] * plan.out_h * sy
-    x0, y0 = max(0.0, x0), max(0.0, y0)
-    x1, y1 = min(float(rw), x1), min(float(rh), y1)
-    return rx + int(x0), ry + int(y0), max(1, round(x1 - x0)), max(1, round(y1 - y0))
