@@ -89,12 +89,12 @@ def slow_model(path: Path, matmuls: int = 40, width: int = 224, height: int = 22
     return path
 
 
-def anomalib_model(path: Path, width: int = 64, height: int = 64, nan: bool = False) -> Path:
+def anomalib_model(path: Path, width: int = 64, height: int = 64, poison: str = "") -> Path:
     """A graph with an anomalib export's signature: input `input` N x 3 x H x W (0..1), outputs `pred_score`
     N x 1, `pred_label` (bool), `anomaly_map` N x 1 x H x W and `pred_mask` (bool), scores normalised as
     anomalib's post-processor does, ((raw - threshold) / (max - min)) + 0.5 clipped to 0..1. Raw = |grey - 0.5|,
-    threshold 0.2, range 0.4: a mid-grey part is 0 everywhere, a white or black mark is 1. `nan`: every score
-    is NaN (a broken export)."""
+    threshold 0.2, range 0.4: a mid-grey part is 0 everywhere, a white or black mark is 1. A broken export:
+    `poison="all"` makes every output NaN, `poison="marked"` makes the score +inf on marked parts only."""
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, height, width])
     outs = [helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, ["N", 1]),
             helper.make_tensor_value_info("pred_label", TensorProto.BOOL, ["N", 1]),
@@ -102,7 +102,7 @@ def anomalib_model(path: Path, width: int = 64, height: int = 64, nan: bool = Fa
             helper.make_tensor_value_info("pred_mask", TensorProto.BOOL, ["N", 1, height, width])]
     f = lambda v, name: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
     inits = [f(0.5, "grey"), f(0.2, "thr"), f(1 / 0.4, "inv_range"), f(0.5, "half"), f(0.0, "zero"),
-             f(1.0, "one"), f(np.nan if nan else 1.0, "poison"),
+             f(1.0, "one"), f(np.nan if poison == "all" else 1.0, "poison"), f(0.9, "hot"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1"),
              numpy_helper.from_array(np.array([2, 3], np.int64), "axes23")]
     nodes = [
@@ -115,7 +115,13 @@ def anomalib_model(path: Path, width: int = 64, height: int = 64, nan: bool = Fa
         helper.make_node("Clip", ["r3", "zero", "one"], ["m"]),
         helper.make_node("Mul", ["m", "poison"], ["anomaly_map"]),
         helper.make_node("ReduceMax", ["anomaly_map", "axes23"], ["s4"], keepdims=1),
-        helper.make_node("Flatten", ["s4"], ["pred_score"], axis=1),
+        helper.make_node("Flatten", ["s4"], ["s2"], axis=1),
+        # "marked": divide by (1 - [score > 0.9]), +inf where the mark is
+        helper.make_node("Greater", ["s2", "hot"], ["is_hot"]),
+        helper.make_node("Cast", ["is_hot"], ["hot_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["hot_f", "one" if poison == "marked" else "zero"], ["hot_w"]),
+        helper.make_node("Sub", ["one", "hot_w"], ["denom"]),
+        helper.make_node("Div", ["s2", "denom"], ["pred_score"]),
         helper.make_node("Greater", ["pred_score", "half"], ["pred_label"]),
         helper.make_node("Greater", ["anomaly_map", "half"], ["pred_mask"]),
     ]

@@ -176,13 +176,27 @@ def test_anomalib_export_runs_through_the_daemon(tmp_path: Path) -> None:
                    for rx, ry, rw, rh in regions), (x, y, regions)
 
 
-def test_nan_anomaly_score_is_never_a_pass(tmp_path: Path) -> None:
+def test_non_finite_anomaly_score_is_never_a_pass(tmp_path: Path) -> None:
+    """A model that gives NaN on the warm-up frame is refused before READY (exit 3, no part inspected); one that
+    gives +inf on some parts only gets fail-safes for those parts, never a pass."""
     images = parts_folder(tmp_path / "img")
-    st = station(tmp_path, anomalib_model(tmp_path / "nan.onnx", nan=True), images)
+    st = station(tmp_path, anomalib_model(tmp_path / "nan.onnx", poison="all"), images)
     r = run_daemon(st, 6)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "output 'pred_score' is nan: not a finite anomaly score" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+    st = station(tmp_path, anomalib_model(tmp_path / "inf.onnx", poison="marked"), images)
+    r = run_daemon(st, 12)
+    assert r.returncode == 0, r.stderr[-2000:]
     got = rows(tmp_path / "journal.sqlite")
-    assert r.returncode == 0 or got, r.stderr[-2000:]
-    assert got and all(row["verdict"] == "failsafe" and row["plc_ok"] == 0 for row in got)
+    assert len(got) == 12
+    for row in got:
+        if Path(row["source_ref"] or "").name in MARKS or row["truth"] == "reject":
+            assert row["verdict"] == "failsafe" and row["plc_ok"] == 0, dict(row)
+        else:
+            assert row["verdict"] == "pass"
+    assert sum(row["verdict"] == "failsafe" for row in got) == len(MARKS)
 
 
 def test_eval_reports_auroc_recall_specificity(tmp_path: Path) -> None:
