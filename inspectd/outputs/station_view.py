@@ -45,8 +45,12 @@ class StationView:
         d = self.daemon
         pipeline = getattr(d, "pipeline", None)
         checks = readiness(d)
-        if pipeline is None:
-            return Snapshot(checks=checks, last=self.last)
+        if pipeline is None:  # starting: the product the station file names
+            config = getattr(d, "config", None)
+            name = config.station.product if config is not None else ""
+            product = config.products.get(name) if config is not None else None
+            return Snapshot(product=name, recipe_no=int(getattr(product, "plc_id", 0)), checks=checks,
+                            last=self.last)
         s = pipeline.stats
         by_outcome: dict[str, int] = {}
         for (_product, outcome), n in dict(s.verdicts).items():  # dict(): atomic copy under the GIL
