@@ -386,3 +386,62 @@ def test_connection_cap_drops_the_idlest_and_the_active_plc_keeps_its_session() 
             s.close()
         plc.close()
         link.stop()
+
+
+def test_vision_heartbeat_follows_the_daemons_liveness_and_plc_watchdog_arms_on_first_change() -> None:
+    """pymodbus' client as the PLC: VISION_HEARTBEAT stands still while starting and while `alive()` is false;
+    no PLC_COMM_LOST while the PLC has never changed PLC_HEARTBEAT; after it did, 3 periods without -> ERROR 5."""
+    port = free_port()
+    alive = threading.Event()
+    alive.set()
+    cfg = _server(port, heartbeat_ms=20, plc_heartbeat_ms=50)
+    link = make_plc_link(cfg, on_recipe=lambda n: True, alive=alive.is_set)
+    link.start()
+    wait_port(port)
+    c = _plc(port)
+
+    def hb_over(seconds: float) -> int:
+        first = _read_b(c).vision_heartbeat
+        time.sleep(seconds)
+        return (_read_b(c).vision_heartbeat - first) & 0xFFFF
+
+    try:
+        assert hb_over(0.3) == 0 and _read_b(c).error_code == ErrorCode.NOT_READY  # STARTING
+        link.set_ready(True)
+        _wait(lambda: _read_b(c).error_code == 0)
+        assert hb_over(0.3) > 0
+        alive.clear()  # the daemon's pipeline stalled: the PLC's watchdog must see it
+        time.sleep(0.05)
+        assert hb_over(0.3) == 0
+        alive.set()
+        assert hb_over(0.3) > 0
+        # the PLC has not started its heartbeat: 10 watchdog periods, no comm loss latched
+        assert not _read_b(c).error and link.stats.comm_lost == 0
+        c.write_registers(1, [5], device_id=1)  # PLC_HEARTBEAT changes once, then stops
+        _wait(lambda: _read_b(c).error_code == ErrorCode.PLC_COMM_LOST)
+        assert _read_b(c).error and link.stats.comm_lost == 1
+    finally:
+        c.close()
+        link.stop()
+
+
+def test_recipe_refused_sets_error_with_code_4_and_clears_with_load_recipe(served) -> None:  # type: ignore[no-untyped-def]
+    """ERROR and ERROR_CODE agree also for RECIPE_FAIL (was: code 4 with the ERROR bit off)."""
+    link, port, recipes = served
+    link.set_ready(True)
+    resp = Responder(link).start()  # takes triggers (and with them the recipe loads) like the acquire stage
+    c = _plc(port)
+    try:
+        _wait(lambda: not _read_b(c).error)
+        c.write_registers(0, LAY.encode_a(PlcInputs(trigger_enable=True, load_recipe=True, recipe_no=9)),
+                          device_id=1)
+        _wait(lambda: _read_b(c).recipe_fail, 5)
+        b = _read_b(c)
+        assert (b.error, b.error_code, b.recipe_ack) == (True, ErrorCode.RECIPE, False) and recipes.asked == [9]
+        c.write_registers(0, LAY.encode_a(PlcInputs(trigger_enable=True)), device_id=1)
+        _wait(lambda: not _read_b(c).recipe_fail)
+        b = _read_b(c)
+        assert (b.error, b.error_code) == (False, 0)
+    finally:
+        c.close()
+        resp.stop()
