@@ -311,20 +311,29 @@ def _recv_frames(s: socket.socket, n: int, timeout: float = 10.0) -> list[tuple[
     return out
 
 
-def test_hundred_pipelined_requests_on_one_connection_all_answered_in_order(served) -> None:  # type: ignore[no-untyped-def]
+def test_hundred_pipelined_requests_on_one_connection_all_answered_in_order(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A master that sends the next request before the answer (100 in one TCP segment): every one answered, in
-    order, each with its own transaction id; writes and reads interleaved see each other in order."""
+    order, each with its own transaction id; writes and reads interleaved see each other in order. tshark's
+    Modbus/TCP dissector reads the same 100 answers off the wire."""
     _, port, _ = served
+    cap = Capture(port, tmp_path).start()
     reqs = []
     for i in range(100):
         if i % 10 == 5:  # FC16 write of PART_ID words, then reads see it
             reqs.append(_mbap(i + 1, 1, struct.pack(">BHHB2H", 16, 2, 2, 4, 0, i)))
         else:
             reqs.append(_mbap(i + 1, 1, struct.pack(">BHH", 3, 2, 2)))
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"".join(reqs))
-        frames = _recv_frames(s, 100)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"".join(reqs))
+            frames = _recv_frames(s, 100)
+    finally:
+        cap.stop()
     assert [f[0] for f in frames] == list(range(1, 101))
+    rows = cap.fields(["-o", f"mbtcp.tcp.port:{port}"], "mbtcp", ["tcp.srcport", "mbtcp.trans_id"])
+    on_wire = [int(t) for r in rows if r["tcp.srcport"] == str(port) for t in r["mbtcp.trans_id"].split(",")]
+    asked = [int(t) for r in rows if r["tcp.srcport"] != str(port) for t in r["mbtcp.trans_id"].split(",")]
+    assert asked == list(range(1, 101)) and on_wire == list(range(1, 101))
     last_written = None
     for i, (_, unit, pdu) in enumerate(frames):
         assert unit == 1
