@@ -37,6 +37,7 @@ class Seen:
     result_recipe: dict[int, int] = field(default_factory=dict)  # part id -> RESULT_RECIPE of its result
     ready_low_idle: int = 0  # scans with READY low while nothing waited for the PLC (the pipeline was full)
     error_codes: list[int] = field(default_factory=list)  # ERROR_CODE values, each change
+    ready_with_error: int = 0  # scans showing READY together with an ERROR_CODE (never allowed)
 
 
 class WatchedIO:
@@ -58,6 +59,7 @@ class WatchedIO:
                 s.result_recipe.setdefault(b.result_part_id, b.result_recipe)
             if not s.error_codes or s.error_codes[-1] != b.error_code:
                 s.error_codes.append(b.error_code)
+            s.ready_with_error += b.ready and b.error_code != 0
             if not b.ready and not b.trigger_ack and not b.result_valid and b.error_code == 0 and b.online:
                 s.ready_low_idle += 1
         return words
