@@ -3,6 +3,7 @@ leaves the outputs in the safe state (not READY, ERROR, ERROR_CODE 7) for the PL
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import socket
@@ -272,3 +273,63 @@ def test_connection_flood_at_limitnofile_1024_plc_keeps_its_rate_and_metrics_ans
     assert 1 <= text.count("plc_modbus_connection_dropped") <= 3  # 1000+ drops, logged once per 10 s with a count
     print(f"flood: {before:.1f} parts/s before, {during:.1f} during; {len(flood)} connections opened, "
           f"{refused} refused")
+
+
+@pytest.mark.slow
+def test_vision_heartbeat_stops_while_a_stage_is_hung_then_safe_state(tmp_path: Path) -> None:
+    """The real daemon with a backend whose inference hangs on demand (tests.test_supervise_stall's launcher):
+    while the stage is hung and the process still runs, VISION_HEARTBEAT stands still (it used to keep counting
+    on the link's own timer); the stall exit then leaves the safe state for the PLC."""
+    port = free_port()
+    station = write_station(tmp_path, {"type": "modbus_server", "port": port, "linger_ms": 1000})
+    data = yaml.safe_load(station.read_text())
+    data["watchdog"] = {"stall_s": 12.0}  # a wide window between "not flowing" (1 s) and the stall exit
+    station.write_text(yaml.safe_dump(data))
+    hang = tmp_path / "hang"
+    log = tmp_path / "daemon.log"
+    launcher = [sys.executable, "-m", "tests.test_supervise_stall", "run", "--config", str(station)]
+    with log.open("ab") as out:
+        daemon = subprocess.Popen(launcher, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                  env={**os.environ, "INSPECTD_TEST_HANG_FILE": str(hang)})
+    c = None
+    try:
+        wait_port(port, 60)
+        io = ModbusPlcIO("127.0.0.1", port, LayoutConfig())
+        rep = PlcSim(io).run(10, timeout_s=60)
+        assert len(rep.triggered) == 10 and not rep.missing, log.read_text()[-3000:]
+        c = ModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
+        assert c.connect()
+
+        def hb() -> int:
+            return LAYOUT.decode_b(c.read_holding_registers(100, count=20, device_id=1).registers).vision_heartbeat
+
+        first = hb()
+        time.sleep(0.6)
+        assert hb() != first  # parts flowing (idle line polling): it counts
+        hang.touch()
+        sim = PlcSim(io, first_part=100)
+        runner = threading.Thread(target=sim.run, args=(3,), kwargs={"timeout_s": 8}, daemon=True)
+        runner.start()  # the next trigger's part hangs in infer
+        time.sleep(3.0)  # past flow_s (1 s): the pipeline is not flowing
+        still = hb()
+        time.sleep(5 * 0.2)  # the PLC-side timeout: 5 heartbeat periods
+        assert daemon.poll() is None, "the daemon exited before the window"
+        assert hb() == still, "VISION_HEARTBEAT counted while a stage was hung"
+        sim.stop.set()
+        runner.join(10)
+        io.close()
+        end, b = time.monotonic() + 30, None
+        while time.monotonic() < end:  # the stall exit writes the safe state and serves it linger_ms
+            rr = c.read_holding_registers(100, count=20, device_id=1)
+            if rr.isError():
+                break
+            b = LAYOUT.decode_b(rr.registers)
+            if b.error_code == ErrorCode.SHUTDOWN:
+                break
+            time.sleep(0.02)
+        assert b is not None and b.error_code == ErrorCode.SHUTDOWN and not b.ready and not b.online
+        assert daemon.wait(30) == 70  # ExitCode.STALL
+    finally:
+        if c is not None:
+            c.close()
+        stop(daemon)
