@@ -246,8 +246,8 @@ class Daemon:
         return None if journal is None or journal.healthy else Reason.JOURNAL_DOWN
 
     def _on_journal_health(self, healthy: bool, why: str) -> None:
-        """Journal writer thread, on every change: the log, systemd's STATUS, and the PLC's alarm where the link
-        has one (`set_alarm(code)`, 0 clears). /readyz and the metrics read `journal.healthy` themselves."""
+        """Journal writer thread, on every change: the log and systemd's STATUS; with room wanted, the archive.
+        /readyz, the metrics and the PLC's health probe (`_fault_code`) read `journal.healthy` themselves."""
         policy = self.config.station.journal.on_failure
         if healthy:
             log.info("journal_healthy", policy=policy)
@@ -255,9 +255,6 @@ class Daemon:
             log.error("journal_unhealthy", why=why, policy=policy,
                       parts="fail-safe journal_down" if policy == "failsafe" else "inspected (alarm only)")
         self.notifier.status(self.status_line() if healthy else f"JOURNAL FAILING ({policy}): {why}")
-        set_alarm = getattr(self.plc, "set_alarm", None)
-        if callable(set_alarm):
-            set_alarm(0 if healthy else ErrorCode.JOURNAL)
         journal, archive = self.journal, self.archive
         if not healthy and archive is not None and journal is not None and journal.problem == "disk_full" \
                 and same_filesystem(journal.path, archive.root):
@@ -295,7 +292,12 @@ class Daemon:
     def _fault_code(self) -> int:
         """PLC link's health probe: the pipeline's fault as an ERROR_CODE (0 none); READY drops with it."""
         fault = self.pipeline.faults.fault() if self.pipeline is not None else None
-        return int(FAULT_CODES[fault]) if fault is not None else 0
+        if fault is not None:
+            return int(FAULT_CODES[fault])
+        journal = self.journal  # journal.on_failure failsafe: the next trigger would only get journal_down
+        if journal is not None and not journal.healthy and self.config.station.journal.on_failure == "failsafe":
+            return int(ErrorCode.JOURNAL)
+        return 0
 
     def switch_product(self, name: str) -> bool:
         """Make `name` active from the next part on (parts in flight finish with the old recipe).

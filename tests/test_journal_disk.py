@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from inspectd.config.load import load_config
 from inspectd.daemon import Daemon, Options
 from inspectd.errors import ExitCode
+from inspectd.plc.layout import ErrorCode
 from tests.conftest import write_station
 from tests.supervise_harness import ROOT
 from tests.test_journal_integrity import fill, wait_for
@@ -65,11 +66,13 @@ def test_disk_fills_while_inspecting_no_row_lost_and_the_policy_holds(disk: Path
         assert wait_for(lambda: d.pipeline.stats.verdicts_total >= failing_from + 100)
         ready = readyz(d)
         assert ready["ready"] is False and ready["checks"]["journal"] is False
+        # What the PLC link's health probe reads: READY drops with ERROR_CODE 8 only where parts are fail-safed.
+        assert d._fault_code() == (ErrorCode.JOURNAL if policy == "failsafe" else 0)
         filler.unlink()
         assert wait_for(lambda: d.journal.healthy)
         healthy_from = d.pipeline.stats.verdicts_total
         assert wait_for(lambda: d.pipeline.stats.verdicts_total >= healthy_from + 20)
-        assert readyz(d)["ready"] is True
+        assert readyz(d)["ready"] is True and d._fault_code() == 0
     finally:
         d.shutdown()
     verdicts = d.pipeline.stats.verdicts_total
