@@ -37,12 +37,17 @@ extern "C" __global__ void affine(const float *x, float *y, int n, int spin) {
     for (int k = 0; k < spin; ++k) v = v * 1.0000001f;   // tunable work per element
     y[i] = 2.0f * x[i] + 1.0f + (v - x[i]) * 0.0f;
 }
-// one thread per batch item: logits[n] = (mean of x[n], -mean of x[n])
-extern "C" __global__ void mean_logits(const float *x, float *logits, int batch, int per_item) {
+// one thread per batch item: logits[n] = (s, -s), s = the input weighted by position and channel (NCHW), so
+// a transposed (NHWC), channel-swapped or shifted binding gives another value than the reference
+extern "C" __global__ void weighted_logits(const float *x, float *logits, int batch, int C, int H, int W) {
     int n = blockIdx.x * blockDim.x + threadIdx.x;
     if (n >= batch) return;
+    int per_item = C * H * W;
     float s = 0.f;
-    for (int i = 0; i < per_item; ++i) s += x[n * per_item + i];
+    for (int c = 0; c < C; ++c)
+        for (int h = 0; h < H; ++h)
+            for (int w = 0; w < W; ++w)
+                s += x[n * per_item + (c * H + h) * W + w] * ((c + 1) + 0.5f * h / H - 0.25f * w / W);
     logits[2 * n] = s / per_item;
     logits[2 * n + 1] = -s / per_item;
 }
@@ -60,7 +65,14 @@ def device():
 @pytest.fixture(scope="module")
 def kernels(device):
     mod = SourceModule(KERNELS, no_extern_c=True)
-    return mod.get_function("affine"), mod.get_function("mean_logits")
+    return mod.get_function("affine"), mod.get_function("weighted_logits")
+
+
+def weighted(x: np.ndarray) -> float:
+    """numpy twin of the weighted_logits kernel for one NCHW item."""
+    c, h, w = np.meshgrid(np.arange(x.shape[-3]), np.arange(x.shape[-2]), np.arange(x.shape[-1]), indexing="ij")
+    wt = (c + 1) + 0.5 * h / x.shape[-2] - 0.25 * w / x.shape[-1]
+    return float((x.reshape(wt.shape) * wt).sum() / wt.size)
 
 
 def _plan(shape):
@@ -137,7 +149,7 @@ def test_eight_streams_from_eight_threads_are_correct_and_overlap(device, kernel
 
 
 # -- TensorRTBackend on the GPU, TensorRT replaced by a stand-in ------------------------------------------------
-def _fake_trt(mean_logits, streams_by_handle, calls: list[str]):
+def _fake_trt(weighted_logits, streams_by_handle, calls: list[str]):
     """The slice of the tensorrt module TensorRTBackend uses, with the TensorRT 10 semantics it relies on."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "10.3.0.30"
@@ -173,8 +185,8 @@ def _fake_trt(mean_logits, streams_by_handle, calls: list[str]):
             assert set(self.addr) == {"input", "logits"}, "every I/O tensor needs an address"
             calls.append("execute")
             n = self.shapes["input"][0]
-            mean_logits(np.intp(self.addr["input"]), np.intp(self.addr["logits"]), np.int32(n),
-                        np.int32(3 * H * W), block=(32, 1, 1), grid=(1, 1), stream=streams_by_handle(handle))
+            weighted_logits(np.intp(self.addr["input"]), np.intp(self.addr["logits"]), np.int32(n), np.int32(3),
+                        np.int32(H), np.int32(W), block=(32, 1, 1), grid=(1, 1), stream=streams_by_handle(handle))
             return True
 
     class Engine:
@@ -221,7 +233,7 @@ def _standin_backend(device, kernels, tmp_path, monkeypatch, contexts: int):
     from tests.engine_fixtures import product_dict
     from tests.onnx_models import brightness_model
 
-    _, mean_logits = kernels
+    _, weighted_logits = kernels
     onnx = brightness_model(tmp_path / "m.onnx", 64, 64)
     engine = tmp_path / "m.fp16.engine"
     data = b"FAKE-ENGINE" * 100
@@ -243,13 +255,15 @@ def _standin_backend(device, kernels, tmp_path, monkeypatch, contexts: int):
     def stream_of(handle):
         return next(c.slot.stream for c in backend._contexts if c.slot.handle == handle)
 
-    monkeypatch.setattr(trt_mod, "load_trt", lambda runtime: _fake_trt(mean_logits, stream_of, calls))
+    monkeypatch.setattr(trt_mod, "load_trt", lambda runtime: _fake_trt(weighted_logits, stream_of, calls))
     backend.load()
     return backend, product, calls, engine
 
 
 def test_gpu_preprocessing_writes_straight_into_the_engine_input(device, kernels, tmp_path, monkeypatch):
-    """preprocess: gpu + tensorrt: the fused kernel fills the engine's input buffer on the context's stream."""
+    """preprocess: gpu + tensorrt: the fused kernel fills the engine's input buffer on the context's stream, in the
+    engine's layout: colour frames and a position-weighted stand-in engine, so a transposed or channel-swapped
+    binding fails."""
     from inspectd.preprocess.cpu import CpuPreprocessor
     from inspectd.preprocess.gpu import make_gpu_preprocessor
     from inspectd.types import Frame
@@ -260,13 +274,18 @@ def test_gpu_preprocessing_writes_straight_into_the_engine_input(device, kernels
         cpu = CpuPreprocessor(product.preprocess, product.model.input)
         rng = np.random.default_rng(5)
         for i in range(6):
-            img = rng.integers(0, 256, (128, 128), dtype=np.uint8)
-            frame = Frame(image=img, pixel_format="Mono8", t_grab=0.0)
+            img = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+            img[..., 0] //= 4  # channels of different levels: a swap changes the weighted sum
+            frame = Frame(image=img, pixel_format="RGB8", t_grab=0.0)
             staged = gpu(frame)
             assert hasattr(staged, "enqueue_into"), "the TensorRT backend must get a DeviceInput, not host data"
             logits = backend.infer(staged)["logits"]
-            # the stand-in engine returns the input's mean: equal to the CPU reference's mean
-            assert abs(float(logits[0, 0]) - float(cpu(frame).mean())) < 1e-2, i
+            ref = cpu(frame)[0]
+            want = weighted(ref)
+            assert abs(float(logits[0, 0]) - want) < 1e-2, (i, float(logits[0, 0]), want)
+            # the check can see layout errors: each is further from the reference than the tolerance
+            for wrong in (ref[::-1], ref.transpose(0, 2, 1), np.roll(ref, 1, axis=2)):
+                assert abs(weighted(np.ascontiguousarray(wrong)) - want) > 5e-2
         assert calls.count("execute") == 6
     finally:
         backend.close()
@@ -286,7 +305,7 @@ def test_tensorrt_backend_contexts_buffers_and_streams(device, kernels, tmp_path
             for _ in range(25):
                 x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32) + k
                 out = backend.infer(x)
-                if out["logits"].shape != (1, 2) or not np.allclose(out["logits"][0, 0], x.mean(), atol=1e-4):
+                if out["logits"].shape != (1, 2) or not np.allclose(out["logits"][0, 0], weighted(x[0]), atol=1e-3):
                     errors.append(f"thread {k}")
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
@@ -297,7 +316,7 @@ def test_tensorrt_backend_contexts_buffers_and_streams(device, kernels, tmp_path
         assert errors == [] and calls.count("execute") == 100
         # a batch change resets the input shape on the context
         batch = np.random.default_rng(9).standard_normal((3, 3, 64, 64)).astype(np.float32)
-        np.testing.assert_allclose(backend.infer(batch)["logits"][:, 0], batch.reshape(3, -1).mean(1), atol=1e-4)
+        np.testing.assert_allclose(backend.infer(batch)["logits"][:, 0], [weighted(b) for b in batch], atol=1e-3)
         assert all(ms > 0 for ms in backend.last_gpu_ms())
         print(f"\nTensorRTBackend (stand-in engine) on {device.name}: 4 contexts, 101 inferences, "
               f"last event-timed round trips {' '.join(f'{ms:.3f}' for ms in backend.last_gpu_ms())} ms")
