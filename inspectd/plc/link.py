@@ -55,6 +55,37 @@ class RecipeLoad:
     recipe_no: int
 
 
+# Commands from the daemon's threads to the link's loop (the deque `_cmds`), applied in order by `_drain`.
+@dataclass(frozen=True, slots=True)
+class ShowResult:
+    """A verdict to show the PLC (buffered by the handshake until the result fields are free)."""
+
+    result: Result
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """Set once every command before it is applied (with the health the daemon asked for)."""
+
+    done: threading.Event
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRecipe:
+    plc_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecipeAnswer:
+    """LOAD_RECIPE was applied (ok: RECIPE_ACK) or refused (RECIPE_FAIL) on the acquire thread."""
+
+    recipe_no: int
+    ok: bool
+
+
+Command = ShowResult | Barrier | ActiveRecipe | RecipeAnswer
+
+
 @dataclass
 class LinkStats:
     """Counters of one link; written by its worker, read by anyone (ints: torn reads are harmless)."""
@@ -171,7 +202,7 @@ class TransportLink:
         self._alive = alive  # the daemon's "parts are flowing": gates VISION_HEARTBEAT
         self._backoff_max = backoff_max_s
         self._linger = linger_s
-        self._cmds: deque[tuple[Any, ...]] = deque()
+        self._cmds: deque[Command] = deque()
         self._triggers: queue.Queue[Trigger | RecipeLoad] = queue.Queue(maxsize=handshake.trigger_queue)
         self._want: tuple[bool, int] = (False, int(ErrorCode.NOT_READY))  # the daemon's set_ready
         self._probe: Callable[[], int] | None = None  # the pipeline's fault as an ERROR_CODE (0: none)
@@ -208,7 +239,7 @@ class TransportLink:
             self.stats.submit_dropped += 1
             self.stats.dropped_part_ids.append(verdict.part_id)
             return
-        self._cmds.append(("result", Result(part_id=verdict.part_id, ok=verdict.plc_ok, code=verdict.result_code,
+        self._cmds.append(ShowResult(Result(part_id=verdict.part_id, ok=verdict.plc_ok, code=verdict.result_code,
                                             score=verdict.score, inspection_ms=verdict.latency_ms,
                                             t_ready=time.monotonic(), recipe_no=verdict.recipe_no)))
         self._poke()
@@ -226,7 +257,7 @@ class TransportLink:
             if isinstance(item, Trigger):
                 return item
             ok = bool(self._call_quietly(self._on_recipe, item.recipe_no))
-            self._cmds.append(("recipe_answer", item.recipe_no, ok))
+            self._cmds.append(RecipeAnswer(item.recipe_no, ok))
             self._poke()
             log.info("plc_recipe_applied" if ok else "plc_recipe_refused", link=self.name, recipe_no=item.recipe_no)
 
@@ -252,12 +283,12 @@ class TransportLink:
         link's loop applied it: every trigger it accepted before is then waiting in `next_trigger`."""
         done = threading.Event()
         self._want = (False, int(ErrorCode.SHUTDOWN))
-        self._cmds.append(("barrier", done))
+        self._cmds.append(Barrier(done))
         self._poke()
         return done.wait(timeout)
 
     def set_active_recipe(self, plc_id: int) -> None:
-        self._cmds.append(("recipe_active", plc_id))
+        self._cmds.append(ActiveRecipe(plc_id))
         self._poke()
 
     @property
@@ -389,14 +420,14 @@ class TransportLink:
         self._health(hs)
         while self._cmds:
             cmd = self._cmds.popleft()
-            if cmd[0] == "result":
-                hs.push_result(cmd[1])
-            elif cmd[0] == "barrier":  # health applied above: triggers from now on are refused
-                cmd[1].set()
-            elif cmd[0] == "recipe_active":
-                hs.set_active_recipe(cmd[1])
-            elif cmd[0] == "recipe_answer":
-                hs.recipe_answer(cmd[1], cmd[2])
+            if isinstance(cmd, ShowResult):
+                hs.push_result(cmd.result)
+            elif isinstance(cmd, Barrier):  # health applied above: triggers from now on are refused
+                cmd.done.set()
+            elif isinstance(cmd, ActiveRecipe):
+                hs.set_active_recipe(cmd.plc_id)
+            else:
+                hs.recipe_answer(cmd.recipe_no, cmd.ok)
 
     def _published(self, hs: Handshake) -> None:
         t = time.monotonic()
