@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import resource
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -454,3 +457,58 @@ def test_recipe_refused_sets_error_with_code_4_and_clears_with_load_recipe(serve
     finally:
         c.close()
         resp.stop()
+
+
+_HOLDER = """
+import socket, sys, time
+socks = []
+for _ in range(int(sys.argv[2])):
+    try:
+        socks.append(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2))
+    except OSError:
+        pass
+print(len(socks), flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_out_of_descriptors_accept_failures_free_one_and_are_logged_once(capsys) -> None:  # type: ignore[no-untyped-def]
+    """The cap set above what the process may open (a misconfiguration): accept() fails with EMFILE. The server
+    drops a never-active connection to free a descriptor and retries; one log line per 10 s, no traceback; the
+    PLC (connected before) is still answered. Another process holds the flood's 150 connections."""
+    port = free_port()
+    cfg = ModbusServerConfig(type="modbus_server", port=port, linger_ms=0, max_connections=512,
+                             handshake=HandshakeConfig(plc_heartbeat_ms=0))
+    link = make_plc_link(cfg, on_recipe=lambda n: True)
+    assert isinstance(link, TransportLink)
+    link.start()
+    wait_port(port)
+    link.set_ready(True)
+    plc = _plc(port)
+    assert not plc.read_holding_registers(100, count=20, device_id=1).isError()  # a PLC polls
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    holder = None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 30, hard))
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(port), "150", "3"], stdout=subprocess.PIPE,
+                                  text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                                   (soft, hard)))
+        assert holder.stdout is not None and int(holder.stdout.readline()) == 150
+        srv = link._transport
+        _wait(lambda: srv.accept_errors > 0, 10)  # type: ignore[union-attr]
+        for _ in range(20):
+            assert not plc.read_holding_registers(100, count=20, device_id=1).isError()
+        assert srv.dropped_idle > 0  # type: ignore[union-attr]
+        holder.wait(10)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+            holder.wait(5)
+        plc.close()
+        link.stop()
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "Traceback" not in text
+    assert 1 <= text.count("plc_modbus_accept_failed") <= 2, text.count("plc_modbus_accept_failed")
