@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from inspectd.errors import ConfigError, ExitCode, InspectdError
+from inspectd.supervise.signals import SignalFlags
 
 
 def tune_interpreter() -> None:
@@ -33,7 +34,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     writer = setup_logging(cfg.station.log.level, cfg.station.log.format)
     tune_interpreter()
     try:
-        daemon = Daemon(cfg, Options(journal_path=args.journal, max_parts=args.max_parts))
+        daemon = Daemon(cfg, Options(journal_path=args.journal, max_parts=args.max_parts,
+                                     signals=getattr(args, "signals", None)))
         return daemon.run()
     finally:
         writer.close()
@@ -171,7 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    signals = None
+    if argv[:1] == ["run"]:  # before anything else: a signal while modules and models load must not kill us
+        signals = SignalFlags()
+        signals.install()
     args = build_parser().parse_args(argv)
+    args.signals = signals
     try:
         return int(args.func(args))
     except ConfigError as e:  # for technicians: file:line: key: message, one per line, no traceback

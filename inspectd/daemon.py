@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from inspectd.plc.link import PlcLink
 from inspectd.plc.registry import make_plc_link
 from inspectd.plc.runstate import state_path_for
 from inspectd.supervise.liveness import Liveness
+from inspectd.supervise.signals import SignalFlags
 from inspectd.supervise.systemd import Notifier
 from inspectd.supervise.watchdog import Watchdog
 from inspectd.timing import CycleTiming
@@ -57,6 +57,7 @@ class Options:
     max_parts: int | None = None
     handle_signals: bool = True
     extra_sinks: list = field(default_factory=list)
+    signals: SignalFlags | None = None  # installed early by `inspectd run`; the daemon makes its own otherwise
 
 
 def free_mb(path: Path) -> float:
@@ -110,9 +111,10 @@ class Daemon:
         self.plc: PlcLink | None = None
         self.plant: PlantOutputs | None = None  # mqtt: / opcua: sections
         self.exit_code = ExitCode.OK
-        self._stop = threading.Event()
-        self._reload = threading.Event()
-        self._wake = threading.Event()
+        self.signals = self.options.signals or SignalFlags()
+        self._stop, self._reload, self._wake = self.signals.stop, self.signals.reload, self.signals.wake
+        self._retired: list[ProductRuntime] = []  # replaced by a reload; closed once their parts have drained
+        self.reloads = {"applied": 0, "rejected": 0}
         self._switch_lock = threading.Lock()
         self._pending: ProductRuntime | None = None  # product switch waiting for the acquire thread
         self._fps: float | None = None  # verdicts per second over the last STATUS window
@@ -202,17 +204,13 @@ class Daemon:
 
     # ---------------------------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
-        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
-        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+        self.signals.install()
 
     def request_stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self.signals.request_stop()
 
     def request_reload(self) -> None:
-        self._reload.set()
-        self._wake.set()
+        self.signals.request_reload()
 
     def _on_stall(self, stage: str, stamp) -> None:
         # Called from the watchdog thread. The stalled thread cannot be stopped: flush what can be flushed, exit.
@@ -349,21 +347,28 @@ class Daemon:
         return True
 
     def reload(self) -> bool:
-        """Validate the whole new config and load its models; on any error keep running the old one."""
+        """Validate the whole new config, load and self-check its models; on any error keep running the old one
+        (whatever the error: a reload must never take the line down). The old runtimes are closed once the
+        parts inspected with them have their verdicts (see _close_drained)."""
         self.notifier.reloading()
         try:
             new = load_config(self.config.station_path)
             runtimes = self._build_runtimes(new)
-        except ConfigError as e:
-            log.error("reload_rejected", problems=e.problems)
-            self.notifier.ready(self.status_line())
-            return False
-        except InspectdError as e:
-            log.error("reload_rejected", problems=str(e).splitlines())
+        except Exception as e:
+            if isinstance(e, ConfigError):
+                problems = e.problems
+            elif isinstance(e, InspectdError):
+                problems = str(e).splitlines()
+            else:  # a bug or the machine (MemoryError, a driver error): the traceback goes with it
+                problems = [f"{type(e).__name__}: {e}"]
+                log.error("reload_failed", exc_info=True)
+            self.reloads["rejected"] += 1
+            log.error("reload_rejected", problems=problems)
             self.notifier.ready(self.status_line())
             return False
         old_station = self.config.station
-        old_runtimes, self.config, self.runtimes = self.runtimes, new, runtimes
+        with self._switch_lock:  # a PLC recipe switch racing the reload must pick from the new runtimes
+            old_runtimes, self.config, self.runtimes = self.runtimes, new, runtimes
         active = self.pipeline.active.name if self.pipeline else new.station.product
         if new.station.product != old_station.product or active not in runtimes:
             active = new.station.product  # the file names a new product; otherwise keep what the PLC chose
@@ -372,11 +377,24 @@ class Daemon:
                      if k not in RELOADED_KEYS and getattr(new.station, k) != getattr(old_station, k)]
         if unapplied:
             log.warning("reload_needs_restart", keys=unapplied)
-        # Old runtimes may still be finishing a part in flight; let them go with the garbage collector.
-        del old_runtimes
+        # Old runtimes may still be inspecting parts in flight: closed once those have drained.
+        self._retired.extend(old_runtimes.values())
+        self._close_drained()
+        self.reloads["applied"] += 1
         log.info("reloaded", products=sorted(runtimes))
         self.notifier.ready(self.status_line())
         return True
+
+    def _close_drained(self) -> None:
+        """Close each retired runtime (model session, GPU buffers) once no part uses it any more."""
+        still: list[ProductRuntime] = []
+        for rt in self._retired:
+            in_use = rt is self._pending or (self.pipeline is not None and self.pipeline.uses(rt))
+            if not in_use and rt.close_if_unused():
+                log.info("runtime_closed", product=rt.name, model_sha256=rt.backend.model_sha256)
+            else:
+                still.append(rt)
+        self._retired = still
 
     # ---------------------------------------------------------------------------------- main loop
     def status_line(self) -> str:
@@ -392,7 +410,7 @@ class Daemon:
 
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
-        if self.options.handle_signals:
+        if self.options.handle_signals:  # first (`inspectd run` did it even earlier): no signal may kill a start
             self.install_signal_handlers()
         try:
             self.start()
@@ -404,22 +422,34 @@ class Daemon:
                 self._wait_for_room()
             self.shutdown()
             return int(e.exit_code)
+        except Exception as e:  # a bug: still leave the PLC outputs safe and close what was opened
+            log.error("cannot_start", error=f"{type(e).__name__}: {e}", exit_code=int(ExitCode.FAILURE),
+                      exc_info=True)
+            self.notifier.status(f"cannot start (exit {int(ExitCode.FAILURE)}): {type(e).__name__}: {e}")
+            self.shutdown()
+            return int(ExitCode.FAILURE)
         last_status, last_count = time.monotonic(), 0
-        while not self._stop.is_set():
-            self.liveness.beat()
-            self._wake.wait(0.2)
-            self._wake.clear()
-            if self._reload.is_set():
-                self._reload.clear()
-                self.reload()
-            if self._max_parts_done():
-                break
-            now = time.monotonic()
-            if now - last_status >= STATUS_EVERY_S and self.pipeline is not None:
-                count = self.pipeline.stats.verdicts_total
-                self._fps, last_status, last_count = (count - last_count) / (now - last_status), now, count
-                self.notifier.status(self.status_line())
-        self.shutdown()
+        try:
+            while not self._stop.is_set():
+                self.liveness.beat()
+                self._wake.wait(0.2)
+                self._wake.clear()
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+                self._close_drained()
+                if self._max_parts_done():
+                    break
+                now = time.monotonic()
+                if now - last_status >= STATUS_EVERY_S and self.pipeline is not None:
+                    count = self.pipeline.stats.verdicts_total
+                    self._fps, last_status, last_count = (count - last_count) / (now - last_status), now, count
+                    self.notifier.status(self.status_line())
+        except Exception:  # whatever happens here, the parts in flight still get their verdicts (shutdown)
+            log.error("main_loop_failed", exc_info=True)
+            self.exit_code = ExitCode.FAILURE
+        finally:
+            self.shutdown()
         return int(self.exit_code)
 
     def _wait_for_room(self) -> None:
@@ -460,8 +490,9 @@ class Daemon:
             self.archive.close()
         if self.source:
             self.source.close()
-        for rt in self.runtimes.values():
+        for rt in [*self.runtimes.values(), *self._retired]:  # the stages have stopped: nothing holds them
             rt.close()
+        self._retired = []
         if self.pipeline:
             s = self.pipeline.stats
             j = self.journal

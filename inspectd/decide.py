@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,10 +38,19 @@ class Decision:
 
 def decide(findings: Findings, product: ProductConfig) -> Decision:
     """First matching rule rejects; the deciding score is the highest score any rule looked at. Thresholds are
-    in the score's units (an anomaly recipe's sensitivity moves them: `ProductConfig.threshold`)."""
-    score = max(findings.scores.get(r.class_name, 0.0) for r in product.rules)
+    in the score's units (an anomaly recipe's sensitivity moves them: `ProductConfig.threshold`).
+
+    A rule whose score is missing or not finite gives the fail-safe `bad_output`, never a pass: every
+    comparison with NaN is False, so without this check a NaN would pass every rule."""
+    values: list[float] = []
     for rule in product.rules:
-        if findings.scores.get(rule.class_name, 0.0) >= product.threshold(rule):
+        s = findings.scores.get(rule.class_name)
+        if not isinstance(s, numbers.Real) or not math.isfinite(s):
+            return failsafe(Reason.BAD_OUTPUT)
+        values.append(float(s))
+    score = max(values)
+    for rule, s in zip(product.rules, values, strict=True):
+        if s >= product.threshold(rule):
             return Decision(Outcome.REJECT, rule.name, rule.result_code, score)
     return Decision(Outcome.PASS, "", 0, score)
 
@@ -63,8 +74,11 @@ def source_ref(frame: Frame | None) -> str:
 def make_verdict(part: Part, decision: Decision, product: ProductConfig | None, model_sha256: str) -> Verdict:
     """`product` is the recipe of the part's own runtime (fixed at its trigger), never a global lookup."""
     frame = part.frame
+    # `failsafe: pass` is for parts that got no verdict in time; a model that answered with NaN/inf or the wrong
+    # shape did answer, and is broken: its parts are never told OK, whatever the policy.
     plc_ok = decision.outcome is Outcome.PASS or (
-        decision.outcome is Outcome.FAILSAFE and product is not None and product.failsafe == "pass")
+        decision.outcome is Outcome.FAILSAFE and product is not None and product.failsafe == "pass"
+        and decision.reason != Reason.BAD_OUTPUT.value)
     return Verdict(
         seq=part.seq,
         part_id=part.part_id,

@@ -58,3 +58,8 @@ class BackendUnavailable(InspectdError):
     """A backend whose SDK or device is not present on this machine."""
 
     exit_code = ExitCode.MODEL
+
+
+class BadOutput(ValueError):
+    """A model output no verdict can rest on: missing, mis-shaped or not finite. In a run the part gets the
+    fail-safe `bad_output` (never a pass); before READY (self-check, warm-up, golden gate) it is a ModelError."""

@@ -98,6 +98,9 @@ class StationState(Protocol):
     @property
     def liveness(self) -> Liveness: ...
 
+    @property
+    def reloads(self) -> Mapping[str, int]: ...  # {"applied": n, "rejected": n}
+
 
 def configured_plc(daemon: StationState) -> PlcLink | None:
     """The daemon's PLC link, or None when there is none (`plc: {type: none}` gives a NoPlcLink)."""
@@ -151,6 +154,11 @@ class DaemonCollector(Collector):
         for name, ok in checks.items():
             ready.add_metric([name], float(ok))
         yield ready
+        fam = CounterMetricFamily("inspectd_reloads", "configuration reloads (SIGHUP) by result; a rejected one "
+                                  "leaves the previous configuration running", labels=["result"])
+        for result, n in sorted(dict(d.reloads).items()):
+            fam.add_metric([result], n)
+        yield fam
         journal = d.journal
         if journal is not None:
             yield _counter("inspectd_journal_written", "verdict rows written to the journal", journal.written)

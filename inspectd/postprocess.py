@@ -1,5 +1,9 @@
 """Raw model outputs -> named class probabilities (and the defect map when the model has one);
-anomaly recipes (kind: anomaly) -> their score, see inspectd/anomaly/score.py."""
+anomaly recipes (kind: anomaly) -> their score, see inspectd/anomaly/score.py.
+
+A verdict may only rest on finite numbers of the shape the recipe declares: anything else raises BadOutput,
+which the decide stage turns into the fail-safe `bad_output` (never a pass: `NaN >= min_score` is False).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ import numpy as np
 
 from inspectd.anomaly.score import AnomalyPostprocessor
 from inspectd.config.schema import ProductConfig
+from inspectd.errors import BadOutput
 from inspectd.types import Findings
+
+__all__ = ["BadOutput", "Postprocessor", "sigmoid", "softmax"]
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -16,7 +23,26 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    with np.errstate(over="ignore"):  # exp overflow for z << 0 gives inf, and 1/(1+inf) = 0 is the right answer
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def _as_float32(outputs: dict[str, np.ndarray], name: str) -> np.ndarray:
+    if name not in outputs:
+        raise BadOutput(f"no output {name!r} (got: {', '.join(outputs) or 'none'})")
+    try:
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, caught below
+            return np.asarray(outputs[name], dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise BadOutput(f"output {name!r} is not numeric: {e}") from None
+
+
+def _require_finite(name: str, values: np.ndarray) -> None:
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = values[~finite]
+        raise BadOutput(f"output {name!r} has {bad.size} non-finite of {values.size} values "
+                        f"(nan={int(np.isnan(bad).sum())}, inf={int(np.isinf(bad).sum())})")
 
 
 class Postprocessor:
@@ -28,14 +54,20 @@ class Postprocessor:
         self.anomaly = AnomalyPostprocessor(product) if product.kind == "anomaly" else None
 
     def __call__(self, outputs: dict[str, np.ndarray]) -> Findings:
+        """Raises BadOutput for a missing, mis-shaped or non-finite scores output (or non-finite heatmap)."""
         if self.anomaly is not None:
             return self.anomaly(outputs)
-        raw = np.asarray(outputs[self.scores_output], dtype=np.float32).reshape(-1)
+        raw = _as_float32(outputs, self.scores_output).reshape(-1)
         if raw.size != len(self.classes):
-            raise ValueError(f"output {self.scores_output!r} has {raw.size} values for {len(self.classes)} classes")
+            raise BadOutput(f"output {self.scores_output!r} has {raw.size} values for {len(self.classes)} classes")
+        _require_finite(self.scores_output, raw)
         probs = self.activation(raw)
+        _require_finite(self.scores_output, probs)  # finite in, finite out; checked, not assumed
         scores = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
         extra = {}
         if self.heatmap_output and self.heatmap_output in outputs:
-            extra["heatmap"] = sigmoid(np.asarray(outputs[self.heatmap_output], np.float32).squeeze())
+            # Not a rule input, but a model that gives NaN anywhere is broken: its scores are not trusted either.
+            heat = _as_float32(outputs, self.heatmap_output)
+            _require_finite(self.heatmap_output, heat)
+            extra["heatmap"] = sigmoid(heat.squeeze())
         return Findings(scores=scores, top_class=max(scores, key=scores.__getitem__), extra=extra)

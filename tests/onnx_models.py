@@ -86,6 +86,48 @@ def slow_model(path: Path, matmuls: int = 40, width: int = 224, height: int = 22
     g.node.extend(nodes)
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
+
+
+def odd_output_model(path: Path, kind: str, width: int = 224, height: int = 224) -> Path:
+    """The brightness model's graph with a broken `logits` output, for the `bad_output` checks:
+    'nan' / 'inf': the defect logit is always NaN / +inf (the self-check refuses it);
+    'nan_on_parts': sqrt(-|mean|): finite (0) on the self-check's all-zero input, NaN on every real image;
+    'wide': three logits (for a batch of one) for a two-class recipe, a size loading cannot tell."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, height, width])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "C"])
+    heat = helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["N", 1, height // 8, width // 8])
+    inits = [numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    if kind in ("nan", "inf"):
+        inits.append(numpy_helper.from_array(np.array([np.nan if kind == "nan" else np.inf], np.float32), "special"))
+    nodes = [
+        helper.make_node("ReduceMean", ["input", "axis1"], ["cmean"], keepdims=1),
+        helper.make_node("AveragePool", ["cmean"], ["heatmap"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("GlobalAveragePool", ["cmean"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["z"], axis=1),  # N,1
+        helper.make_node("Sub", ["z", "z"], ["zero"]),
+    ]
+    if kind in ("nan", "inf"):
+        nodes.append(helper.make_node("Add", ["zero", "special"], ["bad"]))
+        nodes.append(helper.make_node("Concat", ["zero", "bad"], ["logits"], axis=1))
+    elif kind == "nan_on_parts":
+        nodes += [helper.make_node("Abs", ["z"], ["a"]), helper.make_node("Neg", ["a"], ["na"]),
+                  helper.make_node("Sqrt", ["na"], ["bad"]),
+                  helper.make_node("Concat", ["zero", "bad"], ["logits"], axis=1)]
+    elif kind == "wide":  # the width comes from the batch size (N + 2), so no shape inference can know it
+        inits += [numpy_helper.from_array(np.array([0], np.int64), "i0"),
+                  numpy_helper.from_array(np.array([2], np.int64), "i2")]
+        nodes += [helper.make_node("Shape", ["input"], ["shape"], start=0, end=1),
+                  helper.make_node("Add", ["shape", "i2"], ["width"]),
+                  helper.make_node("Concat", ["zero", "z", "z", "z", "z"], ["five"], axis=1),
+                  helper.make_node("Slice", ["five", "i0", "width", "axis1"], ["logits"])]
+    else:
+        raise ValueError(kind)
+    graph = helper.make_graph(nodes, f"odd_{kind}", [x], [logits, heat], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
     return path
 
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from inspectd.config.schema import ProductConfig
-from inspectd.errors import ModelError
+from inspectd.errors import BadOutput
 from inspectd.types import Findings
 
 CLASS = "anomaly"
@@ -50,15 +50,15 @@ class AnomalyPostprocessor:
     def __call__(self, outputs: dict[str, np.ndarray]) -> Findings:
         raw = np.asarray(outputs[self.score_output], dtype=np.float32).reshape(-1)
         if raw.size != 1:
-            raise ValueError(f"output {self.score_output!r} has {raw.size} values; an anomaly score is one")
+            raise BadOutput(f"output {self.score_output!r} has {raw.size} values; an anomaly score is one")
         score = float(raw[0])
-        if not math.isfinite(score):  # never a pass (NaN >= threshold is False): at start exit 3, in a run a fail-safe
-            raise ModelError(f"output {self.score_output!r} is {score}: not a finite anomaly score")
+        if not math.isfinite(score):  # never a pass (NaN >= threshold is False): at start exit 3, in a run bad_output
+            raise BadOutput(f"output {self.score_output!r} is {score}: not a finite anomaly score")
         extra: dict[str, object] = {}
         if self.map_output is not None and self.map_output in outputs:
             amap = np.asarray(outputs[self.map_output], np.float32).squeeze()
             if amap.ndim != 2 or not np.isfinite(amap).all():
-                raise ModelError(f"output {self.map_output!r}: expected one finite H x W map, got shape "
+                raise BadOutput(f"output {self.map_output!r}: expected one finite H x W map, got shape "
                                  f"{amap.shape}")
             extra["heatmap"] = heat(amap, self.boundary)
             extra["region"] = top_region(amap, self.boundary)

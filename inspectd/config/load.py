@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from inspectd.config.schema import ProductConfig, StationConfig
-from inspectd.config.yamlfile import Loc, YamlDoc, YamlSyntaxError, read_yaml
+from inspectd.config.yamlfile import Loc, YamlContentError, YamlDoc, YamlSyntaxError, key_text, read_yaml
 from inspectd.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -71,15 +71,8 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> Loc:
     return tuple(out)
 
 
-def _key_text(loc: Loc) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
 def format_error(doc: YamlDoc, loc: Loc, message: str) -> str:
-    return f"{doc.path}:{doc.line_of(loc)}: {_key_text(loc)}: {message}"
+    return f"{doc.path}:{doc.line_of(loc)}: {key_text(loc)}: {message}"
 
 
 _KEYED = re.compile(r"^([A-Za-z_]\w*(?:\.\w+|\[\d+\])*): (.*)$", re.S)
@@ -134,7 +127,7 @@ def validate(doc: YamlDoc, model: type[M]) -> M:
 def _read(path: Path) -> YamlDoc:
     try:
         return read_yaml(path)
-    except YamlSyntaxError as e:
+    except (YamlSyntaxError, YamlContentError) as e:
         raise ConfigError([str(e)]) from None
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None

@@ -9,12 +9,14 @@ from __future__ import annotations
 from inspectd.config.schema import ProductConfig
 from inspectd.decide import decide
 from inspectd.engines.images import load_frame
-from inspectd.errors import CameraError, GoldenCheckError
+from inspectd.errors import CameraError, GoldenCheckError, ModelError
 from inspectd.pipeline.runtime import ProductRuntime
+from inspectd.postprocess import BadOutput
 
 
 def check_golden(runtime: ProductRuntime, product: ProductConfig) -> list[str]:
-    """One message per golden image that is missing, unreadable or gets another verdict; [] = pass."""
+    """One message per golden image that is missing, unreadable or gets another verdict; [] = pass.
+    A golden image the model answers with a missing, mis-shaped or non-finite output raises ModelError."""
     failures: list[str] = []
     for g in product.golden:
         where = f"product {product.name!r} golden image {g.image.name}"
@@ -27,6 +29,9 @@ def check_golden(runtime: ProductRuntime, product: ProductConfig) -> list[str]:
         except CameraError as e:
             failures.append(f"{where}: {e}")
             continue
+        except BadOutput as e:  # not a wrong verdict but a broken model: refused like the self-check refuses it
+            raise ModelError(f"product {product.name!r}: model {product.model.path.name}: golden image "
+                             f"{g.image.name}: {e}") from None
         except Exception as e:  # a model that cannot run the reference image fails the gate, not the daemon
             failures.append(f"{where}: inference failed: {type(e).__name__}: {e}")
             continue

@@ -141,6 +141,12 @@ class Pipeline:
     def active(self) -> ProductRuntime:
         return self._active
 
+    def uses(self, runtime: ProductRuntime) -> bool:
+        """True while `runtime` is active or a part inspected with it is still open. Once False it stays False
+        for a runtime that can no longer be switched to: every part of it was admitted and watched before the
+        switch away (both on the acquire thread), so it is safe to close once no stage holds it."""
+        return runtime is self._active or self.keeper.holds(runtime)
+
     def switch(self, runtime: ProductRuntime) -> ProductRuntime:
         """Make `runtime` active for the next part; parts in flight finish with the old one (returned)."""
         old, self._active = self._active, runtime

@@ -21,6 +21,7 @@ from inspectd.decide import decide
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.verdicts import VerdictBus
+from inspectd.postprocess import BadOutput
 from inspectd.types import Frame, Part, Reason, Trigger
 
 log = structlog.get_logger("inspectd.pipeline")
@@ -55,17 +56,26 @@ class Stage(threading.Thread):
                 if self.outq is not None:
                     self.outq.put(STOP)
                 return
-            if part.settled:  # fail-safe already issued; don't spend the cycle on it
+            rt = part_runtime(part)
+            # Hold the runtime before looking at `settled`: a reload closes a retired runtime only once none of
+            # its parts is open and no stage holds it, so a part seen open here keeps its runtime alive.
+            if not rt.hold():
+                self.bus.fail(part, Reason.STAGE_ERROR)  # closed: its parts were all settled; this is a no-op
                 continue
-            t0 = self.stamp.begin(part.seq)
             try:
-                self.work(part)
-            except Exception:
-                self.bus.stats.stage_errors += 1
-                log.exception("stage_error", stage=self.stamp.name, seq=part.seq, part_id=part.part_id)
-                self.bus.fail(part, Reason.STAGE_ERROR, part_runtime(part).backend.model_sha256)
-                self.stamp.end()
-                continue
+                if part.settled:  # fail-safe already issued; don't spend the cycle on it
+                    continue
+                t0 = self.stamp.begin(part.seq)
+                try:
+                    self.work(part)
+                except Exception:
+                    self.bus.stats.stage_errors += 1
+                    log.exception("stage_error", stage=self.stamp.name, seq=part.seq, part_id=part.part_id)
+                    self.bus.fail(part, Reason.STAGE_ERROR, rt.backend.model_sha256)
+                    self.stamp.end()
+                    continue
+            finally:
+                rt.release()
             part.stage_t[self.stamp.name] = (t0, self.stamp.end())
             if self.outq is None:
                 continue
@@ -103,21 +113,45 @@ class InferStage(Stage):
         if self.keep_warm_s is None or time.monotonic() - self.last_infer < self.keep_warm_s:
             return
         rt = self.active()
-        spec = rt.product.model.input
-        dummy = np.zeros((1, spec.channels, spec.height, spec.width), np.dtype(spec.dtype))
-        rt.backend.infer(dummy)
-        self.warmups += 1
-        self.last_infer = time.monotonic()
+        if not rt.hold():
+            return
+        try:
+            spec = rt.product.model.input
+            dummy = np.zeros((1, spec.channels, spec.height, spec.width), np.dtype(spec.dtype))
+            rt.backend.infer(dummy)
+            self.warmups += 1
+        except Exception:  # keep-warm is an optimisation: it must never take the inference thread down
+            log.exception("keep_warm_failed", product=rt.name)
+        finally:
+            rt.release()
+            self.last_infer = time.monotonic()
 
 
 class DecideStage(Stage):
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.bad_outputs = 0
+
     def work(self, part: Part) -> None:
         rt = part_runtime(part)
         assert part.outputs is not None
-        part.findings = rt.postprocess(part.outputs)
+        try:
+            part.findings = rt.postprocess(part.outputs)
+        except BadOutput as e:  # NaN, inf, wrong size: fail-safe `bad_output`, never a pass
+            self._bad_output(part, rt, str(e))
+            self.bus.fail(part, Reason.BAD_OUTPUT, rt.backend.model_sha256)
+            return
         decision = decide(part.findings, rt.product)
+        if decision.reason == Reason.BAD_OUTPUT.value:
+            self._bad_output(part, rt, "a rule's score is missing or not finite")
         part.stage_t["decide"] = (self.stamp.busy_since or time.monotonic(), time.monotonic())
         self.bus.settle(part, decision, rt.backend.model_sha256)
+
+    def _bad_output(self, part: Part, rt: ProductRuntime, problem: str) -> None:
+        self.bad_outputs += 1
+        if self.bad_outputs & (self.bad_outputs - 1) == 0:  # 1st, 2nd, 4th, 8th...: a broken model must not flood
+            log.error("bad_output", seq=part.seq, part_id=part.part_id, product=rt.name, problem=problem,
+                      model_sha256=rt.backend.model_sha256, count=self.bad_outputs)
 
 
 class AcquireStage(threading.Thread):

@@ -125,6 +125,11 @@ class DeadlineKeeper:
         with self._cv:
             return sum(1 for _, _, p in self._heap if not p.settled)
 
+    def holds(self, runtime: object) -> bool:
+        """True while a part inspected with `runtime` still waits for its verdict."""
+        with self._cv:
+            return any(p.runtime is runtime and not p.settled for _, _, p in self._heap)
+
     def _run(self) -> None:
         while True:
             with self._cv:
