@@ -91,7 +91,8 @@ def slow_model(path: Path, matmuls: int = 40, width: int = 224, height: int = 22
 def odd_output_model(path: Path, kind: str, width: int = 224, height: int = 224) -> Path:
     """The brightness model's graph with a broken `logits` output, for the `bad_output` checks:
     'nan' / 'inf': the defect logit is always NaN / +inf (the self-check refuses it);
-    'nan_on_parts': sqrt(-|mean|): finite (0) on the self-check's all-zero input, NaN on every real image;
+    'nan_when_bright': -sqrt(-mean): NaN for an image brighter than mid grey, else finite (a pass, defect score
+        below 0.5); the self-check's all-zero input gives 0 (finite);
     'wide': three logits (for a batch of one) for a two-class recipe, a size loading cannot tell."""
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, height, width])
     logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "C"])
@@ -109,9 +110,9 @@ def odd_output_model(path: Path, kind: str, width: int = 224, height: int = 224)
     if kind in ("nan", "inf"):
         nodes.append(helper.make_node("Add", ["zero", "special"], ["bad"]))
         nodes.append(helper.make_node("Concat", ["zero", "bad"], ["logits"], axis=1))
-    elif kind == "nan_on_parts":
-        nodes += [helper.make_node("Abs", ["z"], ["a"]), helper.make_node("Neg", ["a"], ["na"]),
-                  helper.make_node("Sqrt", ["na"], ["bad"]),
+    elif kind == "nan_when_bright":
+        nodes += [helper.make_node("Neg", ["z"], ["nz"]), helper.make_node("Sqrt", ["nz"], ["root"]),
+                  helper.make_node("Neg", ["root"], ["bad"]),
                   helper.make_node("Concat", ["zero", "bad"], ["logits"], axis=1)]
     elif kind == "wide":  # the width comes from the batch size (N + 2), so no shape inference can know it
         inits += [numpy_helper.from_array(np.array([0], np.int64), "i0"),

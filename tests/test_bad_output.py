@@ -95,15 +95,30 @@ def test_self_check_refuses_the_model_before_it_judges_a_part(tmp_path: Path, ki
     assert str(e.value).startswith(f"product 'disc-a': model {kind}.onnx: self-check on an all-zero input: ")
 
 
+def replay_folder(folder: Path, levels: list[int]) -> Path:
+    """Grey 448x448 images named NN_dark/NN_bright in replay order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, level in enumerate(levels):
+        cv2.imwrite(str(folder / f"{i:02d}_{'bright' if level > 128 else 'dark'}.png"),
+                    np.full((448, 448), level, np.uint8))
+    return folder
+
+
 def _nan_station(tmp_path: Path, **station) -> Path:
-    """nan_on_parts passes the self-check (all-zero input) and answers NaN on every real part."""
-    over = {"camera": {"bank": 8, "rate_hz": 100}, "pipeline": {"max_in_flight": 2}, "cycle_budget_ms": 500,
-            "archive": {"enabled": False}, **station}
+    """nan_when_bright passes the self-check (all-zero input) and the warm-up (the first, dark image) and answers
+    NaN for every bright image; dark ones pass. The recipe says `failsafe: pass`: bad outputs must still be NG."""
+    images = replay_folder(tmp_path / "images", [20, 235, 40, 220])
+    over = {"camera": {"type": "replay", "folder": str(images), "rate_hz": 100}, "pipeline": {"max_in_flight": 2},
+            "cycle_budget_ms": 500, "archive": {"enabled": False}, **station}
     return write_station(tmp_path, over, {"failsafe": "pass"},
-                         model=odd_output_model(tmp_path / "nan_on_parts.onnx", "nan_on_parts"))
+                         model=odd_output_model(tmp_path / "nan_when_bright.onnx", "nan_when_bright"))
 
 
-def test_a_nan_model_fails_safe_every_part_counted_in_metrics(tmp_path: Path) -> None:
+def _expected(source_ref: str) -> tuple:
+    return ("failsafe", "bad_output", 1008, 0) if "bright" in source_ref else ("pass", "", 0, 1)
+
+
+def test_a_nan_model_fails_safe_its_nan_parts_counted_in_metrics(tmp_path: Path) -> None:
     n = 20
     d = Daemon(load_config(_nan_station(tmp_path, metrics={"enabled": True, "port": 0})),
                Options(handle_signals=False, max_parts=n))
@@ -116,12 +131,16 @@ def test_a_nan_model_fails_safe_every_part_counted_in_metrics(tmp_path: Path) ->
         s = samples(get(f"http://127.0.0.1:{d.metrics.server.port}/metrics")[1].decode())
     finally:
         d.shutdown()
-    assert s[("inspectd_failsafes_total", (("reason", "bad_output"),))] == n
-    assert s[("inspectd_parts_total", (("product", "disc-a"), ("verdict", "failsafe")))] == n
-    assert ("inspectd_parts_total", (("product", "disc-a"), ("verdict", "pass"))) not in s
     with sqlite3.connect(tmp_path / "journal.sqlite") as db:
-        rows = db.execute("SELECT verdict, reason, result_code, score FROM verdicts").fetchall()
-    assert rows == [("failsafe", "bad_output", 1008, 0.0)] * n
+        rows = db.execute("SELECT source_ref, verdict, reason, result_code, plc_ok, score FROM verdicts").fetchall()
+    assert len(rows) == n
+    assert [r[1:5] for r in rows] == [_expected(r[0]) for r in rows]  # NaN parts fail safe, NG; the others pass
+    assert all(r[5] == 0.0 for r in rows if r[1] == "failsafe")  # a finite number where the model gave none
+    bad = sum(r[2] == "bad_output" for r in rows)
+    assert bad == n // 2
+    assert s[("inspectd_failsafes_total", (("reason", "bad_output"),))] == bad
+    assert s[("inspectd_parts_total", (("product", "disc-a"), ("verdict", "failsafe")))] == bad
+    assert s[("inspectd_parts_total", (("product", "disc-a"), ("verdict", "pass")))] == n - bad
 
 
 def test_run_max_parts_with_a_nan_model_exits_with_every_part_journaled(tmp_path: Path) -> None:
@@ -131,12 +150,13 @@ def test_run_max_parts_with_a_nan_model_exits_with_every_part_journaled(tmp_path
                         "--max-parts", str(n)], capture_output=True, text=True, cwd=ROOT, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     with sqlite3.connect(tmp_path / "journal.sqlite") as db:
-        rows = db.execute("SELECT seq, verdict, reason, result_code FROM verdicts ORDER BY seq").fetchall()
+        rows = db.execute("SELECT seq, source_ref, verdict, reason, result_code, plc_ok FROM verdicts "
+                          "ORDER BY seq").fetchall()
     assert [row[0] for row in rows] == list(range(1, n + 1))
-    assert {row[1:] for row in rows} == {("failsafe", "bad_output", 1008)}  # not one pass, PLC told NG
+    assert [row[2:] for row in rows] == [_expected(row[1]) for row in rows]
     events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     logged = [e for e in events if e.get("event") == "bad_output"]
-    assert 1 <= len(logged) <= 7  # the 1st, 2nd, 4th, ... 32nd: logged, not flooded
+    assert 1 <= len(logged) <= 6  # the 1st, 2nd, 4th, ... 16th of 20: logged, not flooded
     assert logged[0]["product"] == "disc-a" and "non-finite" in logged[0]["problem"]
     stopped = next(e for e in events if e.get("event") == "stopped")
     assert stopped["parts_in"] == stopped["verdicts"] == stopped["journaled"] == n
@@ -155,15 +175,29 @@ def test_start_refuses_a_nan_model_with_the_model_exit_code(tmp_path: Path) -> N
 
 
 def test_golden_image_answered_with_nan_is_a_model_error(tmp_path: Path) -> None:
-    """The all-zero input is fine for nan_on_parts; the golden gate's real image is not: refused as a model error
-    by the one golden gate, with the image named."""
-    (tmp_path / "products" / "golden").mkdir(parents=True)
-    cv2.imwrite(str(tmp_path / "products" / "golden" / "dark.png"), np.full((448, 448), 20, np.uint8))
-    st = write_station(tmp_path, {"camera": {"bank": 4}}, {"golden": [{"image": "golden/dark.png", "expect": "pass"}]},
-                       model=odd_output_model(tmp_path / "nan_on_parts.onnx", "nan_on_parts"))
+    """The all-zero input is fine for nan_when_bright; the golden gate's bright image is not: refused as a model
+    error by the one golden gate, with the image named."""
+    replay_folder(tmp_path / "products" / "golden", [235])
+    st = write_station(tmp_path, {"camera": {"bank": 4}},
+                       {"golden": [{"image": "golden/00_bright.png", "expect": "reject"}]},
+                       model=odd_output_model(tmp_path / "nan_when_bright.onnx", "nan_when_bright"))
     r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(st)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == ExitCode.MODEL, r.stderr[-2000:]
     [event] = [json.loads(line) for line in r.stdout.splitlines() if '"cannot_start"' in line]
-    assert event["error"].startswith("product 'disc-a': model nan_on_parts.onnx: golden image dark.png: output "
-                                     "'logits' has 1 non-finite")
+    assert event["error"].startswith("product 'disc-a': model nan_when_bright.onnx: golden image 00_bright.png: "
+                                     "output 'logits' has 1 non-finite")
+
+
+def test_warm_up_frame_answered_with_nan_is_a_model_error(tmp_path: Path) -> None:
+    """The camera's first frame (warm-up before READY) is bright: refused before READY, exit 3."""
+    images = replay_folder(tmp_path / "images", [235, 20])
+    st = write_station(tmp_path, {"camera": {"type": "replay", "folder": str(images)}},
+                       model=odd_output_model(tmp_path / "nan_when_bright.onnx", "nan_when_bright"))
+    r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(st)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == ExitCode.MODEL, r.stderr[-2000:]
+    [event] = [json.loads(line) for line in r.stdout.splitlines() if '"cannot_start"' in line]
+    assert event["error"].startswith("product 'disc-a': model nan_when_bright.onnx: warm-up on a camera frame: "
+                                     "output 'logits' has 1 non-finite")
+    assert '"ready"' not in r.stdout

@@ -10,6 +10,7 @@ import time
 import structlog
 
 from inspectd.camera.base import Source
+from inspectd.errors import BadOutput, ModelError
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.types import Frame
 
@@ -27,7 +28,11 @@ def warm_up(rt: ProductRuntime, frame: Frame | None, runs: int = RUNS) -> list[f
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        rt.postprocess(rt.backend.infer(rt.preprocess(frame)))
+        try:
+            rt.postprocess(rt.backend.infer(rt.preprocess(frame)))
+        except BadOutput as e:  # like the self-check (pipeline.runtime): a model that answers NaN never goes live
+            raise ModelError(f"product {rt.name!r}: model {rt.product.model.path.name}: warm-up on a camera "
+                             f"frame: {e}") from None
         times.append((time.perf_counter() - t0) * 1e3)
     log.info("warmed_up", product=rt.name, runs_ms=[round(t, 3) for t in times])
     return times
