@@ -137,7 +137,8 @@ def anomalib_model(path: Path, width: int = 64, height: int = 64, poison: str = 
     N x 1, `pred_label` (bool), `anomaly_map` N x 1 x H x W and `pred_mask` (bool), scores normalised as
     anomalib's post-processor does, ((raw - threshold) / (max - min)) + 0.5 clipped to 0..1. Raw = |grey - 0.5|,
     threshold 0.2, range 0.4: a mid-grey part is 0 everywhere, a white or black mark is 1. A broken export:
-    `poison="all"` makes every output NaN, `poison="marked"` makes the score +inf on marked parts only."""
+    `poison="all"` makes every output NaN, `poison="marked"` makes the score +inf on marked parts only (a uniform
+    frame is no marked part: the model passes the self-check and fails on those parts in a run)."""
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, height, width])
     outs = [helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, ["N", 1]),
             helper.make_tensor_value_info("pred_label", TensorProto.BOOL, ["N", 1]),
@@ -159,9 +160,15 @@ def anomalib_model(path: Path, width: int = 64, height: int = 64, poison: str = 
         helper.make_node("Mul", ["m", "poison"], ["anomaly_map"]),
         helper.make_node("ReduceMax", ["anomaly_map", "axes23"], ["s4"], keepdims=1),
         helper.make_node("Flatten", ["s4"], ["s2"], axis=1),
-        # "marked": divide by (1 - [score > 0.9]), +inf where the mark is
+        # "marked": divide by (1 - [score > 0.9 and part of the map below 0.5]), +inf where a mark is on a part;
+        # a uniform frame (the self-check's all-zero input is uniformly black) keeps a finite score
         helper.make_node("Greater", ["s2", "hot"], ["is_hot"]),
-        helper.make_node("Cast", ["is_hot"], ["hot_f"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["is_hot"], ["hot_any"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMin", ["anomaly_map", "axes23"], ["lo4"], keepdims=1),
+        helper.make_node("Flatten", ["lo4"], ["lo2"], axis=1),
+        helper.make_node("Less", ["lo2", "half"], ["has_cool"]),
+        helper.make_node("Cast", ["has_cool"], ["cool_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["hot_any", "cool_f"], ["hot_f"]),
         helper.make_node("Mul", ["hot_f", "one" if poison == "marked" else "zero"], ["hot_w"]),
         helper.make_node("Sub", ["one", "hot_w"], ["denom"]),
         helper.make_node("Div", ["s2", "denom"], ["pred_score"]),
