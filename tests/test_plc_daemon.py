@@ -333,3 +333,33 @@ def test_vision_heartbeat_stops_while_a_stage_is_hung_then_safe_state(tmp_path: 
         if c is not None:
             c.close()
         stop(daemon)
+
+
+@pytest.mark.slow
+def test_client_mode_failed_start_leaves_shutdown_in_the_plc(tmp_path: Path) -> None:
+    """A start that fails after the link is up (a model that does not load: exit 3) still ends in the defined
+    STOPPED state in the PLC's memory, not in STARTING or a dead process's leftovers."""
+    port = free_port()
+    peer = lmb_server(port).start()
+    mem = _Memory("modbus_client", port)
+    station = write_station(tmp_path, mem.plc())
+    products = tmp_path / "products"
+    products.mkdir()
+    for f in (REPO / "configs/demo/products").glob("*.yaml"):
+        p = yaml.safe_load(f.read_text())
+        p["model"]["path"] = str(tmp_path / "broken.onnx")
+        (products / f.name).write_text(yaml.safe_dump(p))
+    (tmp_path / "broken.onnx").write_bytes(b"not an ONNX model")
+    data = yaml.safe_load(station.read_text())
+    data["products_dir"] = str(products)
+    station.write_text(yaml.safe_dump(data))
+    log = tmp_path / "daemon.log"
+    try:
+        mem.write_b(VisionOutputs(ready=True, online=True, vision_heartbeat=9))
+        daemon = start_daemon(station, log)
+        assert daemon.wait(60) == 3, log.read_text()[-3000:]  # ExitCode.MODEL
+        b = mem.read_b()
+        assert (b.ready, b.online, b.error, b.error_code, b.run_epoch) == (False, False, True, ErrorCode.SHUTDOWN, 1)
+    finally:
+        mem.io.close()
+        peer.stop()
