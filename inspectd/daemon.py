@@ -290,9 +290,11 @@ class Daemon:
     def _fault_code(self) -> int:
         """PLC link's health probe: the pipeline's fault as an ERROR_CODE (0 none); READY drops with it."""
         fault = self.pipeline.faults.fault() if self.pipeline is not None else None
-        if fault is not None:
-            return int(FAULT_CODES[fault])
-        journal = self.journal  # journal.on_failure failsafe: the next trigger would only get journal_down
+        return int(FAULT_CODES[fault]) if fault is not None else self._journal_code()
+
+    def _journal_code(self) -> int:
+        """journal.on_failure failsafe: while the journal fails the next trigger would only get journal_down."""
+        journal = self.journal
         if journal is not None and not journal.healthy and self.config.station.journal.on_failure == "failsafe":
             return int(ErrorCode.JOURNAL)
         return 0

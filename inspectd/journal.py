@@ -83,8 +83,6 @@ COLUMNS = ("run_id", "seq", "part_id", "product", "t_trigger", "t_verdict", "lat
            "source_ref", "note")
 INSERT = f"INSERT INTO verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 PART_NO = COLUMNS.index("part_no")
-T_VERDICT = COLUMNS.index("t_verdict")
-NOTE = COLUMNS.index("note")
 
 # SQLite result codes that mean the disk, not the row (sqlite3.Error.sqlite_errorcode, primary code).
 SQLITE_DISK = {8: "read_only", 10: "io_error", 13: "disk_full", 14: "cannot_open"}
@@ -154,13 +152,33 @@ def row(run_id: str, v: Verdict, part_no: int | None = None) -> Row:
             ("non-finite: " + ", ".join(notes)) if notes else "")
 
 
-def interrupted_row(accepted: dict[str, Any], note: str) -> Row:
-    """The fail-safe row of a part accepted by a process that died before its verdict (from its ahead record)."""
-    t = float(accepted.get("t", 0.0))
-    return (str(accepted.get("run", "")), int(accepted.get("seq", 0)), int(accepted.get("part_id", 0)),
-            str(accepted.get("product", "")), t, t, 0.0, "failsafe", Reason.INTERRUPTED.value,
-            FAILSAFE_CODES[Reason.INTERRUPTED], 0, 0.0, "{}", "{}", str(accepted.get("sha", "")), None,
-            int(accepted["n"]), int(accepted.get("recipe_no", 0)), "", note)
+# Ahead records, one JSON list per line (cheap to write on the hot path: primitives only):
+#   A  accepted: ["A", part_no, run_id, seq, part_id, product, recipe_no, model_sha256, t_trigger]
+#   V  issued:   the same nine, then outcome, reason, result_code, plc_ok, score, t_verdict, latency_ms, source_ref,
+#                truth (scores and stage times are left to the journal row: they cost most to serialise)
+#   P  ["P", t]  retention deleted every row up to t_verdict t;   H  ["H", t]  a probe while the disk was failing
+A_FIELDS = 9
+V_FIELDS = A_FIELDS + 9
+
+
+def interrupted_row(a: list[Any], note: str) -> Row:
+    """The fail-safe row of a part accepted by a process that died before its verdict (from its A record)."""
+    _, n, run, seq, part_id, product, recipe_no, sha, t = a[:A_FIELDS]
+    return (str(run), int(seq), int(part_id), str(product), float(t), float(t), 0.0, "failsafe",
+            Reason.INTERRUPTED.value, FAILSAFE_CODES[Reason.INTERRUPTED], 0, 0.0, "{}", "{}", str(sha), None, int(n),
+            int(recipe_no), "", note)
+
+
+def issued_row(v: list[Any], note: str) -> Row:
+    """The row of a verdict that was issued (the PLC was told) but never journaled (from its V record)."""
+    _, n, run, seq, part_id, product, recipe_no, sha, t = v[:A_FIELDS]
+    outcome, reason, code, plc_ok, score, t_verdict, latency, source_ref, truth = v[A_FIELDS:V_FIELDS]
+    notes: list[str] = []
+    score = _finite(float(score), "score", notes)
+    note = "; ".join(x for x in (note, ("non-finite: " + ", ".join(notes)) if notes else "") if x)
+    return (str(run), int(seq), int(part_id), str(product), float(t), float(t_verdict), float(latency),
+            str(outcome), str(reason), int(code), int(plc_ok), score, "{}", "{}", str(sha), truth, int(n),
+            int(recipe_no), str(source_ref), note)
 
 
 def live_bytes(db: sqlite3.Connection) -> int:
@@ -291,27 +309,23 @@ class Journal:
     def _highest_part_no(self) -> int:
         assert self._db is not None
         top = self._db.execute("SELECT MAX(part_no) FROM verdicts").fetchone()[0] or 0
-        ahead = [int(r["n"]) for r in self.ahead.read() if isinstance(r.get("n"), int)]
+        ahead = [int(r[1]) for r in self.ahead.read() if r[0] in ("A", "V") and isinstance(r[1], int)]
         return max([int(top), *ahead])
 
     def _recover(self, at_start: bool) -> None:
         """Journal what the ahead log holds and the journal does not: the verdict row as issued, or for a part
         accepted without a verdict, the fail-safe `interrupted` row."""
         assert self._db is not None
-        accepted: dict[int, dict[str, Any]] = {}
+        accepted: dict[int, list[Any]] = {}
         issued: dict[int, list[Any]] = {}
         records = self.ahead.read()
         # Retention deleted every row up to this time: its records are not missing, they were pruned.
-        pruned_below = max([self._pruned_below, *(float(r.get("t", 0)) for r in records if r.get("k") == "P")])
+        pruned_below = max([self._pruned_below, *(float(r[1]) for r in records if r[0] == "P" and len(r) == 2)])
         for rec in records:
-            n = rec.get("n")
-            if not isinstance(n, int):
-                continue
-            if rec.get("k") == "A" and float(rec.get("t", 0)) > pruned_below:
-                accepted[n] = rec
-            elif (rec.get("k") == "V" and isinstance(rec.get("row"), list) and len(rec["row"]) == len(COLUMNS)
-                  and float(rec["row"][T_VERDICT]) > pruned_below):
-                issued[n] = rec["row"]
+            if rec[0] == "A" and len(rec) == A_FIELDS and float(rec[8]) > pruned_below:
+                accepted[int(rec[1])] = rec
+            elif rec[0] == "V" and len(rec) == V_FIELDS and float(rec[A_FIELDS + 5]) > pruned_below:
+                issued[int(rec[1])] = rec
         numbers = set(accepted) | set(issued)
         if not numbers:
             return
@@ -324,10 +338,9 @@ class Journal:
         recovered, interrupted = [], []
         for n in sorted(numbers - present):
             if n in issued:
-                r = list(issued[n])
                 why = "the process died" if at_start else "the journal queue was full"
-                r[NOTE] = "; ".join(x for x in (r[NOTE], f"recovered {when}: issued, not journaled ({why})") if x)
-                rows.append(tuple(r))
+                rows.append(issued_row(issued[n], f"recovered {when}: issued, not journaled ({why}); "
+                                                  "scores and stage times not kept"))
                 recovered.append(n)
             else:
                 why = "the process died" if at_start else "the daemon stopped without one"
@@ -342,27 +355,27 @@ class Journal:
         self.interrupted += len(interrupted)
         log.warning("journal_recovered_rows", recovered=len(recovered), interrupted=len(interrupted),
                     part_nos=sorted(recovered + interrupted)[:50],
-                    part_ids=[accepted[n].get("part_id") for n in interrupted][:50])
+                    part_ids=[accepted[n][4] for n in interrupted][:50])
 
     # -- hot path ---------------------------------------------------------------------------------
     def part_no(self, seq: int) -> int:
         return self.base + seq
 
     def accept(self, part: Part) -> None:
-        """Called as a part is accepted (before its trigger is answered where the source allows): the ahead
-        record that turns a SIGKILL into an `interrupted` row instead of a part nobody knows about."""
+        """Called as a part is accepted (by the pipeline, as it creates the part): the ahead record that turns a
+        SIGKILL into an `interrupted` row instead of a part nobody knows about. A few microseconds."""
         rt = part.runtime
-        self.ahead.append({
-            "k": "A", "n": self.base + part.seq, "run": self.run_id, "seq": part.seq, "part_id": part.part_id,
-            "product": part.product, "recipe_no": rt.product.plc_id if rt is not None else 0,
-            "sha": rt.backend.model_sha256 if rt is not None else "",
-            "t": time.time() - (time.monotonic() - part.trigger.t_trigger)})
+        recipe_no, sha = (rt.product.plc_id, rt.backend.model_sha256) if rt is not None else (0, "")
+        self.ahead.append(["A", self.base + part.seq, self.run_id, part.seq, part.part_id, part.product, recipe_no,
+                           sha, time.time() - (time.monotonic() - part.trigger.t_trigger)])
 
     def submit(self, verdict: Verdict, part: Part | None = None) -> None:
-        r = row(self.run_id, verdict, self.base + verdict.seq)
-        self.ahead.append({"k": "V", "n": r[PART_NO], "row": r})
+        v = verdict
+        self.ahead.append(["V", self.base + v.seq, self.run_id, v.seq, v.part_id, v.product, v.recipe_no,
+                           v.model_sha256, v.wall_time - v.latency_ms / 1e3, v.outcome.value, v.reason, v.result_code,
+                           int(v.plc_ok), v.score, v.wall_time, v.latency_ms, v.source_ref, v.truth])
         try:
-            self._q.put_nowait(r)
+            self._q.put_nowait(v)  # the row is built by the writer thread, off the hot path
         except queue.Full:
             self._drop("queue_full", 1)
             log.error("journal_queue_full", seq=verdict.seq, dropped=self.dropped)
@@ -407,7 +420,7 @@ class Journal:
                 if item is _STOP:
                     stop = True
                     break
-                rows.append(item)
+                rows.append(self._row(item))
                 if len(rows) >= self.batch:
                     break
                 try:
@@ -433,6 +446,15 @@ class Journal:
         if clean:
             self.ahead.remove()  # all journaled; otherwise the next start journals what is left in it
         self._db.close()
+
+    def _row(self, v: Verdict) -> Row:
+        try:
+            return row(self.run_id, v, self.base + v.seq)
+        except Exception as e:  # a verdict that cannot even be formatted: keep what identifies it
+            log.error("journal_row_unformattable", error=repr(e), seq=getattr(v, "seq", None))
+            return (self.run_id, getattr(v, "seq", 0), getattr(v, "part_id", 0), str(getattr(v, "product", "")),
+                    0.0, time.time(), 0.0, "failsafe", "unformattable", 0, 0, -1.0, "{}", "{}", "", None,
+                    self.base + int(getattr(v, "seq", 0)), 0, "", f"unformattable verdict: {e!r}"[:500])
 
     def _wait_s(self) -> float | None:
         waits = []
@@ -537,7 +559,7 @@ class Journal:
     def _update_health(self) -> None:
         # Nothing may be appended for a while (no parts): probe, so health comes back with the disk.
         if (self.ahead.last_error and not self._failing and time.monotonic() >= self._retry_at
-                and not self.ahead.append({"k": "H", "t": time.time()})):
+                and not (self.ahead.reopen() and self.ahead.append(["H", time.time()]))):
             self._retry_at = time.monotonic() + self.retry_max_s
         if self._failing:
             why = f"journal write failing ({self._failing}); {len(self._backlog)} rows waiting"
@@ -582,7 +604,7 @@ class Journal:
             self.pruned += n
             oldest = self._db.execute("SELECT MIN(t_verdict) FROM verdicts").fetchone()[0]
             self._pruned_below = max(self._pruned_below, oldest if oldest is not None else time.time())
-            self.ahead.append({"k": "P", "t": self._pruned_below})  # recovery must not bring these rows back
+            self.ahead.append(["P", self._pruned_below])  # recovery must not bring these rows back
             log.info("journal_pruned", rows=n, retention_days=self.retention_days, max_mb=self.max_mb,
                      live_mb=round(live_bytes(self._db) / 1e6, 3))
 

@@ -67,12 +67,14 @@ def test_disk_fills_while_inspecting_no_row_lost_and_the_policy_holds(disk: Path
         ready = readyz(d)
         assert ready["ready"] is False and ready["checks"]["journal"] is False
         # What the PLC link's health probe reads: READY drops with ERROR_CODE 8 only where parts are fail-safed.
-        assert d._fault_code() == (ErrorCode.JOURNAL if policy == "failsafe" else 0)
+        # (A loaded machine can add TIMEOUT from deadline misses, which ranks first: hence both probes.)
+        assert d._journal_code() == (ErrorCode.JOURNAL if policy == "failsafe" else 0)
+        assert d._fault_code() != 0 if policy == "failsafe" else d._fault_code() != ErrorCode.JOURNAL
         filler.unlink()
         assert wait_for(lambda: d.journal.healthy)
         healthy_from = d.pipeline.stats.verdicts_total
         assert wait_for(lambda: d.pipeline.stats.verdicts_total >= healthy_from + 20)
-        assert readyz(d)["ready"] is True and d._fault_code() == 0
+        assert readyz(d)["ready"] is True and d._journal_code() == 0
     finally:
         d.shutdown()
     verdicts = d.pipeline.stats.verdicts_total
@@ -90,11 +92,12 @@ def test_disk_fills_while_inspecting_no_row_lost_and_the_policy_holds(disk: Path
     assert rows[-1][2] != "failsafe" or rows[-1][3] != "journal_down"  # back to normal verdicts
 
 
-@pytest.mark.parametrize("floor_mb", [4, 0.5])
+@pytest.mark.parametrize("floor_mb", [4, 0])
 def test_archive_on_the_journal_disk_leaves_the_journal_room(disk: Path, tmp_path: Path, floor_mb: float) -> None:
     """Every part archived onto the journal's 16 MiB disk with a quota far above it (before: 83-96 % of journal
-    rows lost once the archive filled the disk). A 4 MB floor leaves the journal enough; 0.5 MB does not: the
-    journal's first disk-full makes the archive double its floor and delete its oldest parts. No row is lost."""
+    rows lost once the archive filled the disk). A 4 MB floor leaves the journal enough; with none the archive
+    fills the disk, and the journal's first disk-full makes it take a floor (4 MB) and delete its oldest parts
+    until 5 MB are free. No row is lost."""
     parts = 1500
     station = write_station(tmp_path, {"camera": {"bank": 8, "rate_hz": 300},
                                        "journal": {"path": str(disk / "journal.sqlite")},
@@ -112,12 +115,13 @@ def test_archive_on_the_journal_disk_leaves_the_journal_room(disk: Path, tmp_pat
     rows = sqlite3.connect(str(disk / "journal.sqlite")).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
     assert rows == d.pipeline.stats.verdicts_total == parts and d.journal.dropped == 0 and d.journal.healthy
     archive = d.archive
-    assert archive is not None and archive.saved > 0 and archive.dropped["disk_full"] == 0
+    assert archive is not None and archive.saved > 0
     gave = [e for e in logs if e["event"] == "archive_gave_room"]
     if floor_mb == 4:
-        assert archive.dropped["low_space"] == 1 and gave == [] and d.journal.errors == 0
+        assert archive.dropped["low_space"] == 1 and archive.dropped["disk_full"] == 0
+        assert gave == [] and d.journal.errors == 0
     else:
-        assert len(gave) >= 1 and gave[0]["deleted"] > 0 and archive.floor >= 4.5e6
+        assert len(gave) >= 1 and gave[0]["deleted"] > 0 and archive.floor >= 4e6
         assert d.journal.errors >= 1  # it did fail, and got its room back
 
 
