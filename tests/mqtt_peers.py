@@ -110,7 +110,9 @@ class Mosquitto:
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls_port = free_port() if tls else None
+        # autosave every second: a broker killed with SIGKILL still comes back with the test subscriber's session
         lines = [f"user {getpass.getuser()}", "persistence true", f"persistence_location {folder}/",
+                 "autosave_interval 1",
                  "max_queued_messages 1000000", "log_dest stderr", "log_type error", "log_type warning",
                  "log_type notice", "per_listener_settings true", f"listener {self.port} 127.0.0.1",
                  "allow_anonymous true"]
@@ -145,6 +147,17 @@ class Mosquitto:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto not listening on {self.port}: {self.log.read_text()[-2000:]}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, nothing saved beyond the last autosave; works on a stopped (SIGSTOP) broker too."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -6,6 +6,7 @@ never lose), whatever happens to the broker or the daemon in between.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sqlite3
@@ -176,6 +177,45 @@ def test_daemon_killed_and_restarted_while_broker_down_loses_nothing(tmp_path: P
             second.kill()
         rec.close()
         broker.stop()
+
+
+def _cursor(tmp_path: Path) -> int:
+    path = tmp_path / "journal.sqlite.mqtt-cursor"
+    return int(json.loads(path.read_text())["last_id"]) if path.exists() else 0
+
+
+def test_cursor_waits_for_puback_sent_but_unacknowledged_verdicts_are_resent(tmp_path: Path) -> None:
+    """A frozen broker (SIGSTOP) takes the messages into its socket but acknowledges none: the cursor must not
+    move past them. Then the daemon is killed and the broker too, so whatever was only in flight is gone; the
+    restarted daemon must send it again."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    rec = Recorder(broker.port)
+    station = _station(tmp_path, broker)
+    first = DaemonProcess(station, None)
+    second = None
+    try:
+        assert rec.wait(lambda: len(rec.verdicts()) >= 20, START_S), first.stderr()[-3000:]
+        time.sleep(1.0)  # let the recorder's session reach the broker's autosave
+        broker.signal(signal.SIGSTOP)
+        time.sleep(0.5)  # the cursor file catches up with the last PUBACK (saved every 0.2 s)
+        frozen_at, before = _cursor(tmp_path), _rows(tmp_path)
+        _wait(lambda: _rows(tmp_path) >= before + 60, 60, "parts journaled while the broker is frozen")
+        assert _cursor(tmp_path) == frozen_at, "the cursor moved without a PUBACK"
+        first.proc.send_signal(signal.SIGKILL)
+        first.wait(10)
+        broker.kill()
+        broker.start()
+        second = DaemonProcess(station, None)
+        _wait(lambda: _rows(tmp_path) >= before + 100, START_S, "the restarted daemon journaling")
+        second.signal(signal.SIGTERM)
+        assert second.wait(60) == 0, second.stderr()[-3000:]
+        _all_journaled_arrived(tmp_path, rec)
+    finally:
+        first.kill()
+        if second:
+            second.kill()
+        rec.close()
+        broker.kill()
 
 
 def test_last_will_offline_on_kill_9(tmp_path: Path) -> None:
