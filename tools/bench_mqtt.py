@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,15 +85,18 @@ def run_daemon(folder: Path, parts: int, mqtt_port: int | None, rate_hz: float |
         station["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "drain_s": 60}
     cfg = load_config(write_station(folder, station))
     d = Daemon(cfg, Options(handle_signals=False, max_parts=parts + WARMUP))
+    cpu0 = sum(psutil.Process().cpu_times()[:2])
     t = threading.Thread(target=d.run)
     t.start()
     t.join(900)
+    cpu_s = sum(psutil.Process().cpu_times()[:2]) - cpu0  # this process: the daemon's threads (broker apart)
     db = sqlite3.connect(str(folder / "journal.sqlite"))
     rows = db.execute("SELECT run_id, seq, t_trigger, t_verdict, latency_ms FROM verdicts ORDER BY seq").fetchall()
     db.close()
     measured = rows[WARMUP:]
     span = max(r[3] for r in measured) - min(r[2] for r in measured)
     out = {"mqtt": mqtt_port is not None, "parts": len(measured), "fps": round(len(measured) / span, 1),
+           "cpu_ms_per_part": round(cpu_s * 1e3 / len(rows), 3),
            "cycle_p50_ms": pct([r[4] for r in measured], 50), "cycle_p99_ms": pct([r[4] for r in measured], 99)}
     if rec is not None:
         want = {(r[0], r[1]) for r in rows}
@@ -166,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                         rec.close()
                     print(json.dumps(res), flush=True)
                     rounds.append(res)
-            rec = SubRecorder(broker.port, "inspectd/bench/verdict", base / "sub-lat.txt")
-            latency = run_daemon(base / "lat", a.latency_parts, broker.port, a.rate_hz, rec)
-            rec.close()
-            latency["rate_hz"] = a.rate_hz
-            print(json.dumps(latency), flush=True)
-            dr = drain(base / "drain", broker, a.backlog)
+            latency: dict = {}
+            if a.latency_parts:
+                rec = SubRecorder(broker.port, "inspectd/bench/verdict", base / "sub-lat.txt")
+                latency = run_daemon(base / "lat", a.latency_parts, broker.port, a.rate_hz, rec)
+                rec.close()
+                latency["rate_hz"] = a.rate_hz
+                print(json.dumps(latency), flush=True)
+            dr = drain(base / "drain", broker, a.backlog) if a.backlog else {}
             print(json.dumps(dr), flush=True)
         finally:
             broker.stop()
@@ -180,8 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"summary": {
         "fps_without_mqtt": off, "fps_with_mqtt": on,
         "throughput_change_pct": round(100 * (statistics.mean(on) / statistics.mean(off) - 1), 1),
+        "cpu_ms_per_part_without_mqtt": [r["cpu_ms_per_part"] for r in rounds if not r["mqtt"]],
+        "cpu_ms_per_part_with_mqtt": [r["cpu_ms_per_part"] for r in rounds if r["mqtt"]],
+        "cycle_p50_ms_without_mqtt": [r["cycle_p50_ms"] for r in rounds if not r["mqtt"]],
+        "cycle_p50_ms_with_mqtt": [r["cycle_p50_ms"] for r in rounds if r["mqtt"]],
         "latency_at_rate": {k: latency[k] for k in ("rate_hz", "to_subscriber_p50_ms", "to_subscriber_p99_ms",
-                                                    "puback_le_ms", "received")},
+                                                    "puback_le_ms", "received") if k in latency},
         "drain": dr}}, indent=1))
     return 0
 

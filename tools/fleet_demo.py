@@ -44,7 +44,8 @@ class Broker:
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text("\n".join([
             f"user {getpass.getuser()}", "persistence true", f"persistence_location {folder}/",
-            "max_queued_messages 1000000", "log_dest stderr", f"listener {port} 127.0.0.1", "allow_anonymous true",
+            "max_queued_messages 1000000", "set_tcp_nodelay true", "log_dest stderr", f"listener {port} 127.0.0.1",
+            "allow_anonymous true",
         ]) + "\n")
         self.log = folder / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
