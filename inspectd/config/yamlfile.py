@@ -15,6 +15,7 @@ import yaml
 Loc = tuple[str | int, ...]
 
 MAX_ALIAS_VALUES = 10_000  # values added by expanding aliases; a recipe reusing a block a few times needs tens
+MAX_DEPTH = 100  # a recipe nests a few levels; PyYAML's recursive composer fails somewhere past a few hundred
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -63,24 +64,35 @@ class _Key:
 
 def _walk(path: Path, root: yaml.Node) -> list[_Key]:
     """Every key and list item of the expanded document, in no particular order; raises YamlContentError for a
-    duplicate key or when aliases add more than MAX_ALIAS_VALUES values (iterative: deep nesting is fine too)."""
+    duplicate key, nesting beyond MAX_DEPTH, or aliases adding more than MAX_ALIAS_VALUES values. Iterative and
+    bounded by those limits, so it is safe on any input the parser accepted."""
     keys: list[_Key] = []
+    first_line: dict[Loc, int] = {}
     seen: set[int] = set()
     expanded = 0
-    stack: list[tuple[yaml.Node, Loc, int]] = [(root, (), 1)]
+    # node, where it is, the line to report it at, and how deep its path was where an alias was first followed
+    stack: list[tuple[yaml.Node, Loc, int, int | None]] = [(root, (), 1, None)]
     while stack:
-        node, loc, line = stack.pop()
+        node, loc, line, alias_at = stack.pop()
         if id(node) in seen:  # an alias: the same node again (a recursive alias comes back forever)
             expanded += 1
+            alias_at = len(loc) if alias_at is None else alias_at
             if expanded > MAX_ALIAS_VALUES:
-                raise YamlContentError(path, line, loc, f"aliases (*name) expand to more than {MAX_ALIAS_VALUES} "
-                                                        "values: write the values out instead")
+                where = loc[:alias_at]
+                while where and isinstance(where[-1], int):  # the key holding the alias, not a list position
+                    where = where[:-1]
+                raise YamlContentError(path, first_line.get(where, line), where,
+                                       f"aliases (*name) expand to more than {MAX_ALIAS_VALUES} values: write the "
+                                       "values out instead")
         seen.add(id(node))
+        if len(loc) > MAX_DEPTH:
+            raise YamlContentError(path, line, loc[:3], f"nested more than {MAX_DEPTH} levels deep "
+                                                        "(an alias inside itself?)")
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == MERGE_TAG:  # `<<: *base`: keys given here override the merged ones
-                    stack.append((value_node, loc, key_node.start_mark.line + 1))
+                    stack.append((value_node, loc, key_node.start_mark.line + 1, alias_at))
                     continue
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
                 key_line = key_node.start_mark.line + 1
@@ -88,13 +100,17 @@ def _walk(path: Path, root: yaml.Node) -> list[_Key]:
                     raise YamlContentError(path, key_line, (*loc, key),
                                            f"duplicate key (first given on line {first[key]}); keep one")
                 first[key] = key_line
-                keys.append(_Key((*loc, key), key_line, key_node.start_mark.index))
-                stack.append((value_node, (*loc, key), key_line))
+                child: Loc = (*loc, key)
+                keys.append(_Key(child, key_line, key_node.start_mark.index))
+                first_line.setdefault(child, key_line)
+                stack.append((value_node, child, key_line, alias_at))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 item_line = item.start_mark.line + 1
-                keys.append(_Key((*loc, i), item_line, item.start_mark.index))
-                stack.append((item, (*loc, i), item_line))
+                child = (*loc, i)
+                keys.append(_Key(child, item_line, item.start_mark.index))
+                first_line.setdefault(child, item_line)
+                stack.append((item, child, item_line, alias_at))
     return keys
 
 
@@ -107,10 +123,39 @@ def _key_before(text: str, index: int) -> Loc:
         finally:
             loader.dispose()
         keys = _walk(Path("?"), node) if node is not None else []
-    except (yaml.YAMLError, YamlContentError):
+    except (yaml.YAMLError, YamlContentError, RecursionError):
         return ()
     before = [k for k in keys if k.index <= index]
     return max(before, key=lambda k: (k.index, len(k.loc))).loc if before else ()
+
+
+def _too_deep(text: str) -> tuple[int, Loc]:
+    """Line and key path where nesting first goes deeper than MAX_DEPTH, from the parser's event stream (which,
+    unlike the composer, does not recurse)."""
+    stack: list[list[Any]] = []  # per open collection: [is_mapping, key or index, expecting a key]
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionEndEvent):
+                stack.pop()
+            elif isinstance(event, yaml.NodeEvent):
+                if stack and stack[-1][0] and stack[-1][2]:  # a mapping key
+                    stack[-1][1] = getattr(event, "value", "?")
+                    stack[-1][2] = False
+                    continue
+                if stack:
+                    top = stack[-1]
+                    if top[0]:
+                        top[2] = True  # a mapping value: the next node is a key again
+                    else:
+                        top[1] = 0 if top[1] is None else top[1] + 1
+                if isinstance(event, yaml.CollectionStartEvent):
+                    if len(stack) >= MAX_DEPTH:
+                        loc = tuple(e[1] for e in stack if e[1] is not None)
+                        return (event.start_mark.line + 1 if event.start_mark else 1), loc[:3]
+                    stack.append([isinstance(event, yaml.MappingStartEvent), None, True])
+    except (yaml.YAMLError, RecursionError):
+        pass
+    return 1, ()
 
 
 def _decode(path: Path, raw: bytes) -> str:
@@ -145,6 +190,9 @@ def read_yaml(path: Path) -> YamlDoc:
         raise YamlSyntaxError(path, line, col, f"character {e.character!r} is not allowed in YAML") from None
     except yaml.YAMLError as e:  # pragma: no cover - unmarked errors are rare
         raise YamlSyntaxError(path, 1, 1, str(e)) from None
+    except RecursionError:  # PyYAML composes recursively: thousands of nested [ or { exhaust the stack
+        line, loc = _too_deep(text)
+        raise YamlContentError(path, line, loc, f"nested more than {MAX_DEPTH} levels deep") from None
     finally:
         if loader is not None:
             loader.dispose()
