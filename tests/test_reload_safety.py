@@ -1,0 +1,209 @@
+"""Reload is safe: any failure keeps the old config and runtimes, old runtimes are closed once the parts inspected
+with them have drained (no leak per SIGHUP), a model that fails its self-check is refused on reload, and no
+signal during start-up kills the process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import inspectd.daemon
+from inspectd.config.load import load_config
+from inspectd.daemon import Daemon, Options
+from inspectd.pipeline.runtime import ProductRuntime
+from tests.conftest import ROOT, write_station
+from tests.onnx_models import brightness_model, odd_output_model
+from tests.supervise_harness import START_S, DaemonProcess, NotifySocket, journal_rows, parts_in_status
+from tests.test_metrics import wait_for
+
+
+def running(tmp_path: Path, **station) -> tuple[Daemon, threading.Thread]:
+    """The daemon in-process, parts flowing as fast as two at a time go: a part is in flight at any moment."""
+    over = {"camera": {"bank": 8, "rate_hz": None}, "pipeline": {"max_in_flight": 2}, "cycle_budget_ms": 500,
+            "archive": {"enabled": False}, "log": {"every_part": False}, **station}
+    d = Daemon(load_config(write_station(tmp_path, over)), Options(handle_signals=False))
+    t = threading.Thread(target=d.run, name="daemon-main")
+    t.start()
+    wait_for(lambda: d.pipeline is not None and d.pipeline.stats.verdicts_total > 5, 60)
+    return d, t
+
+
+def reload_and_wait(d: Daemon, applied: int) -> None:
+    d.request_reload()
+    wait_for(lambda: d.reloads["applied"] + d.reloads["rejected"] >= applied, 60)
+
+
+def test_reloads_under_load_close_each_old_runtime_once_its_parts_have_drained(tmp_path: Path) -> None:
+    d, t = running(tmp_path)
+    retired: list[ProductRuntime] = []
+    try:
+        for i in range(1, 6):
+            old = d.runtimes["disc-a"]
+            reload_and_wait(d, i)
+            assert d.reloads == {"applied": i, "rejected": 0}
+            assert d.runtimes["disc-a"] is not old
+            retired.append(old)
+            wait_for(lambda old=old: old.closed, 30)  # closed once drained, by the main loop, while parts keep flowing
+            assert d.pipeline is not None and not d.pipeline.uses(old)
+            n = d.pipeline.stats.verdicts_total
+            wait_for(lambda n=n: d.pipeline is not None and d.pipeline.stats.verdicts_total > n + 3, 30)
+    finally:
+        d.request_stop()
+        t.join(60)
+    assert not t.is_alive() and d.exit_code == 0
+    assert all(rt.closed and rt.backend._session is None for rt in retired)  # type: ignore[attr-defined]
+    assert len({id(rt) for rt in retired}) == 5
+    stats = d.pipeline.stats
+    # Closing a runtime under a part in flight would fail that part (`stage_error`): none did.
+    assert stats.stage_errors == 0
+    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
+        rows = db.execute("SELECT seq, verdict, reason FROM verdicts ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == list(range(1, stats.parts_in + 1))
+    assert not [r for r in rows if r[2] == "stage_error"]
+
+
+def test_a_reload_that_raises_anything_keeps_the_old_config_and_runtimes(tmp_path: Path, monkeypatch) -> None:
+    """Fault injection where a real one cannot be made on demand: building the new runtimes raises what a GPU
+    driver or a bug raises (not a ConfigError/InspectdError). The old code let it out of run(): no drain, no
+    PLC safe state."""
+    d, t = running(tmp_path)
+    try:
+        before_cfg, before_rt = d.config, d.runtimes["disc-a"]
+
+        def broken(*_a, **_k):  # type: ignore[no-untyped-def]
+            raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered")
+
+        monkeypatch.setattr(inspectd.daemon, "build_runtime", broken)
+        reload_and_wait(d, 1)
+        assert d.reloads == {"applied": 0, "rejected": 1}
+        assert d.config is before_cfg and d.runtimes["disc-a"] is before_rt and not before_rt.closed
+        n = d.pipeline.stats.verdicts_total  # type: ignore[union-attr]
+        wait_for(lambda: d.pipeline is not None and d.pipeline.stats.verdicts_total > n + 5, 30)
+        assert t.is_alive()
+        monkeypatch.undo()
+        reload_and_wait(d, 2)  # and a good reload still applies
+        assert d.reloads == {"applied": 1, "rejected": 1}
+    finally:
+        d.request_stop()
+        t.join(60)
+    assert d.exit_code == 0 and d.pipeline.stats.stage_errors == 0  # type: ignore[union-attr]
+
+
+def test_sighup_to_a_nan_model_is_refused_and_the_old_model_keeps_judging(tmp_path: Path) -> None:
+    good = brightness_model(tmp_path / "good.onnx")
+    nan = odd_output_model(tmp_path / "nan.onnx", "nan")
+    station = write_station(tmp_path, {"camera": {"bank": 8}}, model=good)
+    product = tmp_path / "products" / "disc-a.yaml"
+    recipe = product.read_text()
+    notify = NotifySocket(tmp_path)
+    daemon = DaemonProcess(station, notify, watchdog_usec=4_000_000)
+    try:
+        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
+        ready = daemon.wait_event("ready", 10)
+        assert ready is not None
+        product.write_text(recipe.replace(str(good), str(nan)))
+        mark = len(notify.messages)
+        daemon.signal(signal.SIGHUP)
+        rejected = daemon.wait_event("reload_rejected", 60)
+        assert rejected is not None, daemon.stderr()[-2000:]
+        assert rejected["problems"] == ["product 'disc-a': model nan.onnx: self-check on an all-zero input: output "
+                                        "'logits' has 1 non-finite of 2 values (nan=1, inf=0)"]
+        assert rejected["level"] == "error"
+        t_rejected = time.time()
+        seen = notify.wait_for(lambda m: parts_in_status(m) > parts_in_status(notify.messages[mark - 1]) + 5,
+                               30, daemon.alive, since=mark)
+        assert seen is not None  # still inspecting
+        product.write_text(recipe)  # back to the good model: applies
+        daemon.signal(signal.SIGHUP)
+        assert daemon.wait_event("reloaded", 60) is not None
+        daemon.signal(signal.SIGTERM)
+        rc = daemon.wait(30)
+    finally:
+        daemon.kill()
+        notify.close()
+    assert rc == 0, daemon.stderr()[-3000:]
+    rows = journal_rows(tmp_path / "journal.sqlite")
+    after = [r for r in rows if r["t_verdict"] > t_rejected]
+    assert after and {r["verdict"] for r in after} <= {"pass", "reject"}  # judged by the old, finite model
+    assert {r["model_sha256"] for r in rows} == {ready["model_sha256"]}
+    closed = daemon.events("runtime_closed")
+    assert len(closed) == 1  # the reload back to the good model retired the first runtime; the refused one
+    # was closed when it was refused (never retired), so nothing leaks
+
+
+def test_no_signal_during_start_up_kills_the_daemon(tmp_path: Path) -> None:
+    """SIGHUPs from the moment the interpreter has loaded numpy (the old code installed its handlers only after
+    loading the whole config, and died of the default action: status 129) until READY; then SIGTERM."""
+    station = write_station(tmp_path, {"camera": {"bank": 8}})
+    proc = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "run", "--config", str(station)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    maps = Path(f"/proc/{proc.pid}/maps")
+    sent = 0
+    try:
+        end = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < end:  # numpy mapped: well into the imports
+            try:
+                if "_multiarray_umath" in maps.read_text():
+                    break
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+            time.sleep(0.001)
+        end = time.monotonic() + START_S
+        while proc.poll() is None and time.monotonic() < end and not any('"event": "ready"' in ln for ln in out):
+            proc.send_signal(signal.SIGHUP)
+            sent += 1
+            time.sleep(0.05)
+        assert proc.poll() is None, f"died with {proc.returncode} after {sent} SIGHUPs: {proc.stderr.read()[-2000:]}"  # type: ignore[union-attr]
+        assert sent >= 2
+        end = time.monotonic() + 60
+        while not any('"event": "reloaded"' in ln for ln in out) and time.monotonic() < end:
+            time.sleep(0.05)  # the requests made while starting are acted on once up: one reload, not one each
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    reader.join(5)
+    events = [json.loads(ln) for ln in out if ln.startswith("{")]
+    assert rc == 0
+    assert [e["event"] for e in events].count("ready") == 1
+    assert 1 <= [e["event"] for e in events].count("reloaded") < sent
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+def test_sigterm_while_models_load_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    """A stop asked for while starting is not lost: the daemon comes up, drains and exits 0."""
+    station = write_station(tmp_path, {"camera": {"bank": 8}})
+    proc = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "run", "--config", str(station)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    try:
+        end = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < end:
+            try:
+                if "onnxruntime" in maps.read_text():  # the model is loading
+                    break
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+            time.sleep(0.001)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err[-2000:]
+    names = [json.loads(ln)["event"] for ln in out.splitlines() if ln.startswith("{")]
+    assert "stopped" in names and "cannot_start" not in names
