@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS verdicts (
     part_no      INTEGER,           -- station-wide part number, never reused (NULL: never)
     recipe_no    INTEGER NOT NULL DEFAULT 0,   -- plc_id of the recipe that judged the part
     source_ref   TEXT    NOT NULL DEFAULT '',  -- replay file name, or GenICam frame id / camera timestamp
-    note         TEXT    NOT NULL DEFAULT ''   -- what the journal changed or recovered, '' normally
+    note         TEXT    NOT NULL DEFAULT '',  -- what the journal changed or recovered, '' normally
+    region       TEXT              -- anomaly recipes: JSON [x, y, w, h], frame pixels behind the score; else NULL
 );
 CREATE INDEX IF NOT EXISTS verdicts_t ON verdicts (t_verdict);
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -76,11 +77,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 # Columns added since the first schema: a journal written by an older inspectd gets them at start.
 MIGRATIONS = (("part_no", "INTEGER"), ("recipe_no", "INTEGER NOT NULL DEFAULT 0"),
-              ("source_ref", "TEXT NOT NULL DEFAULT ''"), ("note", "TEXT NOT NULL DEFAULT ''"))
+              ("source_ref", "TEXT NOT NULL DEFAULT ''"), ("note", "TEXT NOT NULL DEFAULT ''"), ("region", "TEXT"))
 
 COLUMNS = ("run_id", "seq", "part_id", "product", "t_trigger", "t_verdict", "latency_ms", "verdict", "reason",
            "result_code", "plc_ok", "score", "scores", "stage_ms", "model_sha256", "truth", "part_no", "recipe_no",
-           "source_ref", "note")
+           "source_ref", "note", "region")
 INSERT = f"INSERT INTO verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 PART_NO = COLUMNS.index("part_no")
 
@@ -149,7 +150,8 @@ def row(run_id: str, v: Verdict, part_no: int | None = None) -> Row:
             v.outcome.value, v.reason, v.result_code, int(v.plc_ok), score,
             _json_finite(v.scores, "scores", notes, 6), _json_finite(v.stage_ms, "stage_ms", notes, 3),
             v.model_sha256, v.truth, part_no, v.recipe_no, v.source_ref,
-            ("non-finite: " + ", ".join(notes)) if notes else "")
+            ("non-finite: " + ", ".join(notes)) if notes else "",
+            json.dumps(list(v.region)) if v.region is not None else None)
 
 
 # Ahead records, one JSON list per line (cheap to write on the hot path: primitives only):
@@ -166,7 +168,7 @@ def interrupted_row(a: list[Any], note: str) -> Row:
     _, n, run, seq, part_id, product, recipe_no, sha, t = a[:A_FIELDS]
     return (str(run), int(seq), int(part_id), str(product), float(t), float(t), 0.0, "failsafe",
             Reason.INTERRUPTED.value, FAILSAFE_CODES[Reason.INTERRUPTED], 0, 0.0, "{}", "{}", str(sha), None, int(n),
-            int(recipe_no), "", note)
+            int(recipe_no), "", note, None)
 
 
 def issued_row(v: list[Any], note: str) -> Row:
@@ -178,7 +180,7 @@ def issued_row(v: list[Any], note: str) -> Row:
     note = "; ".join(x for x in (note, ("non-finite: " + ", ".join(notes)) if notes else "") if x)
     return (str(run), int(seq), int(part_id), str(product), float(t), float(t_verdict), float(latency),
             str(outcome), str(reason), int(code), int(plc_ok), score, "{}", "{}", str(sha), truth, int(n),
-            int(recipe_no), str(source_ref), note)
+            int(recipe_no), str(source_ref), note, None)  # region, like scores, is left to the journal row
 
 
 def live_bytes(db: sqlite3.Connection) -> int:

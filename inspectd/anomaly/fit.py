@@ -24,6 +24,7 @@ import numpy as np
 
 from inspectd.anomaly import calibrate as cal
 from inspectd.config.anomaly import Calibration
+from inspectd.config.load import load_product, load_station
 from inspectd.config.schema import ProductConfig
 from inspectd.errors import ConfigError
 
@@ -46,6 +47,7 @@ class FitOptions:
     batch: int = 16
     plc_id: int | None = None
     engines: Path | None = None  # default: <station folder>/engines
+    calibrate_only: bool = False  # keep the model, only recompute the threshold
 
 
 @dataclass
@@ -131,7 +133,7 @@ def write_recipe(path: Path, doc: dict, c: Calibration, report_lines: Sequence[s
 
     rule_threshold = c.threshold
     doc = {**doc, "rules": [{**doc["rules"][0], "min_score": rule_threshold}]}
-    doc["anomaly"] = {**doc["anomaly"], "calibration": c.model_dump(mode="json", exclude_none=True)}
+    doc["anomaly"] = {**doc["anomaly"], "calibration": c.model_dump(exclude_none=True)}
     head = [f"# Anomaly recipe written by `inspectd fit-anomaly` ({time.strftime('%Y-%m-%d %H:%M')}).",
             *(f"# {line}" for line in report_lines),
             "# rules[0].min_score is the threshold in score units (largest patch distance to the good parts' bank).",
@@ -164,13 +166,8 @@ def score_with_daemon_chain(product: ProductConfig, model: Path, paths: Sequence
 
 def fit_anomaly(station_path: Path, name: str, images: Path, val: Path | None, opts: FitOptions,
                 log: TextIO = sys.stdout) -> FitReport:
-    try:
-        import torch
-    except ImportError:
-        raise ConfigError(["fit-anomaly needs torch: run it from the training venv (pip install -e '.[train]'; "
-                           "README 'Anomaly detection')"]) from None
-    from inspectd.anomaly import patchcore
-    from inspectd.config.load import load_product, load_station
+    """Fit, export and calibrate; with `opts.calibrate_only` only score the good parts with the model already
+    at <engines>/NAME.onnx and rewrite the recipe's threshold (no torch needed)."""
     from inspectd.engines.images import load_frame
 
     station_path = station_path.resolve()
@@ -181,23 +178,69 @@ def fit_anomaly(station_path: Path, name: str, images: Path, val: Path | None, o
     seconds: dict[str, float] = {}
 
     paths = good_images(images)
-    if val is not None:
+    if opts.calibrate_only:
+        bank_paths, val_paths = [], good_images(val) if val is not None else paths
+    elif val is not None:
         bank_paths, val_paths = paths, good_images(val)
     else:
         order = np.random.default_rng(opts.seed).permutation(len(paths))
         n_val = round(opts.holdout * len(paths))
         val_paths = [paths[i] for i in sorted(order[:n_val])]
         bank_paths = [paths[i] for i in sorted(order[n_val:])]
-    if not bank_paths or not val_paths:
+    if not val_paths or not (bank_paths or opts.calibrate_only):
         raise ConfigError([f"{images}: {len(paths)} good image(s) are too few to build a bank and calibrate"])
 
-    first = load_frame(bank_paths[0])
+    first = load_frame((bank_paths or val_paths)[0])
     h, w = first.image.shape[:2]
     plc_id = opts.plc_id if opts.plc_id is not None else _free_plc_id(products_dir, name)
-    doc = recipe_doc(name, plc_id, model_path, products_dir, w, h, 3, opts.size)
+    size = _model_size(model_path) if opts.calibrate_only else opts.size
+    doc = recipe_doc(name, plc_id, model_path, products_dir, w, h, 3, size)
     product = product_from(doc, products_dir)
-    print(f"fit-anomaly {name}: {len(bank_paths)} good images for the memory bank, {len(val_paths)} held out "
-          f"for the threshold; input {opts.size}x{opts.size} from {w}x{h} {first.pixel_format}", file=log)
+
+    if opts.calibrate_only:
+        if not model_path.is_file():
+            raise ConfigError([f"{model_path}: no model to calibrate (fit it first)"])
+        k, n_images, patches, parity = _bank_entries(model_path), _bank_images(recipe_path), 0, float("nan")
+        print(f"fit-anomaly {name}: calibrating {model_path.name} on {len(val_paths)} good images", file=log)
+    else:
+        print(f"fit-anomaly {name}: {len(bank_paths)} good images for the memory bank, {len(val_paths)} held out "
+              f"for the threshold; input {size}x{size} from {w}x{h} {first.pixel_format}", file=log)
+        k, patches, parity = _fit_and_export(product, bank_paths, val_paths, model_path, opts, seconds)
+        n_images = len(bank_paths)
+
+    t0 = time.perf_counter()
+    good = score_with_daemon_chain(product, model_path, val_paths, Bar("calibrate"))
+    seconds["calibrate"] = time.perf_counter() - t0
+    c = cal.calibrate(good, quantile=opts.quantile, margin=opts.margin, bank=k, images=n_images)
+    lines = [f"memory bank: {k} patch features from {n_images} good images; input {size}x{size}",
+             f"threshold {c.threshold:.4f} = (1 + {c.margin}) x the {c.quantile} quantile of {len(val_paths)} "
+             f"held-out good scores (median {c.good.p50:.4f}, max {c.good.max:.4f})",
+             f"held-out good parts rejected at sensitivity 1.0: {100 * c.false_rejects[1.0]:.2f} %"]
+    if len(val_paths) < cal.FEW_PARTS:
+        lines.append(f"WARNING: only {len(val_paths)} held-out good parts; below {cal.FEW_PARTS} the quantile is "
+                     "close to their maximum and fresh good parts exceed it more often: calibrate on more")
+    write_recipe(recipe_path, doc, c, lines)
+    load_product(recipe_path)  # as check-config and the daemon will read it
+    report = FitReport(recipe_path, model_path, c, n_images, len(val_paths), patches, seconds, parity,
+                       model_path.stat().st_size)
+    for line in lines:
+        print(line, file=log)
+    print("sensitivity -> held-out good parts rejected: "
+          + ", ".join(f"{s}: {100 * f:.2f} %" for s, f in c.false_rejects.items()), file=log)
+    print(f"wrote {model_path} ({report.model_bytes / 2**20:.2f} MiB; ONNX vs torch max |d score| {parity:.1e}) "
+          f"and {recipe_path}; " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), file=log)
+    return report
+
+
+def _fit_and_export(product: ProductConfig, bank_paths: Sequence[Path], val_paths: Sequence[Path],
+                    model_path: Path, opts: FitOptions, seconds: dict[str, float]) -> tuple[int, int, float]:
+    """Memory bank from `bank_paths`, exported to `model_path`; (bank entries, patches seen, ONNX-torch diff)."""
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError(["fit-anomaly needs torch: run it from the training venv (pip install -e '.[train]'; "
+                           "README 'Anomaly detection')"]) from None
+    from inspectd.anomaly import patchcore
 
     torch.manual_seed(opts.seed)
     t0 = time.perf_counter()
@@ -217,34 +260,36 @@ def fit_anomaly(station_path: Path, name: str, images: Path, val: Path | None, o
     seconds["coreset"] = time.perf_counter() - t0
     patches = int(x.shape[0])
     del x
-
     model = patchcore.PatchCore(features, bank, (opts.size, opts.size)).eval()
     seconds["export"] = patchcore.export_onnx(model, model_path)
-    parity = _parity(model, model_path, product, val_paths[:4])
+    return k, patches, _parity(model, model_path, product, val_paths[:4])
 
-    t0 = time.perf_counter()
-    good = score_with_daemon_chain(product, model_path, val_paths, Bar("calibrate"))
-    seconds["calibrate"] = time.perf_counter() - t0
-    c = cal.calibrate(good, quantile=opts.quantile, margin=opts.margin, bank=k, images=len(bank_paths))
-    lines = [f"memory bank: {k} patch features of {patches} from {len(bank_paths)} good images; "
-             f"input {opts.size}x{opts.size}",
-             f"threshold {c.threshold:.4f} = (1 + {c.margin}) x the {c.quantile} quantile of {len(val_paths)} "
-             f"held-out good scores (mean {c.good.mean:.4f}, max {c.good.max:.4f})",
-             f"held-out good parts rejected at sensitivity 1.0: {100 * c.false_rejects[1.0]:.2f} %"]
-    if len(val_paths) < cal.FEW_PARTS:
-        lines.append(f"WARNING: only {len(val_paths)} held-out good parts; below {cal.FEW_PARTS} the quantile is "
-                     "close to their maximum and fresh good parts exceed it more often: calibrate on more")
-    write_recipe(recipe_path, doc, c, lines)
-    load_product(recipe_path)  # as check-config and the daemon will read it
-    report = FitReport(recipe_path, model_path, c, len(bank_paths), len(val_paths), patches, seconds, parity,
-                       model_path.stat().st_size)
-    for line in lines:
-        print(line, file=log)
-    print("sensitivity -> held-out good parts rejected: "
-          + ", ".join(f"{s}: {100 * f:.2f} %" for s, f in c.false_rejects.items()), file=log)
-    print(f"wrote {model_path} ({report.model_bytes / 2**20:.2f} MiB; ONNX vs torch max |d score| {parity:.1e}) "
-          f"and {recipe_path}; " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), file=log)
-    return report
+
+def _model_size(path: Path) -> int:
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return int(dims[3].dim_value)
+
+
+def _bank_entries(path: Path) -> int:
+    """Memory bank size of an exported graph: the |b|^2 row (PatchCore's `b2` buffer)."""
+    import onnx
+
+    for init in onnx.load(str(path), load_external_data=False).graph.initializer:
+        if init.name == "b2" and len(init.dims) == 1:
+            return int(init.dims[0])
+    return 0
+
+
+def _bank_images(recipe: Path) -> int:
+    """Good images the bank was built from, as the recipe recorded it at the fit (0 if unknown)."""
+    import yaml
+
+    try:
+        return int(yaml.safe_load(recipe.read_text())["anomaly"]["calibration"]["images"])
+    except Exception:  # no recipe yet, or written by hand
+        return 0
 
 
 def _free_plc_id(products_dir: Path, name: str) -> int:
@@ -280,7 +325,7 @@ def _parity(model, path: Path, product: ProductConfig, paths: Sequence[Path]) ->
 def cmd_fit_anomaly(args) -> int:
     opts = FitOptions(size=args.size, max_bank=args.max_bank, ratio=args.ratio, holdout=args.holdout,
                       quantile=args.quantile, margin=args.margin, seed=args.seed, plc_id=args.plc_id,
-                      engines=args.engines)
+                      engines=args.engines, calibrate_only=args.calibrate_only)
     if args.threads:
         import torch
 
@@ -306,6 +351,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quantile", type=float, default=cal.QUANTILE, help="of held-out good scores")
     p.add_argument("--margin", type=float, default=cal.MARGIN, help="threshold = (1 + margin) x quantile")
     p.add_argument("--plc-id", type=int, default=None, help="RECIPE_NO (default: kept on refit, else next free)")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="keep <engines>/NAME.onnx, score --val (else --images) and rewrite the threshold; no torch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.set_defaults(func=cmd_fit_anomaly)
