@@ -137,7 +137,8 @@ def write_recipe(path: Path, doc: dict, c: Calibration, report_lines: Sequence[s
     head = [f"# Anomaly recipe written by `inspectd fit-anomaly` ({time.strftime('%Y-%m-%d %H:%M')}).",
             *(f"# {line}" for line in report_lines),
             "# rules[0].min_score is the threshold in score units (largest patch distance to the good parts' bank).",
-            "# anomaly.sensitivity moves it without refitting: parts reject at min_score / sensitivity.",
+            "# anomaly.sensitivity moves it without refitting: parts reject at p50 + (min_score - p50) / sensitivity,",
+            "# p50 = calibration.good.p50 (a typical good part); above 1 rejects more, below 1 fewer.",
             "# anomaly.calibration.false_rejects: sensitivity -> share of the held-out good parts rejected at it.",
             ""]
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110)

@@ -23,9 +23,9 @@ from inspectd.types import Findings
 CLASS = "anomaly"
 
 
-def heat(amap: np.ndarray, boundary: float) -> np.ndarray:
-    """0..1 for the overlay: clear below half the boundary, fully hot at the boundary and above."""
-    return np.clip((amap / boundary - 0.5) * 2.0, 0.0, 1.0).astype(np.float32)
+def heat(amap: np.ndarray, boundary: float, base: float) -> np.ndarray:
+    """0..1 for the overlay: clear up to `base` (what a typical good part reaches), fully hot at the boundary."""
+    return np.clip((amap - base) / max(boundary - base, 1e-9), 0.0, 1.0).astype(np.float32)
 
 
 def top_region(amap: np.ndarray, boundary: float) -> tuple[float, float, float, float]:
@@ -46,6 +46,10 @@ class AnomalyPostprocessor:
         self.score_output = product.model.scores_output
         self.map_output = product.model.heatmap_output
         self.boundary = min(product.threshold(r) for r in product.rules)
+        cal = product.anomaly.calibration if product.anomaly is not None else None
+        # The overlay starts where a typical good part's worst patch is (recorded at calibration); without a
+        # record (anomalib), at half the boundary.
+        self.base = min(cal.good.p50, 0.9 * self.boundary) if cal is not None else 0.5 * self.boundary
 
     def __call__(self, outputs: dict[str, np.ndarray]) -> Findings:
         raw = np.asarray(outputs[self.score_output], dtype=np.float32).reshape(-1)
@@ -60,7 +64,7 @@ class AnomalyPostprocessor:
             if amap.ndim != 2 or not np.isfinite(amap).all():
                 raise BadOutput(f"output {self.map_output!r}: expected one finite H x W map, got shape "
                                  f"{amap.shape}")
-            extra["heatmap"] = heat(amap, self.boundary)
+            extra["heatmap"] = heat(amap, self.boundary, self.base)
             extra["region"] = top_region(amap, self.boundary)
         return Findings(scores={CLASS: score}, top_class=CLASS, extra=extra)
 
