@@ -181,7 +181,8 @@ def test_an_old_journal_is_migrated_and_numbered(tmp_path: Path) -> None:
     assert [r[1] for r in db.execute("PRAGMA index_list(verdicts)") if r[2]] == ["verdicts_part_no"]  # unique
     with pytest.raises(sqlite3.IntegrityError):
         db.execute(f"INSERT INTO verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                   ("x", 1, 1, "disc-a", 1.0, 2.0, 1.0, "pass", "", 0, 1, 0.1, "{}", "{}", "sha", None, 8, 0, "", ""))
+                   ("x", 1, 1, "disc-a", 1.0, 2.0, 1.0, "pass", "", 0, 1, 0.1, "{}", "{}", "sha", None, 8, 0, "", "",
+                    None))
 
 
 def test_part_numbers_continue_across_restarts(tmp_path: Path) -> None:
