@@ -7,17 +7,14 @@ sub-folders named `pass/` and `reject/`; unlabelled images have truth None.
 from __future__ import annotations
 
 import csv
-import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from inspectd.camera.bank import FrameBank, Shot
 from inspectd.camera.config import ReplayConfig
-from inspectd.camera.pacing import Pacer
 from inspectd.errors import CameraError
-from inspectd.types import Frame
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".pgm", ".ppm"}
 
@@ -55,58 +52,20 @@ def read_image(path: Path, pixel_format: str) -> np.ndarray:
     return img
 
 
-class ReplaySource:
+class ReplaySource(FrameBank):
     name = "replay"
 
     def __init__(self, cfg: ReplayConfig) -> None:
+        super().__init__(cfg.pixel_format, cfg.rate_hz, loop=cfg.loop)
         self.cfg = cfg
-        self._images: list[tuple[np.ndarray, str | None, str]] = []
-        self._i = 0
-        self._pacer = Pacer(None)
-        self._open = False
 
-    def open(self) -> None:
+    def _make_bank(self) -> list[Shot]:
         if not self.cfg.folder.is_dir():
             raise CameraError(f"replay folder not found: {self.cfg.folder}")
         items = labelled_images(self.cfg.folder)
         if not items:
             raise CameraError(f"no images in {self.cfg.folder}")
-        self._images = [(read_image(p, self.cfg.pixel_format), label, p.name) for p, label in items]
-        for img, _, _ in self._images:
-            img.setflags(write=False)
-        self._pacer = Pacer(self.cfg.rate_hz)
-        self._open = True
-
-    def close(self) -> None:
-        self._open = False
-
-    @property
-    def connected(self) -> bool:
-        return self._open
-
-    def fire(self) -> None:
-        return None  # replay delivers on every grab
-
-    def apply_features(self, features: Mapping[str, object]) -> None:
-        return None
-
-    def host_buffers(self) -> list[np.ndarray]:
-        return [image for image, _, _ in self._images]
-
-    def sample(self) -> Frame | None:
-        if not self._images:
-            return None
-        image, _, name = self._images[0]
-        return Frame(image=image, pixel_format=self.cfg.pixel_format, t_grab=time.monotonic(), meta={"file": name})
-
-    def grab(self, timeout: float) -> Frame | None:
-        if not self._open or (not self.cfg.loop and self._i >= len(self._images)):
-            time.sleep(timeout)
-            return None
-        if not self._pacer.wait(timeout):
-            return None
-        image, truth, name = self._images[self._i % len(self._images)]
-        frame_id = self._i
-        self._i += 1
-        return Frame(image=image, pixel_format=self.cfg.pixel_format, t_grab=time.monotonic(),
-                     frame_id=frame_id, truth=truth, meta={"file": name})
+        bank = [Shot(read_image(p, self.cfg.pixel_format), label, {"file": p.name}) for p, label in items]
+        for shot in bank:
+            shot.image.setflags(write=False)  # frames are shared downstream and by every lap
+        return bank
