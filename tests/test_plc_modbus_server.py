@@ -512,3 +512,30 @@ def test_out_of_descriptors_accept_failures_free_one_and_are_logged_once(capsys)
     text = out.out + out.err
     assert "Traceback" not in text
     assert 1 <= text.count("plc_modbus_accept_failed") <= 2, text.count("plc_modbus_accept_failed")
+
+
+def test_a_client_that_never_reads_its_answers_is_cut_off(served) -> None:  # type: ignore[no-untyped-def]
+    """Pipelining without reading: the answers pile up in the server's send buffer; past 256 KiB the connection
+    is aborted (memory stays bounded) while a polling PLC is still served."""
+    link, port, _ = served
+    plc = _plc(port)
+    req = _mbap(1, 1, struct.pack(">BHH", 3, 100, 20))  # each answer 49 bytes
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        sent, cut = 0, False
+        try:
+            while sent < 200_000:
+                s.sendall(req * 100)
+                sent += 100
+        except OSError:
+            cut = True
+        assert cut or _wait_noise(link, "slow_reader")
+    assert link._transport.noise.counts["slow_reader"] == 1  # type: ignore[union-attr]
+    assert not plc.read_holding_registers(100, count=20, device_id=1).isError()
+    plc.close()
+
+
+def _wait_noise(link: TransportLink, kind: str) -> bool:
+    _wait(lambda: link._transport.noise.counts[kind] > 0, 5)  # type: ignore[union-attr]
+    return True

@@ -40,6 +40,7 @@ log = structlog.get_logger("inspectd.plc.modbus_server")
 FC_READ_HR, FC_WRITE_HR, FC_WRITE_HRS = 3, 6, 16
 EX_ILLEGAL_FUNCTION, EX_ILLEGAL_ADDRESS, EX_ILLEGAL_VALUE, EX_GATEWAY_NO_RESPONSE = 1, 2, 3, 0x0B
 MAX_ADU = 260  # MBAP (7) + PDU (253)
+MAX_UNREAD = 256 * 1024  # answers a client left unread; beyond, it is cut off (memory stays bounded)
 NOISE_LOG_S = 10.0  # each kind of protocol noise is logged at most this often, with the count since
 
 
@@ -100,6 +101,9 @@ class _Conn(asyncio.Protocol):
                 out += struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer
         if out and self.transport is not None:
             self.transport.write(bytes(out))  # one write for every request in this chunk, in order
+            if self.transport.get_write_buffer_size() > MAX_UNREAD:
+                self.server.noise("slow_reader", peer=self.peer)  # pipelines requests, never reads answers
+                self.transport.abort()
 
     def close(self) -> None:
         if self.transport is not None:
