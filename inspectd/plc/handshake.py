@@ -6,7 +6,8 @@ owns one instance and calls it from its worker only. Timestamps are `time.monoto
 
 Rules (README "PLC interface" has the timing diagram):
 - READY = healthy, ONLINE, TRIGGER_ENABLE, no trigger being acknowledged, and room in the result
-  buffer for every part already triggered -- so a PLC that waits for READY never overruns it.
+  buffer for every part already triggered -- so a PLC that waits for READY never overruns it -- and a
+  reservation from `admit` (the pipeline's room for the next part), held until a trigger uses it.
 - TRIGGER rising edge while READY -> TRIGGER_ACK + BUSY and a trigger event; while not READY ->
   MISSED_TRIGGER (latched) and a missed event. TRIGGER_ACK drops once the PLC drops TRIGGER.
 - Results wait in a FIFO; the head is shown with RESULT_VALID, RESULT_SEQ+1 and DONE_TOGGLE flipped.

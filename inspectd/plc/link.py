@@ -180,6 +180,7 @@ class TransportLink:
 
     INBOX_MAX = 4096
     BACKOFF_MIN_S = 0.05
+    GATE_RECHECK_S = 0.002  # while the pipeline refuses READY: room can free without a verdict (a queue drains)
 
     def __init__(self, make_transport: Callable[[Callable[[], None]], Transport], layout: Layout,
                  handshake: HandshakeConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | None = None,
@@ -207,6 +208,7 @@ class TransportLink:
         self._want: tuple[bool, int] = (False, int(ErrorCode.NOT_READY))  # the daemon's set_ready
         self._probe: Callable[[], int] | None = None  # the pipeline's fault as an ERROR_CODE (0: none)
         self._reserve: Callable[[], bool] | None = None
+        self._gate_refused = False  # the last reservation asked for was refused: look again soon
         self._flush_until = 0.0  # stopping: owed results may be shown and acknowledged until then
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -387,6 +389,8 @@ class TransportLink:
             timeout = min(timeout, poll)
         if self._stopping:
             timeout = min(timeout, max(0.0, self._flush_until - time.monotonic()))
+        if self._gate_refused:
+            timeout = min(timeout, self.GATE_RECHECK_S)
         if self._cmds:
             return
         with contextlib.suppress(asyncio.TimeoutError):
@@ -399,7 +403,9 @@ class TransportLink:
         reserve = self._reserve
         if self._triggers.qsize() >= self._triggers.maxsize - 1:
             return False
-        return reserve is None or bool(self._call_quietly(reserve))
+        ok = reserve is None or bool(self._call_quietly(reserve))
+        self._gate_refused = not ok
+        return ok
 
     def _finished(self, hs: Handshake) -> bool:
         """Stopping, and nothing owed to the PLC any more (or the flush time is up)."""
@@ -417,6 +423,7 @@ class TransportLink:
         hs.set_health(ready and not fault, code if not ready else fault)
 
     def _drain(self, hs: Handshake) -> None:
+        self._gate_refused = False  # set again by this pass's READY, if the pipeline still refuses
         self._health(hs)
         while self._cmds:
             cmd = self._cmds.popleft()
