@@ -142,6 +142,7 @@ def test_client_modes_starting_state_kill9_restart_and_orderly_exit(kind: str, t
         hb = mem.read_b().vision_heartbeat
         rep = PlcSim(mem.io, mem.lay, recipes={5: 1}).run(20, timeout_s=60)
         assert len(rep.triggered) == 20 and not rep.missing
+        time.sleep(2 * 0.2)  # 20 parts can pass within one heartbeat period: give it two to count
         up = mem.read_b()
         assert up.vision_heartbeat != hb and up.run_epoch == 1 and up.result_recipe == 1
         last_seq = up.result_seq
