@@ -310,7 +310,8 @@ class Journal:
 
     def _highest_part_no(self) -> int:
         assert self._db is not None
-        top = self._db.execute("SELECT MAX(part_no) FROM verdicts").fetchone()[0] or 0
+        top = self._db.execute("SELECT MAX(n) FROM (SELECT MAX(part_no) AS n FROM verdicts UNION ALL "
+                               "SELECT MAX(part_no) FROM quarantine)").fetchone()[0] or 0
         ahead = [int(r[1]) for r in self.ahead.read() if r[0] in ("A", "V") and isinstance(r[1], int)]
         return max([int(top), *ahead])
 

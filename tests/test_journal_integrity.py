@@ -83,19 +83,24 @@ def test_a_nan_score_and_a_refused_row_cost_no_other_row(tmp_path: Path) -> None
     for seq in range(1, 101):
         if seq == 10:
             journal.submit(verdict(seq, score=float("nan"), outcome=Outcome.FAILSAFE))
-        elif seq == 20:
+        elif seq == 100:  # the last one, so its number is the highest (see the restart below)
             journal.submit(verdict(seq, product=None))  # type: ignore[arg-type]  # NOT NULL: SQLite refuses it
         else:
             journal.submit(verdict(seq))
     journal.close()
     kept = rows(path)
-    assert [r["seq"] for r in kept] == [s for s in range(1, 101) if s != 20]
+    assert [r["seq"] for r in kept] == list(range(1, 100))
     nan = next(r for r in kept if r["seq"] == 10)
     assert nan["score"] == -1.0 and "score=nan" in nan["note"] and json.loads(nan["scores"])["defect"] is None
     [q] = rows(path, "quarantine")
-    assert "NOT NULL" in q["error"] and json.loads(q["row"])["seq"] == 20
+    assert "NOT NULL" in q["error"] and json.loads(q["row"])["seq"] == 100
     assert journal.written == 99 and journal.quarantined == 1 and journal.dropped == 0
     assert {r["recipe_no"] for r in kept} == {7} and kept[0]["source_ref"] == "part_0001.png"
+    again = Journal(path)  # a quarantined row's number is used too: the next run starts above it
+    again.start()
+    again.submit(verdict(1))
+    again.close()
+    assert rows(path)[-1]["part_no"] == 101 and json.loads(q["row"])["part_no"] == q["part_no"] == 100
 
 
 def test_full_disk_rows_wait_in_the_backlog_then_all_land(tmpfs: Path) -> None:
