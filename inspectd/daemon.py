@@ -151,7 +151,8 @@ class Daemon:
         # heartbeat still) over whatever a previous process left in its memory, while models load.
         self.plc = make_plc_link(st.plc, on_recipe=self.switch_by_plc_id, on_missed=self._on_missed_trigger,
                                  on_publish=self.metrics.observe_plc_write if self.metrics else None,
-                                 state_path=state_path_for(journal_path), alive=self._parts_flowing)
+                                 state_path=state_path_for(journal_path), alive=self._parts_flowing,
+                                 on_trigger=self._on_trigger)
         self.plc.set_ready(False, ErrorCode.NOT_READY)  # safe state until every stage is up
         self.plc.set_active_recipe(self.config.products[st.product].plc_id)
         self.plc.start()
@@ -237,6 +238,14 @@ class Daemon:
         (every stage moving or polling), so a stalled pipeline or a hung process stops it."""
         wd = self.watchdog
         return wd is not None and wd.is_alive() and wd.assess().flowing
+
+    def _on_trigger(self, part_id: int, t_trigger: float) -> None:
+        """PLC link thread, a trigger accepted, before TRIGGER_ACK is written: its ahead record (kill -9)."""
+        journal, pipeline = self.journal, self.pipeline
+        if journal is None or pipeline is None:
+            return
+        rt = pipeline.active  # the recipe it will be judged by unless a switch lands first
+        journal.trigger_seen(part_id, t_trigger, rt.name, rt.product.plc_id, rt.backend.model_sha256)
 
     def _journal_gate(self) -> Reason | None:
         """journal.on_failure: failsafe -- no part passes while its verdict cannot be recorded."""

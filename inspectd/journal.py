@@ -158,6 +158,9 @@ def row(run_id: str, v: Verdict, part_no: int | None = None) -> Row:
 #   A  accepted: ["A", part_no, run_id, seq, part_id, product, recipe_no, model_sha256, t_trigger]
 #   V  issued:   the same nine, then outcome, reason, result_code, plc_ok, score, t_verdict, latency_ms, source_ref,
 #                truth (scores and stage times are left to the journal row: they cost most to serialise)
+#   T  trigger acknowledged to the PLC (written before the acknowledgement): ["T", part_id, run_id, product,
+#      recipe_no, model_sha256, t_trigger]; a T that no later A of the same part id took is a part that vanished
+#      between the PLC link and the pipeline
 #   P  ["P", t]  retention deleted every row up to t_verdict t;   H  ["H", t]  a probe while the disk was failing
 A_FIELDS = 9
 V_FIELDS = A_FIELDS + 9
@@ -169,6 +172,14 @@ def interrupted_row(a: list[Any], note: str) -> Row:
     return (str(run), int(seq), int(part_id), str(product), float(t), float(t), 0.0, "failsafe",
             Reason.INTERRUPTED.value, FAILSAFE_CODES[Reason.INTERRUPTED], 0, 0.0, "{}", "{}", str(sha), None, int(n),
             int(recipe_no), "", note, None)
+
+
+def orphan_row(t: list[Any], n: int, note: str) -> Row:
+    """The fail-safe row of a trigger acknowledged to the PLC that never became a part (the process died first)."""
+    _, part_id, run, product, recipe_no, sha, when = t[:7]
+    return (str(run), 0, int(part_id), str(product), float(when), float(when), 0.0, "failsafe",
+            Reason.INTERRUPTED.value, FAILSAFE_CODES[Reason.INTERRUPTED], 0, 0.0, "{}", "{}", str(sha), None, n,
+            int(recipe_no), "", note)
 
 
 def issued_row(v: list[Any], note: str) -> Row:
@@ -324,11 +335,21 @@ class Journal:
         records = self.ahead.read()
         # Retention deleted every row up to this time: its records are not missing, they were pruned.
         pruned_below = max([self._pruned_below, *(float(r[1]) for r in records if r[0] == "P" and len(r) == 2)])
+        triggers: dict[int, deque[list[Any]]] = {}  # part id -> acknowledged triggers no part has taken yet
         for rec in records:
-            if rec[0] == "A" and len(rec) == A_FIELDS and float(rec[8]) > pruned_below:
-                accepted[int(rec[1])] = rec
+            if rec[0] == "A" and len(rec) == A_FIELDS:
+                waiting = triggers.get(rec[4])
+                if waiting:
+                    waiting.popleft()  # the pipeline took this trigger (FIFO, as the link queues them)
+                if float(rec[8]) > pruned_below:
+                    accepted[int(rec[1])] = rec
             elif rec[0] == "V" and len(rec) == V_FIELDS and float(rec[A_FIELDS + 5]) > pruned_below:
                 issued[int(rec[1])] = rec
+            elif rec[0] == "T" and len(rec) == 7 and float(rec[6]) > pruned_below:
+                triggers.setdefault(rec[1], deque()).append(rec)
+        orphans = sorted((t for waiting in triggers.values() for t in waiting), key=lambda t: float(t[6]))
+        if orphans:
+            self._journal_orphans(orphans, at_start)
         numbers = set(accepted) | set(issued)
         if not numbers:
             return
@@ -360,7 +381,30 @@ class Journal:
                     part_nos=sorted(recovered + interrupted)[:50],
                     part_ids=[accepted[n][4] for n in interrupted][:50])
 
+    def _journal_orphans(self, orphans: list[list[Any]], at_start: bool) -> None:
+        """Triggers acknowledged to the PLC that no part took: numbered above everything used, journaled
+        `interrupted` like an accepted part without a verdict."""
+        assert self._db is not None
+        top = max(self.base, self._highest_part_no())
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        why = "the process died" if at_start else "the daemon stopped"
+        rows = [orphan_row(t, top + i, f"journaled {when}: trigger acknowledged, never inspected ({why}); the PLC "
+                                        "got no result for it") for i, t in enumerate(orphans, 1)]
+        with self._db:
+            self._insert_rows(rows)
+        if at_start:
+            self.base = top + len(rows)
+        self.interrupted += len(rows)
+        log.warning("journal_recovered_rows", recovered=0, interrupted=len(rows), part_nos=[r[16] for r in rows][:50],
+                    part_ids=[t[1] for t in orphans][:50], source="trigger_acknowledged_not_taken")
+
     # -- hot path ---------------------------------------------------------------------------------
+    def trigger_seen(self, part_id: int, t_trigger: float, product: str, recipe_no: int, sha: str) -> None:
+        """PLC link thread, before TRIGGER_ACK goes out: the record that covers the time until the pipeline
+        takes the trigger (the link's queue), where a SIGKILL would otherwise leave no trace of it."""
+        self.ahead.append(["T", part_id, self.run_id, product, recipe_no, sha,
+                           time.time() - (time.monotonic() - t_trigger)])
+
     def part_no(self, seq: int) -> int:
         return self.base + seq
 

@@ -90,3 +90,50 @@ def test_a_part_acknowledged_before_kill_9_is_journaled_interrupted_at_restart(t
     numbers = [r["part_no"] for r in rows]
     assert len(numbers) == len(set(numbers)) and lost["part_no"] == 3  # accepted third, numbered third
     assert not (tmp_path / "journal.sqlite-ahead").exists()  # the clean stop left nothing behind
+
+
+KILLED = """
+import os, signal, sys, time
+from pathlib import Path
+from inspectd.journal import Journal
+from inspectd.types import Part, Trigger
+from tests.test_journal_integrity import verdict
+j = Journal(Path(sys.argv[1]))
+j.start()
+now = time.monotonic()
+j.trigger_seen(501, now, "disc-a", 1, "ab" * 32)  # acknowledged to the PLC; the pipeline never took it
+j.trigger_seen(502, now, "disc-a", 1, "ab" * 32)
+j.accept(Part(1, Trigger(502, now), "disc-a", now + 1))
+v = verdict(1)
+j.submit(v.__class__(**{**{f: getattr(v, f) for f in v.__dataclass_fields__}, "part_id": 502}))
+while j.written < 1:
+    time.sleep(0.01)
+j.trigger_seen(503, now, "disc-a", 1, "ab" * 32)
+j.accept(Part(2, Trigger(503, now), "disc-a", now + 1))  # inside the pipeline, no verdict yet
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_trigger_acknowledged_but_not_yet_taken_is_not_lost_to_kill_9(tmp_path: Path) -> None:
+    """The window the daemon test cannot aim at: the PLC link acknowledged a trigger (its ahead record is written
+    before the acknowledgement) and the process dies before the pipeline took it. A real SIGKILL of a process
+    holding a real journal; the next start journals it."""
+    import subprocess
+    import sys
+
+    from inspectd.journal import Journal
+    from tests.supervise_harness import ROOT
+
+    path = tmp_path / "journal.sqlite"
+    r = subprocess.run([sys.executable, "-c", KILLED, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert [x["part_id"] for x in journal_rows(path)] == [502]
+    journal = Journal(path)
+    journal.start()
+    journal.close()
+    rows = {x["part_id"]: x for x in journal_rows(path)}
+    assert set(rows) == {501, 502, 503} and journal.interrupted == 2
+    assert rows[502]["verdict"] == "pass" and rows[502]["part_no"] == 1
+    assert (rows[503]["reason"], rows[503]["part_no"]) == ("interrupted", 2) and "accepted" in rows[503]["note"]
+    assert rows[501]["reason"] == "interrupted" and "trigger acknowledged, never inspected" in rows[501]["note"]
+    assert rows[501]["part_no"] == 3 and rows[501]["recipe_no"] == 1  # numbered above every number in use

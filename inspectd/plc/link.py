@@ -187,7 +187,8 @@ class TransportLink:
                  on_publish: Callable[[float], None] | None = None,
                  timeout_s: float = 0.25, poll_s: float = 0.01, backoff_max_s: float = 2.0,
                  linger_s: float = 0.0, name: str = "plc", seqs: SeqSource | None = None,
-                 alive: Callable[[], bool] | None = None, fast_poll_s: float | None = None) -> None:
+                 alive: Callable[[], bool] | None = None, fast_poll_s: float | None = None,
+                 on_trigger: Callable[[int, float], None] | None = None) -> None:
         self.stats = LinkStats()
         self.layout = layout
         self.name = name
@@ -195,6 +196,7 @@ class TransportLink:
         self._hs_cfg = handshake
         self._on_recipe = on_recipe
         self._on_missed = on_missed
+        self._on_trigger = on_trigger  # (part_id, t): a trigger accepted, before it is acknowledged (journal ahead)
         self._on_publish = on_publish  # seconds from verdict handed over to block B written (metrics)
         self._timeout = timeout_s
         self._poll = poll_s
@@ -450,6 +452,8 @@ class TransportLink:
             e = hs.events.popleft()
             if isinstance(e, TriggerSeen):
                 self.stats.triggers += 1
+                if self._on_trigger is not None:  # before block B with TRIGGER_ACK is written
+                    self._call_quietly(self._on_trigger, e.part_id, e.t)
                 try:  # READY reserved room here (gate_triggers): Full only without a gate
                     self._triggers.put_nowait(Trigger(part_id=e.part_id, t_trigger=e.t))
                 except queue.Full:  # the camera stage is not taking triggers: answer the part fail-safe

@@ -18,14 +18,16 @@ _CLIENTS: dict[type, Callable[..., object]] = {ModbusClientConfig: ModbusClientT
 
 def make_plc_link(cfg: PlcConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | None = None,
                   on_publish: Callable[[float], None] | None = None, state_path: Path | None = None,
-                  alive: Callable[[], bool] | None = None) -> PlcLink:
+                  alive: Callable[[], bool] | None = None,
+                  on_trigger: Callable[[int, float], None] | None = None) -> PlcLink:
     """`on_recipe(plc_id) -> accepted` runs on a worker thread when the PLC raises LOAD_RECIPE.
     `on_missed(part_id, why)` is told about every trigger refused while not READY (for the journal).
     `on_publish(seconds)`: verdict handed over -> visible at the PLC, per result (metrics). Both run on the
     link's thread and must not block.
     `state_path`: the run-state file (RUN_EPOCH, RESULT_SEQ reservation; `runstate.state_path_for(journal)`);
     None: not persisted (tools, tests). `alive()`: the daemon's "parts are flowing", polled by the link once
-    per heartbeat period; VISION_HEARTBEAT only counts while it is true. Cheap and non-blocking."""
+    per heartbeat period; VISION_HEARTBEAT only counts while it is true. Cheap and non-blocking.
+    `on_trigger(part_id, t)`: every accepted trigger, before TRIGGER_ACK is written (the journal's ahead record)."""
     if isinstance(cfg, NoPlcConfig):
         return NoPlcLink()
     layout = Layout(cfg.layout)
@@ -33,9 +35,11 @@ def make_plc_link(cfg: PlcConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | 
     if isinstance(cfg, ModbusServerConfig):
         return TransportLink(lambda notify: ModbusServerTransport(cfg, notify), layout, cfg.handshake,
                              on_recipe=on_recipe, on_missed=on_missed, on_publish=on_publish, timeout_s=1.0,
-                             linger_s=cfg.linger_ms / 1e3, name="modbus_server", seqs=seqs, alive=alive)
+                             linger_s=cfg.linger_ms / 1e3, name="modbus_server", seqs=seqs, alive=alive,
+                             on_trigger=on_trigger)
     make = _CLIENTS[type(cfg)]
     return TransportLink(lambda notify: make(cfg, notify), layout, cfg.handshake,  # type: ignore[arg-type,return-value]
                          on_recipe=on_recipe, on_missed=on_missed, on_publish=on_publish,
                          timeout_s=cfg.timeout_ms / 1e3, poll_s=cfg.poll_ms / 1e3, fast_poll_s=cfg.fast_poll_ms / 1e3,
-                         backoff_max_s=cfg.backoff_max_ms / 1e3, name=cfg.type, seqs=seqs, alive=alive)
+                         backoff_max_s=cfg.backoff_max_ms / 1e3, name=cfg.type, seqs=seqs, alive=alive,
+                         on_trigger=on_trigger)
