@@ -166,32 +166,48 @@ A_FIELDS = 9
 V_FIELDS = A_FIELDS + 9
 
 
+def named_row(**values: Any) -> Row:
+    """A row from named values; columns not given get their neutral value (a column added later stays valid)."""
+    unknown = set(values) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"not journal columns: {sorted(unknown)}")
+    return tuple(values.get(c, _NEUTRAL.get(c)) for c in COLUMNS)
+
+
+_NEUTRAL: dict[str, Any] = {"scores": "{}", "stage_ms": "{}", "score": 0.0, "latency_ms": 0.0, "plc_ok": 0,
+                            "recipe_no": 0, "source_ref": "", "note": "", "model_sha256": "", "seq": 0}
+
+
 def interrupted_row(a: list[Any], note: str) -> Row:
     """The fail-safe row of a part accepted by a process that died before its verdict (from its A record)."""
     _, n, run, seq, part_id, product, recipe_no, sha, t = a[:A_FIELDS]
-    return (str(run), int(seq), int(part_id), str(product), float(t), float(t), 0.0, "failsafe",
-            Reason.INTERRUPTED.value, FAILSAFE_CODES[Reason.INTERRUPTED], 0, 0.0, "{}", "{}", str(sha), None, int(n),
-            int(recipe_no), "", note, None)
+    return named_row(run_id=str(run), seq=int(seq), part_id=int(part_id), product=str(product), t_trigger=float(t),
+                     t_verdict=float(t), verdict="failsafe", reason=Reason.INTERRUPTED.value,
+                     result_code=FAILSAFE_CODES[Reason.INTERRUPTED], model_sha256=str(sha), part_no=int(n),
+                     recipe_no=int(recipe_no), note=note)
 
 
 def orphan_row(t: list[Any], n: int, note: str) -> Row:
     """The fail-safe row of a trigger acknowledged to the PLC that never became a part (the process died first)."""
     _, part_id, run, product, recipe_no, sha, when = t[:7]
-    return (str(run), 0, int(part_id), str(product), float(when), float(when), 0.0, "failsafe",
-            Reason.INTERRUPTED.value, FAILSAFE_CODES[Reason.INTERRUPTED], 0, 0.0, "{}", "{}", str(sha), None, n,
-            int(recipe_no), "", note)
+    return named_row(run_id=str(run), part_id=int(part_id), product=str(product), t_trigger=float(when),
+                     t_verdict=float(when), verdict="failsafe", reason=Reason.INTERRUPTED.value,
+                     result_code=FAILSAFE_CODES[Reason.INTERRUPTED], model_sha256=str(sha), part_no=n,
+                     recipe_no=int(recipe_no), note=note)
 
 
 def issued_row(v: list[Any], note: str) -> Row:
-    """The row of a verdict that was issued (the PLC was told) but never journaled (from its V record)."""
+    """The row of a verdict that was issued (the PLC was told) but never journaled (from its V record); scores,
+    stage times (and the anomaly region), not recorded ahead, are left neutral."""
     _, n, run, seq, part_id, product, recipe_no, sha, t = v[:A_FIELDS]
     outcome, reason, code, plc_ok, score, t_verdict, latency, source_ref, truth = v[A_FIELDS:V_FIELDS]
     notes: list[str] = []
     score = _finite(float(score), "score", notes)
     note = "; ".join(x for x in (note, ("non-finite: " + ", ".join(notes)) if notes else "") if x)
-    return (str(run), int(seq), int(part_id), str(product), float(t), float(t_verdict), float(latency),
-            str(outcome), str(reason), int(code), int(plc_ok), score, "{}", "{}", str(sha), truth, int(n),
-            int(recipe_no), str(source_ref), note, None)  # region, like scores, is left to the journal row
+    return named_row(run_id=str(run), seq=int(seq), part_id=int(part_id), product=str(product), t_trigger=float(t),
+                     t_verdict=float(t_verdict), latency_ms=float(latency), verdict=str(outcome), reason=str(reason),
+                     result_code=int(code), plc_ok=int(plc_ok), score=score, model_sha256=str(sha), truth=truth,
+                     part_no=int(n), recipe_no=int(recipe_no), source_ref=str(source_ref), note=note)
 
 
 def live_bytes(db: sqlite3.Connection) -> int:
@@ -395,8 +411,9 @@ class Journal:
         if at_start:
             self.base = top + len(rows)
         self.interrupted += len(rows)
-        log.warning("journal_recovered_rows", recovered=0, interrupted=len(rows), part_nos=[r[16] for r in rows][:50],
-                    part_ids=[t[1] for t in orphans][:50], source="trigger_acknowledged_not_taken")
+        log.warning("journal_recovered_rows", recovered=0, interrupted=len(rows),
+                    part_nos=[r[PART_NO] for r in rows][:50], part_ids=[t[1] for t in orphans][:50],
+                    source="trigger_acknowledged_not_taken")
 
     # -- hot path ---------------------------------------------------------------------------------
     def trigger_seen(self, part_id: int, t_trigger: float, product: str, recipe_no: int, sha: str) -> None:
@@ -499,9 +516,11 @@ class Journal:
             return row(self.run_id, v, self.base + v.seq)
         except Exception as e:  # a verdict that cannot even be formatted: keep what identifies it
             log.error("journal_row_unformattable", error=repr(e), seq=getattr(v, "seq", None))
-            return (self.run_id, getattr(v, "seq", 0), getattr(v, "part_id", 0), str(getattr(v, "product", "")),
-                    0.0, time.time(), 0.0, "failsafe", "unformattable", 0, 0, -1.0, "{}", "{}", "", None,
-                    self.base + int(getattr(v, "seq", 0)), 0, "", f"unformattable verdict: {e!r}"[:500])
+            seq = int(getattr(v, "seq", 0))
+            return named_row(run_id=self.run_id, seq=seq, part_id=int(getattr(v, "part_id", 0)),
+                             product=str(getattr(v, "product", "")), t_trigger=time.time(), t_verdict=time.time(),
+                             verdict="failsafe", reason="unformattable", score=-1.0, part_no=self.base + seq,
+                             note=f"unformattable verdict: {e!r}"[:500])
 
     def _wait_s(self) -> float | None:
         waits = []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from inspectd.journal import COLUMNS, Journal, open_db
+from inspectd.journal import COLUMNS, INSERT, Journal, named_row, open_db
 from inspectd.types import Outcome, Verdict
 
 
@@ -185,9 +185,8 @@ def test_an_old_journal_is_migrated_and_numbered(tmp_path: Path) -> None:
     db = open_db(path)  # opening again is a no-op
     assert [r[1] for r in db.execute("PRAGMA index_list(verdicts)") if r[2]] == ["verdicts_part_no"]  # unique
     with pytest.raises(sqlite3.IntegrityError):
-        db.execute(f"INSERT INTO verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                   ("x", 1, 1, "disc-a", 1.0, 2.0, 1.0, "pass", "", 0, 1, 0.1, "{}", "{}", "sha", None, 8, 0, "", "",
-                    None))
+        db.execute(INSERT, named_row(run_id="x", seq=1, part_id=1, product="disc-a", t_trigger=1.0, t_verdict=2.0,
+                                     verdict="pass", reason="", result_code=0, part_no=8))  # 8 is taken
 
 
 def test_part_numbers_continue_across_restarts(tmp_path: Path) -> None:
