@@ -23,6 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inspectd.camera.base import CountsAcquisition
+from inspectd.camera.genicam_stats import AcquisitionStats
 from inspectd.log import dropped_lines
 from inspectd.plc.link import NoPlcLink
 from inspectd.sensors import HostSensors
@@ -140,6 +142,8 @@ class DaemonCollector(Collector):
         if pipeline is not None:
             yield from self._pipeline(pipeline)
         source = d.source
+        if isinstance(source, CountsAcquisition):
+            yield from camera_counters(source.stats)
         yield _gauge("inspectd_camera_connected", "1 while the camera delivers frames",
                      float(bool(source is not None and source.connected)))
         plc = configured_plc(d)
@@ -216,6 +220,24 @@ class DaemonCollector(Collector):
                                 labels=["product", *sorted(described)])
         info.add_metric([rt.name, *(described[k] for k in sorted(described))], {})
         yield info
+
+
+CAMERA_COUNTERS = {
+    "frames": "frames the camera delivered to the pipeline",
+    "triggers": "software triggers sent to the camera",
+    "timeouts": "grabs that got no frame within their timeout",
+    "missed": "frames the camera numbered but the host never got (frame id gaps)",
+    "extra": "frames discarded: no trigger was waiting for them",
+    "losses": "times the camera was declared lost",
+    "reconnects": "reconnections after a loss",
+    "reconnect_failures": "failed reconnection attempts",
+    "feature_errors": "camera feature writes that failed or did not read back",
+}
+
+
+def camera_counters(stats: AcquisitionStats) -> Iterator[Metric]:
+    for name, doc in CAMERA_COUNTERS.items():
+        yield _counter(f"inspectd_camera_{name}", doc, getattr(stats, name))
 
 
 class SensorCollector(Collector):

@@ -347,3 +347,40 @@ def test_acquisition_overhead_bench_runs_in_both_modes(tlsimu: Path) -> None:
         # figures only (speed targets live in tools/camera_bench.py); the accounting must still hold
         assert r["frames"] > 0 and r["megapixels"] == pytest.approx(0.3072)
         assert r["overhead_per_frame_ms"] > 0 and r["missed"] == 0 and r["timeouts"] == 0
+
+
+def test_acquisition_counters_are_exported(tlsimu: Path) -> None:
+    """What the camera delivered against what was asked reaches /metrics (inspectd_camera_*_total)."""
+    from dataclasses import dataclass, field
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from inspectd.metrics import DaemonCollector, Metrics
+    from inspectd.supervise.liveness import Liveness
+
+    @dataclass
+    class State:  # a daemon that has opened its camera and nothing else yet (metrics.StationState)
+        source: GenICamSource
+        pipeline: None = None
+        plc: None = None
+        runtimes: dict = field(default_factory=dict)
+        journal: None = None
+        archive: None = None
+        liveness: Liveness = field(default_factory=Liveness)
+        reloads: dict = field(default_factory=dict)
+
+    s = source(tlsimu, trigger="software", features={"Width": 64, "Height": 48})
+    try:
+        for _ in range(5):
+            s.fire()
+            assert s.grab(1.0) is not None
+        assert s.grab(0.2) is None  # no trigger, no frame: a timeout
+        text = Metrics(0.05, collectors=[DaemonCollector(State(s))]).exposition().decode()
+    finally:
+        s.close()
+    got = {m.name: m.samples[0].value for m in text_string_to_metric_families(text)
+           if m.name.startswith("inspectd_camera_") and m.type == "counter"}
+    st = s.stats
+    assert got["inspectd_camera_frames"] == st.frames == 5 and got["inspectd_camera_triggers"] == st.triggers == 5
+    assert got["inspectd_camera_timeouts"] == st.timeouts == 1
+    assert got["inspectd_camera_missed"] == got["inspectd_camera_extra"] == got["inspectd_camera_losses"] == 0

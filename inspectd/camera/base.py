@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from inspectd.camera.genicam_stats import AcquisitionStats
 from inspectd.types import Frame
 
 
@@ -49,3 +50,11 @@ class Source(Protocol):
 
     @property
     def connected(self) -> bool: ...
+
+
+@runtime_checkable
+class CountsAcquisition(Protocol):
+    """A source that counts what the camera delivered against what was asked of it (GenICam): exported as
+    `inspectd_camera_*_total` so missed and extra frames and camera losses show on a dashboard."""
+
+    stats: AcquisitionStats
