@@ -99,7 +99,7 @@ class MqttPublisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
-        # Written by the publisher thread only, read by the metrics collector.
+        # Plain counters, each written by one thread (the publisher or paho's), read by the metrics collector.
         self.published = 0  # PUBACKs for verdict messages (duplicates after a reconnect included)
         self.sent = 0
         self.connects = 0
