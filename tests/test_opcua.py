@@ -159,3 +159,31 @@ def test_security_refuses_unauthenticated_clients_and_recipe_select_needs_a_user
 def test_password_hash_round_trip() -> None:
     h = hash_password("pw", iterations=1000)
     assert check_password("pw", h) and not check_password("pW", h)
+
+
+def test_trusted_clients_refuses_a_certificate_not_in_the_folder(tmp_path: Path) -> None:
+    async def make(name: str) -> tuple[Path, Path]:
+        cert, key = tmp_path / f"{name}.der", tmp_path / f"{name}.pem"
+        await setup_self_signed_certificate(key, cert, f"urn:inspectd:{name}", socket.gethostname(),
+                                            [ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": name})
+        return cert, key
+
+    known, stranger = asyncio.run(make("known")), asyncio.run(make("stranger"))
+    (tmp_path / "trusted").mkdir()
+    (tmp_path / "trusted" / "known.der").write_bytes(known[0].read_bytes())
+    d, t, endpoint = _start(tmp_path, {"security": ["Basic256Sha256_SignAndEncrypt"],
+                                       "trusted_clients": str(tmp_path / "trusted")})
+
+    async def connect(name: str, cert: Path, key: Path) -> int:
+        c = Client(endpoint, timeout=10)
+        c.application_uri = f"urn:inspectd:{name}"
+        await c.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key))
+        async with c:
+            return len(await c.nodes.objects.get_children())
+
+    try:
+        assert asyncio.run(connect("known", *known)) > 0
+        with pytest.raises(ua.UaStatusCodeError, match="BadCertificateUntrusted"):
+            asyncio.run(connect("stranger", *stranger))
+    finally:
+        _stop(d, t)
