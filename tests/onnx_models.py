@@ -86,6 +86,7 @@ def slow_model(path: Path, matmuls: int = 40, width: int = 224, height: int = 22
     g.node.extend(nodes)
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
+    return path
 
 
 def odd_output_model(path: Path, kind: str, width: int = 224, height: int = 224) -> Path:
