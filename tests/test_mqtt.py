@@ -21,6 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from inspectd.outputs import sparkplug_schema as spb
+from inspectd.outputs.mqtt import verdict_message
 from tests.conftest import write_station
 from tests.mqtt_peers import Mosquitto, Recorder, TlsFiles, make_test_ca
 from tests.supervise_harness import START_S, DaemonProcess, journal_rows
@@ -331,3 +332,12 @@ def test_sparkplug_b_births_data_rebirth_and_death_on_kill_9(tmp_path: Path) -> 
         daemon.kill()
         spb_rec.close()
         broker.stop()
+
+
+def test_verdict_message_is_strict_json_with_every_column() -> None:
+    row = {"id": 7, "run_id": "r", "seq": 3, "score": float("nan"), "scores": {"good": float("inf"), "bad": 0.5},
+           "stage_ms": {"infer": 1.5}, "new_column": "kept"}
+    msg = verdict_message("line9", row)
+    assert msg == {"station": "line9", "journal_id": 7, "run_id": "r", "seq": 3, "score": None,
+                   "scores": {"good": None, "bad": 0.5}, "stage_ms": {"infer": 1.5}, "new_column": "kept"}
+    json.dumps(msg, allow_nan=False)

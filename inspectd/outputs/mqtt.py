@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import socket
 import ssl
 import threading
@@ -50,10 +51,19 @@ def topics(cfg: MqttConfig, station: str) -> dict[str, str]:
 
 
 def verdict_message(station: str, row: Mapping[str, Any]) -> dict[str, Any]:
-    """A journal row as the verdict payload: every journal column (new ones included), plus the station."""
-    msg = {"station": station, "journal_id": row["id"]}
-    msg.update({k: v for k, v in row.items() if k != "id"})
+    """A journal row as the verdict payload: every journal column (new ones included), plus the station.
+    A non-finite number becomes null: strict JSON has no NaN, and one bad row must not stop the stream."""
+    msg: dict[str, Any] = {"station": station, "journal_id": row["id"]}
+    msg.update({k: _finite(v) for k, v in row.items() if k != "id"})
     return msg
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    return v
 
 
 def make_client(cfg: MqttConfig, station: str, will_topic: str | None) -> paho.Client:
@@ -221,7 +231,7 @@ class MqttPublisher:
             self._sent_id = self.cursor.last_id = 0
             return True
         for row in rows:
-            body = json.dumps(verdict_message(self.station, row), separators=(",", ":"))
+            body = json.dumps(verdict_message(self.station, row), separators=(",", ":"), allow_nan=False)
             info = self.client.publish(self.topics["verdict"], body, qos=self.cfg.qos)
             self._inflight[info.mid] = (int(row["id"]), float(row["t_verdict"]))
             self._sent_id = int(row["id"])
