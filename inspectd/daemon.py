@@ -9,10 +9,8 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -39,7 +37,7 @@ from inspectd.supervise.signals import SignalFlags
 from inspectd.supervise.systemd import Notifier
 from inspectd.supervise.watchdog import Watchdog
 from inspectd.timing import CycleTiming
-from inspectd.types import Frame, Outcome, Reason, Trigger
+from inspectd.types import Frame, Outcome, Reason
 
 log = structlog.get_logger("inspectd.daemon")
 
@@ -77,22 +75,6 @@ def same_filesystem(a: Path, b: Path) -> bool:
         return dev(a) == dev(b)
     except OSError:
         return False
-
-
-class SwitchPoint:
-    """The camera as a free-running pipeline sees it: each grab first applies a pending product switch, on the
-    acquire thread, so camera features and runtime change together, between two parts."""
-
-    def __init__(self, source: Source, between_parts: Callable[[], None]) -> None:
-        self._source, self._between_parts = source, between_parts
-        self.name = source.name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._source, attr)
-
-    def grab(self, timeout: float) -> Frame | None:
-        self._between_parts()
-        return self._source.grab(timeout)
 
 
 class Daemon:
@@ -183,9 +165,9 @@ class Daemon:
         # A product switch lands on the acquire thread right before a part is made: after each trigger poll, or
         # before each grab in free-run. Camera features and runtime then change together, between parts.
         triggered = st.trigger.source != "free_run"
-        self.pipeline = Pipeline(st, self.source if triggered else SwitchPoint(self.source, self._between_parts),
-                                 self.runtimes[st.product], sinks=sinks,
-                                 triggers=self._next_trigger if triggered else None, reserved_triggers=triggered)
+        self.pipeline = Pipeline(st, self.source, self.runtimes[st.product], sinks=sinks,
+                                 triggers=self.plc.next_trigger if triggered else None, reserved_triggers=triggered,
+                                 before_part=self._apply_pending if triggered else self._between_free_run_parts)
         if triggered:  # READY = the pipeline holds room for the next trigger (README "PLC contract")
             self.plc.gate_triggers(self.pipeline.admission.reserve)
         self.plc.watch_health(self._fault_code)
@@ -330,7 +312,7 @@ class Daemon:
             if self.plc is not None:
                 self.plc.set_active_recipe(rt.product.plc_id)  # ACTIVE_RECIPE: what judges the next part
 
-    def _between_parts(self) -> None:
+    def _between_free_run_parts(self) -> None:
         """Free-run, before each grab: recipe loads the PLC asked for (next_trigger applies them through
         switch_by_plc_id), then a switch from a reload. A PLC trigger has no part to start in free-run: it is
         answered fail-safe `not_ready` so the PLC is not left waiting for it."""
@@ -339,14 +321,6 @@ class Daemon:
                 log.warning("plc_trigger_in_free_run", part_id=trig.part_id)
                 self.pipeline.refuse(trig.part_id, trig.t_trigger, Reason.NOT_READY)
         self._apply_pending()
-
-    def _next_trigger(self, timeout: float) -> Trigger | None:
-        """Acquire thread. A PLC recipe load is applied inside next_trigger, in trigger order; a switch from a
-        reload applies after the poll, so it judges the trigger returned now."""
-        assert self.plc is not None
-        trigger = self.plc.next_trigger(timeout)
-        self._apply_pending()
-        return trigger
 
     def switch_by_plc_id(self, plc_id: int) -> bool:
         """LOAD_RECIPE, called by the PLC link on the acquire thread between the triggers before and after it

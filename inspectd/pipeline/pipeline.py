@@ -37,9 +37,11 @@ class Pipeline:
         sinks: list[VerdictSink] | None = None,
         triggers: Callable[[float], Trigger | None] | None = None,
         reserved_triggers: bool = False,
+        before_part: Callable[[], None] | None = None,
     ) -> None:
         """`reserved_triggers`: every trigger was announced by `admission.reserve()` (a PLC that obeys READY);
-        the acquire stage then neither paces nor waits for a slot: the reservation holds them."""
+        the acquire stage then neither paces nor waits for a slot: the reservation holds them. `before_part`:
+        run on the acquire thread between parts (see AcquireStage)."""
         self.station = station
         self.source = source
         self.stats = PipelineStats()
@@ -70,7 +72,7 @@ class Pipeline:
             triggers=triggers, overflow=station.pipeline.overflow,
             grab_timeout=self.timing.grab_timeout_s, slots=self.slots if own_pace else None,
             fire=station.trigger.source != "hardware", pace=self.admission_delay if own_pace else None,
-            admitted=self.admission.admitted if reserved_triggers else None)
+            admitted=self.admission.admitted if reserved_triggers else None, before_part=before_part)
         self.infer = InferStage(q_inf, q_dec, self.bus, self.stamps["infer"],
                                 keep_warm_s=station.watchdog.keep_warm_s, active=lambda: self._active)
         self.workers = [

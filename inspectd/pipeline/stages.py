@@ -161,12 +161,16 @@ class AcquireStage(threading.Thread):
                  new_part: Callable[[float, int | None], Part],
                  triggers: Callable[[float], Trigger | None] | None, overflow: str, grab_timeout: float,
                  slots: threading.Semaphore | None = None, fire: bool = True,
-                 pace: Callable[[], float] | None = None, admitted: Callable[[], None] | None = None) -> None:
+                 pace: Callable[[], float] | None = None, admitted: Callable[[], None] | None = None,
+                 before_part: Callable[[], None] | None = None) -> None:
         """`new_part` registers the part in verdict order and with the deadline keeper. `admitted`: called once
-        each trigger has become a part (its reservation, see Admission, is used up)."""
+        each trigger has become a part (its reservation, see Admission, is used up). `before_part`: the one hook
+        between two parts (a product switch lands there), run on this thread before each free-run grab, or after
+        each trigger poll, so what it changes judges the part taken next."""
         super().__init__(name="acquire", daemon=True)
         self.source, self.outq, self.bus, self.stamp = source, outq, bus, stamp
         self.new_part, self.triggers, self.admitted = new_part, triggers, admitted
+        self.before_part = before_part
         self.overflow, self.grab_timeout = overflow, grab_timeout
         self.slots = slots  # in-flight limit (admission control); released when the part's verdict is issued
         self.fire = fire  # False with a hardware trigger: the line fires the camera, we only pair the frame
@@ -209,9 +213,11 @@ class AcquireStage(threading.Thread):
     def _admit(self, poll: float = POLL_S) -> bool:
         """Start at most one part; False if none started (the in-flight slot is then given back)."""
         if self.triggers is None:  # free-run: every frame is a part
-            t_grab0 = time.monotonic()
             if self.draining.is_set():
                 return False  # free-run: nothing is owed to anyone, stop at once
+            if self.before_part is not None:
+                self.before_part()
+            t_grab0 = time.monotonic()
             frame = self.source.grab(POLL_S)
             if frame is None:
                 self.stamp.idle_beat()
@@ -220,6 +226,8 @@ class AcquireStage(threading.Thread):
             self._start(part, t_grab0, frame)
             return True
         trig = self.triggers(poll)  # triggered: a trigger starts the part, the frame must follow within its window
+        if self.before_part is not None:
+            self.before_part()  # after the poll: what it switches judges the trigger returned now
         if trig is None:
             self.stamp.idle_beat()
             return False
