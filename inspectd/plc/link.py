@@ -360,10 +360,11 @@ class TransportLink:
             if transport.event_driven or now >= next_read:
                 words = await asyncio.wait_for(transport.read_a(), self._timeout)
                 now = time.monotonic()
-                next_read = now + (self._fast_poll if hs.awaiting_plc(now) else self._poll)
                 inputs = self.layout.decode_a(words)
                 self._part_id = inputs.part_id
                 hs.on_inputs(inputs, now)
+                # after the inputs: a trigger just seen makes the next step (TRIGGER dropped) a fast poll away
+                next_read = now + (self._fast_poll if hs.awaiting_plc(now) else self._poll)
             hs.tick(now)
             self._events(hs)
             out = self.layout.encode_b(hs.outputs())
