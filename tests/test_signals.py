@@ -84,7 +84,9 @@ def test_sighup_rejects_a_broken_config_keeps_serving_then_applies_a_valid_one(t
         reload_and_wait()
         rejected = daemon.wait_event("reload_rejected", 10, after=1)
         assert rejected is not None
-        assert f"{product_file}:{bad_line}: rules[0].min_score: must be <= 1 (got 2)" in rejected["problems"]
+        assert rejected["problems"] == [f"{product_file}:{bad_line}: rules[0].min_score: must be <= 1 for a "
+                                        "classifier's probabilities (got 2.0); scores in other units need kind: "
+                                        "anomaly"]
         _serving(notify, daemon, parts_in_status(notify.messages[-1]))
         assert daemon.events("reloaded") == []
 
