@@ -272,6 +272,7 @@ def test_connection_flood_at_limitnofile_1024_plc_keeps_its_rate_and_metrics_ans
     text = log.read_text()
     assert "Traceback" not in text
     assert 1 <= text.count("plc_modbus_connection_dropped") <= 3  # 1000+ drops, logged once per 10 s with a count
+    assert text.count("plc_client_connected") <= 4  # 1100 connects: the first, then once per 10 s with a count
     print(f"flood: {before:.1f} parts/s before, {during:.1f} during; {len(flood)} connections opened, "
           f"{refused} refused")
 

@@ -47,8 +47,9 @@ NOISE_LOG_S = 10.0  # each kind of protocol noise is logged at most this often, 
 class NoiseLog:
     """Counts events by kind; logs the first of each kind, then at most once per `interval` with the count."""
 
-    def __init__(self, interval: float = NOISE_LOG_S) -> None:
-        self.interval = interval
+    def __init__(self, interval: float = NOISE_LOG_S, level: str = "warning", prefix: str = "plc_modbus_") -> None:
+        self.interval, self.prefix = interval, prefix
+        self._log = getattr(log, level)
         self.counts: Counter[str] = Counter()
         self._unlogged: Counter[str] = Counter()
         self._last: dict[str, float] = {}
@@ -58,8 +59,8 @@ class NoiseLog:
         self._unlogged[kind] += 1
         now = time.monotonic()
         if now - self._last.get(kind, -1e9) >= self.interval:
-            log.warning(f"plc_modbus_{kind}", count=self._unlogged[kind], total=self.counts[kind],
-                        per_s=self.interval, **fields)
+            self._log(self.prefix + kind, count=self._unlogged[kind], total=self.counts[kind], per_s=self.interval,
+                      **fields)
             self._unlogged[kind] = 0
             self._last[kind] = now
 
@@ -125,7 +126,8 @@ class ModbusServerTransport:
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._conns: set[_Conn] = set()
-        self.noise = NoiseLog()
+        self.noise = NoiseLog()  # protocol noise and refusals: warnings
+        self.events = NoiseLog(level="info", prefix="plc_")  # connects/disconnects: a flood must not flood the log
         self.port = cfg.port  # the bound port (when cfg.port is 0)
         self.rejected = 0  # connections refused by the allow list
         self.dropped_idle = 0  # connections closed to stay within max_connections (or to free a descriptor)
@@ -215,7 +217,7 @@ class ModbusServerTransport:
                 conn.close()
                 continue
             self._conns.add(proto)
-            log.info("plc_client_connected", peer=peer, clients=len(self._conns))
+            self.events("client_connected", peer=peer, clients=len(self._conns))
 
     def _drop_idlest(self) -> None:
         if not self._conns:
@@ -233,7 +235,7 @@ class ModbusServerTransport:
     def _forget(self, conn: _Conn) -> None:
         if conn in self._conns:
             self._conns.discard(conn)
-            log.info("plc_client_disconnected", peer=conn.peer, clients=len(self._conns))
+            self.events("client_disconnected", peer=conn.peer, clients=len(self._conns))
 
     # ------------------------------------------------------------------ requests
     def _answer(self, unit: int, pdu: bytes, peer: str) -> bytes | None:
