@@ -25,7 +25,7 @@ from inspectd.decide import decide
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import build_runtime
 from inspectd.pipeline.warmup import prepare
-from inspectd.types import Outcome, Part, Verdict
+from inspectd.types import STAGE_TIMES, Outcome, Part, Verdict
 
 
 class Collector:
@@ -73,9 +73,8 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
     if not measured:
         raise RuntimeError("no verdicts")
     span = max(v.t_verdict for v in measured) - min(v.t_trigger for v in measured)
-    names = ["grab", "preprocess", "infer", "decide"]
     stages = {}
-    for name in names:
+    for name in STAGE_TIMES:
         xs = [v.stage_ms[name] for v in measured if name in v.stage_ms]
         stages[name] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "max": max(xs) if xs else float("nan")}
     e2e = [v.latency_ms for v in measured]

@@ -29,7 +29,7 @@ from inspectd.log import dropped_lines
 from inspectd.plc.link import NoPlcLink
 from inspectd.sensors import HostSensors
 from inspectd.supervise.liveness import Liveness
-from inspectd.types import Part, Verdict
+from inspectd.types import STAGE_TIMES, Part, Verdict
 
 if TYPE_CHECKING:  # annotations only: the daemon imports this module and builds all of these
     from inspectd.archive import Archive
@@ -43,7 +43,7 @@ log = structlog.get_logger("inspectd.metrics")
 
 # Verdict.stage_ms keys -> the stage label operators see. The decide stage times
 # postprocess and decide together (one thread, one stamp), so its label says so.
-STAGE_LABELS = {"grab": "grab", "preprocess": "preprocess", "infer": "infer", "decide": "postprocess_decide"}
+STAGE_LABELS = dict(zip(STAGE_TIMES, ("grab", "preprocess", "infer", "postprocess_decide"), strict=True))
 PLC_WRITE = "plc_write"
 # PLC link counters (inspectd.plc.link.LinkStats) exported as they are.
 PLC_COUNTERS = {

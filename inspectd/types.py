@@ -17,6 +17,12 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 
+# The stage names, in data-flow order: the threads (their stamps and queues), and the keys of Part.stage_ms /
+# Verdict.stage_ms (journaled). The acquire thread's timed share is "grab": trigger (or grab call) -> frame in host
+# memory; the other three time their whole work under their own name.
+STAGE_THREADS = ("acquire", "preprocess", "infer", "decide")
+STAGE_TIMES = ("grab", "preprocess", "infer", "decide")
+
 
 class Outcome(str, Enum):
     PASS = "pass"

@@ -20,11 +20,11 @@ from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.stats import PipelineStats
 from inspectd.pipeline.verdicts import DeadlineKeeper, VerdictBus, VerdictSink
 from inspectd.timing import CycleTiming
-from inspectd.types import Part, Reason, Trigger
+from inspectd.types import STAGE_THREADS, Part, Reason, Trigger
 
 log = structlog.get_logger("inspectd.pipeline")
 
-STAGES = ("acquire", "preprocess", "infer", "decide")
+STAGES = STAGE_THREADS
 
 
 class Pipeline:
