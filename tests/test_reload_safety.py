@@ -207,3 +207,51 @@ def test_sigterm_while_models_load_stops_cleanly(tmp_path: Path, sig: signal.Sig
     assert proc.returncode == 0, err[-2000:]
     names = [json.loads(ln)["event"] for ln in out.splitlines() if ln.startswith("{")]
     assert "stopped" in names and "cannot_start" not in names
+
+
+def test_the_reload_counter_is_exported(tmp_path: Path, monkeypatch) -> None:
+    from tests.test_metrics import get, samples
+
+    d, t = running(tmp_path, metrics={"enabled": True, "port": 0})
+    try:
+        reload_and_wait(d, 1)
+        monkeypatch.setattr(inspectd.daemon, "load_config", lambda _p: 1 / 0)
+        reload_and_wait(d, 2)
+        assert d.metrics is not None and d.metrics.server is not None
+        s = samples(get(f"http://127.0.0.1:{d.metrics.server.port}/metrics")[1].decode())
+    finally:
+        d.request_stop()
+        t.join(60)
+    assert s[("inspectd_reloads_total", (("result", "applied"),))] == 1
+    assert s[("inspectd_reloads_total", (("result", "rejected"),))] == 1
+
+
+def test_an_exception_in_the_main_loop_still_drains_every_part(tmp_path: Path) -> None:
+    """Fault injection: a step of the main loop raises. The old loop let it out of run() with the pipeline, the
+    journal and the PLC link left running; now the parts in flight get their verdicts and rows, exit 1."""
+    d, t = running(tmp_path)
+
+    def broken() -> None:
+        raise RuntimeError("injected: a bug in a main-loop step")
+
+    d._close_drained = broken  # type: ignore[method-assign]
+    t.join(60)
+    assert not t.is_alive() and d.exit_code == 1
+    stats = d.pipeline.stats  # type: ignore[union-attr]
+    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
+        seqs = [s for (s,) in db.execute("SELECT seq FROM verdicts ORDER BY seq")]
+    assert seqs == list(range(1, stats.parts_in + 1)) and stats.verdicts_total == stats.parts_in > 5
+
+
+def test_an_unexpected_exception_at_start_exits_1_after_an_ordered_shutdown(tmp_path: Path, monkeypatch) -> None:
+    """Fault injection: opening the source raises what a driver raises (not an InspectdError): run() returns 1,
+    having closed what it opened (the models, the PLC link) instead of letting the exception out."""
+    d = Daemon(load_config(write_station(tmp_path, {"camera": {"bank": 4}})), Options(handle_signals=False))
+
+    def broken(_cfg):  # type: ignore[no-untyped-def]
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(inspectd.daemon, "make_source", broken)
+    assert d.run() == 1
+    assert d.runtimes and all(rt.closed for rt in d.runtimes.values())
+    assert d.pipeline is None
