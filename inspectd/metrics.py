@@ -54,6 +54,10 @@ PLC_COUNTERS = {
     "overruns": "results dropped because the PLC result buffer was full",
     "comm_lost": "times the PLC heartbeat watchdog fired",
     "published": "verdicts shown to the PLC",
+    "connections_dropped": "Modbus server: client connections dropped (over max_connections or out of descriptors)",
+    "connections_refused": "Modbus server: clients refused by the allow list",
+    "accept_errors": "Modbus server: failed accepts (out of descriptors or memory)",
+    "protocol_errors": "Modbus server: unknown unit ids, exception answers, garbage frames, unread answers",
 }
 
 

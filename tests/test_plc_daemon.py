@@ -4,6 +4,7 @@ leaves the outputs in the safe state (not READY, ERROR, ERROR_CODE 7) for the PL
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
 import socket
@@ -251,7 +252,11 @@ def test_connection_flood_at_limitnofile_1024_plc_keeps_its_rate_and_metrics_ans
             except OSError:
                 refused += 1
         with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
-            assert r.status == 200 and b"inspectd_plc_published" in r.read()
+            assert r.status == 200
+            body = r.read().decode()
+        assert "inspectd_plc_published" in body
+        dropped = re.search(r"^inspectd_plc_connections_dropped(?:_total)? (\S+)$", body, re.M)
+        assert dropped is not None and float(dropped[1]) >= 1000, body[-2000:]  # counted on /metrics
         time.sleep(2.0)  # the flood's connections stay open meanwhile
         during = (len(rep.results) - n1) / (time.monotonic() - t1)
         sim.stop.set()

@@ -387,6 +387,7 @@ def test_connection_cap_drops_the_idlest_and_the_active_plc_keeps_its_session() 
         srv = link._transport
         _wait(lambda: srv.dropped_idle >= 40 + 1 - 8, 5)  # type: ignore[union-attr]
         assert srv.clients <= 8  # type: ignore[union-attr]
+        assert link.stats.connections_dropped == srv.dropped_idle  # type: ignore[union-attr]  # for /metrics
         closed = 0
         for s in idle:  # the oldest idle ones were closed by the server
             s.settimeout(0.5)

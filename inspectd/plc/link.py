@@ -100,6 +100,10 @@ class LinkStats:
     triggers: int = 0
     submit_dropped: int = 0  # verdicts refused because the link's inbox was full
     unacked_at_stop: int = 0  # results still owed (buffered, shown and not ACKed, or in flight) at the safe state
+    connections_dropped: int = 0  # server mode: over max_connections (or out of descriptors)
+    connections_refused: int = 0  # server mode: not on the allow list
+    accept_errors: int = 0  # server mode: accept() failed (descriptors, memory)
+    protocol_errors: int = 0  # server mode: unknown unit ids, exception answers, garbage frames, unread answers
     dropped_part_ids: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
     publish_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
 

@@ -28,6 +28,7 @@ import socket
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import structlog
 
@@ -47,8 +48,9 @@ NOISE_LOG_S = 10.0  # each kind of protocol noise is logged at most this often, 
 class NoiseLog:
     """Counts events by kind; logs the first of each kind, then at most once per `interval` with the count."""
 
-    def __init__(self, interval: float = NOISE_LOG_S, level: str = "warning", prefix: str = "plc_modbus_") -> None:
-        self.interval, self.prefix = interval, prefix
+    def __init__(self, interval: float = NOISE_LOG_S, level: str = "warning", prefix: str = "plc_modbus_",
+                 on_event: Callable[[str], None] | None = None) -> None:
+        self.interval, self.prefix, self.on_event = interval, prefix, on_event
         self._log = getattr(log, level)
         self.counts: Counter[str] = Counter()
         self._unlogged: Counter[str] = Counter()
@@ -56,6 +58,8 @@ class NoiseLog:
 
     def __call__(self, kind: str, **fields: object) -> None:
         self.counts[kind] += 1
+        if self.on_event is not None:
+            self.on_event(kind)
         self._unlogged[kind] += 1
         now = time.monotonic()
         if now - self._last.get(kind, -1e9) >= self.interval:
@@ -114,7 +118,9 @@ class _Conn(asyncio.Protocol):
 class ModbusServerTransport:
     event_driven = True
 
-    def __init__(self, cfg: ModbusServerConfig, on_change: Notify) -> None:
+    def __init__(self, cfg: ModbusServerConfig, on_change: Notify,
+                 on_noise: Callable[[str], None] | None = None) -> None:
+        """`on_noise(kind)`: each counted event (the registry adds them to the link's stats for /metrics)."""
         self.cfg = cfg
         self._on_change = on_change
         lay = cfg.layout
@@ -126,7 +132,7 @@ class ModbusServerTransport:
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._conns: set[_Conn] = set()
-        self.noise = NoiseLog()  # protocol noise and refusals: warnings
+        self.noise = NoiseLog(on_event=on_noise)  # protocol noise and refusals: warnings
         self.events = NoiseLog(level="info", prefix="plc_")  # connects/disconnects: a flood must not flood the log
         self.port = cfg.port  # the bound port (when cfg.port is 0)
         self.rejected = 0  # connections refused by the allow list

@@ -7,13 +7,26 @@ from pathlib import Path
 
 from inspectd.plc.config import ModbusClientConfig, ModbusServerConfig, NoPlcConfig, PlcConfig, S7Config
 from inspectd.plc.layout import Layout
-from inspectd.plc.link import NoPlcLink, OnMissed, OnRecipe, PlcLink, TransportLink
+from inspectd.plc.link import LinkStats, NoPlcLink, OnMissed, OnRecipe, PlcLink, TransportLink
 from inspectd.plc.modbus_client import ModbusClientTransport
 from inspectd.plc.modbus_server import ModbusServerTransport
 from inspectd.plc.runstate import RunState
 from inspectd.plc.s7 import S7Transport
 
 _CLIENTS: dict[type, Callable[..., object]] = {ModbusClientConfig: ModbusClientTransport, S7Config: S7Transport}
+# Modbus server events (NoiseLog kinds) -> the LinkStats counter /metrics exports
+_NOISE_STATS = {"connection_dropped": "connections_dropped", "client_refused": "connections_refused",
+                "accept_failed": "accept_errors", "unknown_unit_id": "protocol_errors",
+                "garbage_frame": "protocol_errors", "exception_answered": "protocol_errors",
+                "slow_reader": "protocol_errors"}
+
+
+def _counter(stats: LinkStats) -> Callable[[str], None]:
+    def count(kind: str) -> None:
+        name = _NOISE_STATS.get(kind)
+        if name is not None:
+            setattr(stats, name, getattr(stats, name) + 1)
+    return count
 
 
 def make_plc_link(cfg: PlcConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | None = None,
@@ -33,10 +46,11 @@ def make_plc_link(cfg: PlcConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | 
     layout = Layout(cfg.layout)
     seqs = RunState(state_path)
     if isinstance(cfg, ModbusServerConfig):
-        return TransportLink(lambda notify: ModbusServerTransport(cfg, notify), layout, cfg.handshake,
-                             on_recipe=on_recipe, on_missed=on_missed, on_publish=on_publish, timeout_s=1.0,
-                             linger_s=cfg.linger_ms / 1e3, name="modbus_server", seqs=seqs, alive=alive,
-                             on_trigger=on_trigger)
+        link = TransportLink(lambda notify: ModbusServerTransport(cfg, notify, _counter(link.stats)), layout,
+                             cfg.handshake, on_recipe=on_recipe, on_missed=on_missed, on_publish=on_publish,
+                             timeout_s=1.0, linger_s=cfg.linger_ms / 1e3, name="modbus_server", seqs=seqs,
+                             alive=alive, on_trigger=on_trigger)
+        return link
     make = _CLIENTS[type(cfg)]
     return TransportLink(lambda notify: make(cfg, notify), layout, cfg.handshake,  # type: ignore[arg-type,return-value]
                          on_recipe=on_recipe, on_missed=on_missed, on_publish=on_publish,
