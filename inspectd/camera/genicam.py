@@ -8,6 +8,9 @@ verdict), and the supervisor tears the acquirer down and reconnects with backoff
 through a fresh Harvester: a Harvester that saw its device vanish can stay wedged
 (BusyException / ResourceInUseException).
 
+What fire/grab do and how a timeout is judged depend on `camera.trigger`: one strategy per mode in
+genicam_trigger.py (free_run, software, hardware with its frame pump); this class owns connection and recovery.
+
 harvesters is imported only when a source is built (`[genicam]` extra).
 """
 
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +27,7 @@ import structlog
 from inspectd.camera.config import GenICamConfig
 from inspectd.camera.genicam_features import FeatureError, FeatureResult, FeatureValue, apply_features, problems
 from inspectd.camera.genicam_stats import AcquisitionStats, FrameAccounting
+from inspectd.camera.genicam_trigger import MODES, trigger_features
 from inspectd.errors import CameraError, ExitCode
 from inspectd.pixels import COLOUR, PIXEL_FORMATS, pixel_bits
 from inspectd.types import Frame
@@ -32,29 +35,12 @@ from inspectd.types import Frame
 log = structlog.get_logger("inspectd.camera.genicam")
 
 DRAIN_S = 1e-4  # try_fetch treats timeout 0 as "wait forever": drain with a tiny positive one
-PUMP_POLL_S = 0.05  # hardware trigger: longest the pump holds the lock waiting for a frame
 
 
 class GenICamUnavailable(CameraError):
     """harvesters/genicam missing: an installation fault that a restart will not fix."""
 
     exit_code = ExitCode.CONFIG
-
-
-def trigger_features(cfg: GenICamConfig, node_map: Any) -> dict[str, FeatureValue]:
-    """The SFNC settings that make the camera's trigger match `cfg.trigger`."""
-    out: dict[str, FeatureValue] = {}
-    if hasattr(node_map, "TriggerSelector"):
-        out["TriggerSelector"] = "FrameStart"
-    if cfg.trigger == "free_run":
-        if hasattr(node_map, "TriggerMode"):  # a camera without triggers free-runs anyway
-            out["TriggerMode"] = "Off"
-        return out
-    out["TriggerSource"] = "Software" if cfg.trigger == "software" else cfg.trigger_line
-    if cfg.trigger == "hardware" and cfg.trigger_activation is not None:
-        out["TriggerActivation"] = cfg.trigger_activation
-    out["TriggerMode"] = "On"
-    return out
 
 
 class GenICamSource:
@@ -71,9 +57,6 @@ class GenICamSource:
         self.cfg = cfg
         self.stats = AcquisitionStats()
         self._accounting = FrameAccounting(self.stats)
-        self._arrival = threading.Condition()  # guards _arrived; hardware trigger only
-        self._arrived: deque[Frame] = deque()
-        self._pump_thread: threading.Thread | None = None
         self._lock = threading.RLock()  # guards every call into harvesters
         self._h: Any = None
         self._ia: Any = None
@@ -86,6 +69,7 @@ class GenICamSource:
         self._last_frame_t = 0.0  # free-run stall detection; reset at each (re)connect
         self.last_features: list[FeatureResult] = []
         self.device: dict[str, str] = {}
+        self._mode = MODES[cfg.trigger](self)  # what fire/grab do, and how timeouts are judged
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -106,17 +90,15 @@ class GenICamSource:
             self._lost.set()
         self._supervisor = threading.Thread(target=self._supervise, name="genicam-supervisor", daemon=True)
         self._supervisor.start()
-        if self.cfg.trigger == "hardware":
-            self._pump_thread = threading.Thread(target=self._pump, name="genicam-pump", daemon=True)
-            self._pump_thread.start()
+        self._mode.start()
 
     def close(self) -> None:
         self._closing.set()
         self._lost.set()  # wake the supervisor
-        for t in (self._supervisor, self._pump_thread):
-            if t is not None:
-                t.join(timeout=30)
-        self._supervisor = self._pump_thread = None
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=30)
+        self._supervisor = None
+        self._mode.stop()
         with self._lock:
             self._connected.clear()
             self._dev.teardown(self._ia, self._h)
@@ -151,64 +133,14 @@ class GenICamSource:
     # --- per part --------------------------------------------------------------------------------------------
 
     def fire(self) -> None:
-        """Software trigger: TriggerSoftware.execute(). Frames already waiting were made before this trigger:
-        they are discarded and counted as extra, so a late frame is never matched to this part."""
-        if self.cfg.trigger != "software" or not self.connected:
-            return  # free-run streams; a hardware line fires the camera; lost: grab answers None at once
-        with self._lock:
-            if not self.connected:
-                return
-            try:
-                self._drain()
-                self._ia.remote_device.node_map.TriggerSoftware.execute()
-                self.stats.triggers += 1
-            except Exception as e:
-                self._declare_lost(f"trigger failed: {type(e).__name__}: {e}")
+        """Software trigger: ask for one frame now (free-run and hardware modes ignore it)."""
+        self._mode.fire()
 
     def grab(self, timeout: float) -> Frame | None:
         if not self.connected:
-            if self.cfg.trigger == "free_run":  # the acquire stage loops on grab: don't spin
-                self._connected.wait(timeout)
+            self._mode.grab_while_lost(timeout)
             return None
-        if self.cfg.trigger == "hardware":
-            return self._grab_arrived(timeout)
-        with self._lock:
-            if not self.connected:
-                return None
-            frame = self._fetch(timeout)
-            if frame is None:
-                if self.connected:
-                    self._timed_out()
-                return None
-        return self._delivered(frame)
-
-    def _grab_arrived(self, timeout: float) -> Frame | None:
-        """Hardware trigger: frames are matched to the PLC's triggers in order; the PLC's trigger may be read
-        before or after its frame arrives. A frame that arrived longer than hardware_max_age_s before this
-        trigger was read came from a line pulse with no part behind it: discarded, counted as extra."""
-        t_call = time.monotonic()
-        end = t_call + timeout
-        frame = None
-        with self._arrival:
-            while True:
-                while self._arrived and self._arrived[0].t_grab < t_call - self.cfg.hardware_max_age_s:
-                    stray = self._arrived.popleft()
-                    self.stats.extra += 1
-                    log.warning("camera_extra_frame", frame_id=stray.frame_id, reason="line pulse with no part")
-                if self._arrived:
-                    frame = self._arrived.popleft()
-                    break
-                left = end - time.monotonic()
-                if left <= 0 or not self.connected:
-                    break
-                self._arrival.wait(left)
-        if frame is None:
-            if self.connected:
-                with self._lock:
-                    if self.connected:
-                        self._timed_out()
-            return None
-        return self._delivered(frame)
+        return self._mode.grab(timeout)
 
     def _delivered(self, frame: Frame) -> Frame:
         self._timeouts_in_row = 0
@@ -232,23 +164,6 @@ class GenICamSource:
         self._accounting.seen(frame_id, ts)
         return frame
 
-    def _pump(self) -> None:
-        """Hardware trigger: take frames off the stream as they arrive, so each carries its host arrival time
-        (Frame.t_grab) for _grab_arrived. Bounded: beyond num_buffers waiting, the oldest is extra."""
-        while not self._closing.is_set():
-            if not self._connected.wait(0.1):
-                continue
-            with self._lock:
-                frame = self._fetch(PUMP_POLL_S) if self.connected else None
-            if frame is None:
-                continue
-            with self._arrival:
-                if len(self._arrived) >= self.cfg.num_buffers:
-                    self._arrived.popleft()
-                    self.stats.extra += 1
-                self._arrived.append(frame)
-                self._arrival.notify()
-
     def apply_features(self, features: Mapping[str, object]) -> None:
         """Set a product's camera features (stream stopped meanwhile: Width, PixelFormat... are locked while it
         runs). Kept and re-applied after a reconnect. Raises FeatureError naming each feature that failed."""
@@ -262,7 +177,7 @@ class GenICamSource:
                 results = self._configure(self._ia)
                 self._ia.start()
                 self._accounting.restart()
-                self._discard_arrived()  # taken with the old product's settings
+                self._mode.discard_waiting()  # taken with the old product's settings
             except Exception as e:
                 self._declare_lost(f"feature switch failed: {type(e).__name__}: {e}")
                 return
@@ -306,7 +221,7 @@ class GenICamSource:
                 raise
             self._h, self._ia, self.device = h, ia, device
             self._accounting.restart()
-            self._discard_arrived()  # frames from before the loss belong to triggers already answered
+            self._mode.discard_waiting()  # frames from before the loss belong to triggers already answered
             self._timeouts_in_row = 0
             self._last_frame_t = time.monotonic()
             self._lost.clear()
@@ -319,13 +234,9 @@ class GenICamSource:
     def _timed_out(self) -> None:
         self.stats.timeouts += 1
         self._timeouts_in_row += 1
-        if self.cfg.trigger == "free_run":  # idle polls time out at slow frame rates: judge by time, not count
-            stalled = time.monotonic() - self._last_frame_t
-            if stalled > self.cfg.free_run_stall_s:
-                self._declare_lost(f"no frame for {stalled:.1f} s")
-                return
-        elif self._timeouts_in_row >= self.cfg.lost_after_timeouts:
-            self._declare_lost(f"{self._timeouts_in_row} grab timeouts in a row")
+        why = self._mode.loss_after_timeout()
+        if why is not None:
+            self._declare_lost(why)
             return
         try:  # a register read tells a slow or untriggered camera from a gone one
             self._probe()
@@ -339,11 +250,6 @@ class GenICamSource:
         node = nm.PayloadSize
         node.node.invalidate_node()  # read the register, not GenApi's cache
         _ = node.value
-
-    def _discard_arrived(self) -> None:
-        with self._arrival:
-            self.stats.extra += len(self._arrived)
-            self._arrived.clear()
 
     def _drain(self) -> None:
         while (buf := self._ia.try_fetch(timeout=DRAIN_S)) is not None:
@@ -360,8 +266,7 @@ class GenICamSource:
         self.stats.losses += 1
         log.error("camera_lost", serial=self.device.get("serial"), reason=why)
         self._lost.set()
-        with self._arrival:
-            self._arrival.notify_all()  # a hardware-trigger grab waiting for a frame answers now
+        self._mode.wake()  # a hardware-trigger grab waiting for a frame answers now
 
     def _supervise(self) -> None:
         while not self._closing.is_set():
