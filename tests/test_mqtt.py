@@ -219,6 +219,30 @@ def test_cursor_waits_for_puback_sent_but_unacknowledged_verdicts_are_resent(tmp
         broker.kill()
 
 
+def test_silent_broker_is_detected_by_keepalive_and_nothing_is_lost(tmp_path: Path) -> None:
+    """A network cut without a reset looks like a broker that stops answering: SIGSTOP it for longer than the
+    keep-alive. The publisher must notice (disconnect), keep journaling, and send everything once it answers."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    rec = Recorder(broker.port)
+    daemon = DaemonProcess(_station(tmp_path, broker, keepalive_s=2), None)
+    try:
+        assert rec.wait(lambda: len(rec.verdicts()) >= 20, START_S), daemon.stderr()[-3000:]
+        broker.signal(signal.SIGSTOP)
+        assert daemon.wait_event("mqtt_disconnected", 30), "the silent broker was not detected"
+        before = _rows(tmp_path)
+        _wait(lambda: _rows(tmp_path) >= before + 40, 60, "parts journaled while the broker is silent")
+        broker.signal(signal.SIGCONT)
+        assert daemon.wait_event("mqtt_connected", 60, after=1), "no reconnect after the broker answered again"
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, daemon.stderr()[-3000:]
+        _, got = _all_journaled_arrived(tmp_path, rec)
+        _first_arrivals_in_order(got)
+    finally:
+        daemon.kill()
+        rec.close()
+        broker.kill()
+
+
 def test_last_will_offline_on_kill_9(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     rec = Recorder(broker.port)
