@@ -197,12 +197,14 @@ def measure(args: argparse.Namespace) -> dict:
         out["after_pause_infer_ms"] = {"pause_s": args.pause, "keep_warm_off": cold, "keep_warm_on": warm,
                                        "steady_p50": out["stages"]["infer"]["p50"]}
     if cfg.station.camera.type == "genicam" and cfg.station.camera.trigger != "hardware":
+        from inspectd.camera.genicam import GenICamSource
         from inspectd.camera.genicam_bench import acquisition_overhead
 
         source = make_source(cfg.station.camera)
+        assert isinstance(source, GenICamSource), "camera.type genicam builds a GenICamSource"
         source.open()
         try:
-            out["acquisition"] = acquisition_overhead(source)  # type: ignore[arg-type]
+            out["acquisition"] = acquisition_overhead(source)
         finally:
             source.close()
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from inspectd.camera.genicam_features import FeatureValue
 from inspectd.camera.genicam_stats import AcquisitionStats
 from inspectd.types import Frame
 
@@ -34,7 +35,7 @@ class Source(Protocol):
         """Software trigger: ask for one frame now."""
         ...
 
-    def apply_features(self, features: Mapping[str, object]) -> None:
+    def apply_features(self, features: Mapping[str, FeatureValue]) -> None:
         """Apply a product's camera settings between parts (no-op where there are none)."""
         ...
 

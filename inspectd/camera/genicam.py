@@ -164,11 +164,11 @@ class GenICamSource:
         self._accounting.seen(frame_id, ts)
         return frame
 
-    def apply_features(self, features: Mapping[str, object]) -> None:
+    def apply_features(self, features: Mapping[str, FeatureValue]) -> None:
         """Set a product's camera features (stream stopped meanwhile: Width, PixelFormat... are locked while it
         runs). Kept and re-applied after a reconnect. Raises FeatureError naming each feature that failed."""
         with self._lock:
-            self._recipe = dict(features)  # type: ignore[arg-type]
+            self._recipe = dict(features)
             if not self.connected:
                 log.warning("camera_features_deferred", reason="camera not connected; applied on reconnect")
                 return

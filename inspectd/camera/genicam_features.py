@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from inspectd.errors import CameraError, ExitCode
 from inspectd.pixels import PIXEL_FORMATS
 
 FeatureValue = float | int | str | bool
+Node = Any  # a GenApi node or node map (harvesters' remote_device.node_map): genicam ships no type information
 
 # GenApi EAccessMode values (GenApi/Types.h).
 NI, NA, WO, RO, RW = 0, 1, 2, 3, 4
@@ -59,19 +61,19 @@ def ordered(features: Mapping[str, FeatureValue]) -> list[tuple[str, FeatureValu
     return [kv for _, kv in sorted(enumerate(features.items()), key=rank)]
 
 
-def access_mode(node: object) -> int:
-    return int(node.node.get_access_mode())  # type: ignore[attr-defined]
+def access_mode(node: Node) -> int:
+    return int(node.node.get_access_mode())
 
 
-def read_value(node: object) -> FeatureValue | None:
+def read_value(node: Node) -> FeatureValue | None:
     """The node's value, or None for nodes without one (commands, categories, registers)."""
     try:
-        return node.value  # type: ignore[attr-defined]
+        return node.value  # int/float/str/bool by the node's type
     except AttributeError:
         return None
 
 
-def _coerce(node: object, value: FeatureValue) -> FeatureValue:
+def _coerce(node: Node, value: FeatureValue) -> FeatureValue:
     kind = type(node).__name__
     if kind == "IInteger":
         if isinstance(value, float) and not value.is_integer():
@@ -86,21 +88,21 @@ def _coerce(node: object, value: FeatureValue) -> FeatureValue:
             return value.lower() in ("true", "1", "on")
         return bool(value)
     if kind == "IEnumeration":
-        symbolics = tuple(node.symbolics)  # type: ignore[attr-defined]
+        symbolics = tuple(node.symbolics)
         if str(value) not in symbolics:
             raise ValueError(f"{value!r} is not one of {', '.join(symbolics)}")
         return str(value)
     return value if kind != "IString" else str(value)
 
 
-def _same(node: object, wanted: FeatureValue, got: FeatureValue | None) -> bool:
+def _same(node: Node, wanted: FeatureValue, got: FeatureValue | None) -> bool:
     if type(node).__name__ == "IFloat" and isinstance(got, float):
         # Cameras round floats to their own step (exposure in line periods, gain in dB steps).
         return math.isclose(got, float(wanted), rel_tol=1e-3, abs_tol=1e-6)
     return got == wanted
 
 
-def write_feature(node_map: object, name: str, value: FeatureValue) -> FeatureResult:
+def write_feature(node_map: Node, name: str, value: FeatureValue) -> FeatureResult:
     """Write one feature and read it back. Never raises for a feature problem: the result says what went wrong."""
     if not hasattr(node_map, name):
         return FeatureResult(name, value, None, f"{name}: not provided by this camera")
@@ -135,7 +137,7 @@ def write_feature(node_map: object, name: str, value: FeatureValue) -> FeatureRe
     return FeatureResult(name, value, got, None)
 
 
-def apply_features(node_map: object, features: Mapping[str, FeatureValue]) -> list[FeatureResult]:
+def apply_features(node_map: Node, features: Mapping[str, FeatureValue]) -> list[FeatureResult]:
     """Write every feature (in dependency order) and verify each; all are tried even when some fail."""
     results = [write_feature(node_map, name, value) for name, value in ordered(features)]
     fmt = next((r for r in results if r.name == "PixelFormat" and r.problem is None), None)

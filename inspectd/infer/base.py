@@ -81,11 +81,12 @@ def check_io(product: ProductConfig, inputs: Sequence[TensorInfo], outputs: Sequ
                             f"{', '.join(out_by_name)})")
     scores = out_by_name.get(ref.scores_output)
     dims = scores.shape[1:] if scores is not None else ()
-    if dims and all(isinstance(d, int) and d > 0 for d in dims):  # N x C, or N x C x 1 x 1 (conv heads)
-        n = math.prod(dims)  # type: ignore[arg-type]
+    sizes = [d for d in dims if isinstance(d, int) and d > 0]
+    if scores is not None and dims and len(sizes) == len(dims):  # N x C, or N x C x 1 x 1 (conv heads); all fixed
+        n = math.prod(sizes)
         if n != len(product.classes):
             shown = product.classes if len(product.classes) <= 8 else [*product.classes[:8], "..."]
-            problems.append(f"{where}: output {scores.name!r} has {n} classes, recipe lists "  # type: ignore[union-attr]
+            problems.append(f"{where}: output {scores.name!r} has {n} classes, recipe lists "
                             f"{len(product.classes)}: {shown}")
     if problems:
         raise ModelError("\n".join(problems))

@@ -102,9 +102,9 @@ class Pipeline:
         return part
 
     def _release_slot(self, part: Part) -> None:
-        if id(part) in self._slot_parts:
+        if self.slots is not None and id(part) in self._slot_parts:
             self._slot_parts.discard(id(part))
-            self.slots.release()  # type: ignore[union-attr]
+            self.slots.release()
 
     def expected_latency_s(self, extra_ahead: int = 0) -> tuple[float, int]:
         """(trigger-to-verdict seconds, parts ahead) for a part triggered now, behind the parts in flight and

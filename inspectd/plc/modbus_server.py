@@ -115,6 +115,11 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
+
+def _factory(proto: _Conn) -> Callable[[], _Conn]:
+    """asyncio wants a protocol factory; the connection's protocol exists already (bound here, not late)."""
+    return lambda: proto
+
 class ModbusServerTransport:
     event_driven = True
 
@@ -217,7 +222,7 @@ class ModbusServerTransport:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             proto = _Conn(self, peer)
             try:
-                await loop.connect_accepted_socket(lambda p=proto: p, conn)  # type: ignore[misc]
+                await loop.connect_accepted_socket(_factory(proto), conn)
             except OSError as e:
                 self.noise("accept_failed", error=str(e), clients=len(self._conns))
                 conn.close()

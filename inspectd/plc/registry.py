@@ -12,8 +12,9 @@ from inspectd.plc.modbus_client import ModbusClientTransport
 from inspectd.plc.modbus_server import ModbusServerTransport
 from inspectd.plc.runstate import RunState
 from inspectd.plc.s7 import S7Transport
+from inspectd.plc.transport import Transport
 
-_CLIENTS: dict[type, Callable[..., object]] = {ModbusClientConfig: ModbusClientTransport, S7Config: S7Transport}
+_CLIENTS: dict[type, Callable[..., Transport]] = {ModbusClientConfig: ModbusClientTransport, S7Config: S7Transport}
 # Modbus server events (NoiseLog kinds) -> the LinkStats counter /metrics exports
 _NOISE_STATS = {"connection_dropped": "connections_dropped", "client_refused": "connections_refused",
                 "accept_failed": "accept_errors", "unknown_unit_id": "protocol_errors",
@@ -52,7 +53,7 @@ def make_plc_link(cfg: PlcConfig, *, on_recipe: OnRecipe, on_missed: OnMissed | 
                              alive=alive, on_trigger=on_trigger)
         return link
     make = _CLIENTS[type(cfg)]
-    return TransportLink(lambda notify: make(cfg, notify), layout, cfg.handshake,  # type: ignore[arg-type,return-value]
+    return TransportLink(lambda notify: make(cfg, notify), layout, cfg.handshake,
                          on_recipe=on_recipe, on_missed=on_missed, on_publish=on_publish,
                          timeout_s=cfg.timeout_ms / 1e3, poll_s=cfg.poll_ms / 1e3, fast_poll_s=cfg.fast_poll_ms / 1e3,
                          backoff_max_s=cfg.backoff_max_ms / 1e3, name=cfg.type, seqs=seqs, alive=alive,
