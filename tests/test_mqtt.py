@@ -135,6 +135,7 @@ def test_broker_stopped_mid_run_and_restarted_loses_nothing(tmp_path: Path) -> N
         during = _scrape(port)
         assert during["inspectd_mqtt_connected"] == 0
         assert during["inspectd_mqtt_backlog_rows"] >= 50 and during["inspectd_mqtt_backlog_age_seconds"] > 0
+        assert during["inspectd_mqtt_publish_latency_seconds_count"] == during["inspectd_mqtt_published_total"] >= 20
         broker.start()
         assert rec.wait(lambda: len({v["journal_id"] for v in rec.verdicts()}) >= before + 100, 60)
         daemon.signal(signal.SIGTERM)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -76,29 +77,48 @@ def test_browse_read_subscribe_and_read_only_without_security_on_loopback(tmp_pa
     d, t, endpoint = _start(tmp_path, {"security": ["none"]})
 
     async def session() -> None:
-        async with Client(endpoint, timeout=10) as client:
-            nodes = await _station_vars(client)
-            assert set(nodes) == VARIABLES  # no SelectRecipe method unless enabled
-            assert await nodes["ActiveRecipe"].read_value() == "disc-a"
-            assert await nodes["ActiveRecipeNo"].read_value() == 1
-            assert await nodes["Online"].read_value() is True
-            changes = _Changes()
-            sub = await client.create_subscription(50, changes)
-            await sub.subscribe_data_change(nodes["PartsTotal"])
-            end = time.monotonic() + 30
-            while len(set(changes.values)) < 3 and time.monotonic() < end:
-                await asyncio.sleep(0.1)
-            assert len(set(changes.values)) >= 3 and changes.values == sorted(changes.values), changes.values
-            assert await nodes["LastVerdict"].read_value() in {"pass", "reject", "failsafe"}
-            assert await nodes["LastPartId"].read_value() > 0
-            assert 0.0 <= await nodes["LastScore"].read_value() <= 1.0
-            with pytest.raises(ua.UaStatusCodeError):  # read-only to clients
-                await nodes["PartsTotal"].write_value(ua.Variant(0, ua.VariantType.UInt64))
+        client = Client(endpoint, timeout=10)
+        await client.connect()
+        try:
+            await checks(client)
+        finally:
+            with contextlib.suppress(Exception):  # the daemon stopped its server under this session on purpose
+                await client.disconnect()
+
+    async def checks(client: Client) -> None:
+        nodes = await _station_vars(client)
+        assert set(nodes) == VARIABLES  # no SelectRecipe method unless enabled
+        assert await nodes["ActiveRecipe"].read_value() == "disc-a"
+        assert await nodes["ActiveRecipeNo"].read_value() == 1
+        assert await nodes["Online"].read_value() is True
+        changes = _Changes()
+        sub = await client.create_subscription(50, changes)
+        await sub.subscribe_data_change(nodes["PartsTotal"])
+        end = time.monotonic() + 30
+        while len(set(changes.values)) < 3 and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        assert len(set(changes.values)) >= 3 and changes.values == sorted(changes.values), changes.values
+        assert await nodes["LastVerdict"].read_value() in {"pass", "reject", "failsafe"}
+        assert await nodes["LastPartId"].read_value() > 0
+        assert 0.0 <= await nodes["LastScore"].read_value() <= 1.0
+        with pytest.raises(ua.UaStatusCodeError):  # read-only to clients
+            await nodes["PartsTotal"].write_value(ua.Variant(0, ua.VariantType.UInt64))
+        # A stop writes Online = False before the server closes: a subscriber sees the station go.
+        online = _Changes()
+        await (await client.create_subscription(50, online)).subscribe_data_change(nodes["Online"])
+        stopper = threading.Thread(target=_stop, args=(d, t))
+        stopper.start()
+        end = time.monotonic() + 60
+        while False not in online.values and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        assert online.values[:1] == [True] and False in online.values, online.values
+        stopper.join(60)
 
     try:
         asyncio.run(session())
     finally:
-        _stop(d, t)
+        if t.is_alive():
+            _stop(d, t)
 
 
 def test_security_refuses_unauthenticated_clients_and_recipe_select_needs_a_user(tmp_path: Path) -> None:
