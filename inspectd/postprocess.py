@@ -7,6 +7,8 @@ which the decide stage turns into the fail-safe `bad_output` (never a pass: `NaN
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from inspectd.anomaly.score import AnomalyPostprocessor
@@ -23,16 +25,22 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):  # exp overflow for z << 0 gives inf, and 1/(1+inf) = 0 is the right answer
-        return 1.0 / (1.0 + np.exp(-z))
+    return 1.0 / (1.0 + np.exp(-z))  # exp overflow for z << 0 gives inf, and 1/(1+inf) = 0 is the right answer
+
+
+def identity(z: np.ndarray) -> np.ndarray:
+    return z
 
 
 def _as_float32(outputs: dict[str, np.ndarray], name: str) -> np.ndarray:
     if name not in outputs:
         raise BadOutput(f"no output {name!r} (got: {', '.join(outputs) or 'none'})")
+    value = outputs[name]
+    if isinstance(value, np.ndarray) and value.dtype == np.float32:
+        return value  # the usual case, at no cost
     try:
         with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, caught below
-            return np.asarray(outputs[name], dtype=np.float32)
+            return np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as e:
         raise BadOutput(f"output {name!r} is not numeric: {e}") from None
 
@@ -50,7 +58,7 @@ class Postprocessor:
         self.classes = product.classes
         self.scores_output = product.model.scores_output
         self.heatmap_output = product.model.heatmap_output
-        self.activation = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda z: z}[product.model.activation]
+        self.activation = {"softmax": softmax, "sigmoid": sigmoid, "none": identity}[product.model.activation]
         self.anomaly = AnomalyPostprocessor(product) if product.kind == "anomaly" else None
 
     def __call__(self, outputs: dict[str, np.ndarray]) -> Findings:
@@ -60,10 +68,13 @@ class Postprocessor:
         raw = _as_float32(outputs, self.scores_output).reshape(-1)
         if raw.size != len(self.classes):
             raise BadOutput(f"output {self.scores_output!r} has {raw.size} values for {len(self.classes)} classes")
-        _require_finite(self.scores_output, raw)
-        probs = self.activation(raw)
-        _require_finite(self.scores_output, probs)  # finite in, finite out; checked, not assumed
-        scores = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
+        values = raw.tolist()  # a few classes: plain floats check faster than a numpy call
+        if not all(map(math.isfinite, values)):
+            _require_finite(self.scores_output, raw)  # raises, counting what was wrong
+        probs = self.activation(raw).tolist()
+        if not all(map(math.isfinite, probs)):  # finite in, finite out; checked, not assumed
+            raise BadOutput(f"output {self.scores_output!r}: {self.activation.__name__} gave {probs}")
+        scores = dict(zip(self.classes, probs, strict=True))
         extra = {}
         if self.heatmap_output and self.heatmap_output in outputs:
             # Not a rule input, but a model that gives NaN anywhere is broken: its scores are not trusted either.
