@@ -124,7 +124,7 @@ def test_submit_never_blocks_when_the_writer_is_behind(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     for _ in range(50):
         archive.submit(v, p)
-    assert (time.perf_counter() - t0) / 50 < 1e-3
+    assert (time.perf_counter() - t0) / 50 < 0.02  # a blocking submit would wait forever (nothing drains)
     assert archive.dropped["queue_full"] == 48 and archive.pending == 2
 
 

@@ -111,8 +111,8 @@ def test_plc_killed_and_restarted_mid_run(plc: Peer) -> None:
     assert link.stats.reconnects + link.stats.connect_failures >= 1
     _check(rep, resp, link)
     assert len(rep.results) >= 195  # at most the part in flight at the kill may be lost, and then it is flagged
-    # a submit that waited on the PLC would take the 250 ms timeout; GIL and a busy 2-core box cost a few ms
-    assert resp.max_submit_s < 0.05
+    # a submit that waited on the PLC would take the 250 ms timeout; a busy 2-core box may hold the GIL for tens of ms
+    assert resp.max_submit_s < 0.2
 
 
 def test_frozen_plc_costs_a_reconnect_not_a_stalled_pipeline(plc: Peer) -> None:
@@ -169,9 +169,9 @@ def test_black_hole_plc_bounded_connects_and_stop() -> None:
     try:
         t0 = time.perf_counter()
         link.submit(Responder(link).verdict(1, time.monotonic()), None)
-        assert time.perf_counter() - t0 < 0.05
+        assert time.perf_counter() - t0 < 0.2  # not one 250 ms connect timeout
         _wait(lambda: link.stats.connect_failures >= 3, 3.0)
-        assert 0.7 < time.monotonic() - t_start < 2.5  # 3 x 250 ms timeouts + 50/100 ms backoff, not 3 x 3 s
+        assert 0.7 < time.monotonic() - t_start < 6.0  # 3 x 250 ms timeouts + 50/100 ms backoff, not 3 x 3 s
         assert not link.connected
     finally:
         t0 = time.perf_counter()
@@ -180,7 +180,7 @@ def test_black_hole_plc_bounded_connects_and_stop() -> None:
         for f in fillers:
             f.close()
         hole.close()
-    assert stop_s < 1.5  # the safe-state attempt is one more bounded connect
+    assert stop_s < 2.5  # the safe-state attempt is one more bounded (250 ms) connect, not a hang
 
 
 @pytest.mark.parametrize("kind", ["libmodbus", "s7_native"])
