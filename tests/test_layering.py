@@ -110,8 +110,9 @@ def _loaded_by(module: str) -> list[str]:
 
 # Implementations and tooling that a pure layer must not pull in (SDKs, sources, backends, pipeline).
 HEAVY = ("inspectd.camera.genicam", "inspectd.camera.replay", "inspectd.camera.synthetic", "inspectd.camera.registry",
-         "inspectd.infer.tensorrt", "inspectd.infer.registry", "inspectd.infer.cuda_buffers", "inspectd.engines",
-         "inspectd.pipeline", "inspectd.preprocess", "inspectd.plc.link", "inspectd.daemon", "inspectd.metrics",
+         "inspectd.infer.tensorrt", "inspectd.infer.onnxruntime", "inspectd.infer.registry",
+         "inspectd.infer.cuda_buffers", "inspectd.engines", "inspectd.pipeline", "inspectd.preprocess",
+         "inspectd.plc.link", "inspectd.daemon", "inspectd.metrics",
          "harvesters", "genicam", "tensorrt", "pycuda", "onnxruntime", "cv2", "pymodbus", "snap7")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from inspectd.errors import ModelError
 from inspectd.types import ModelInput
 
-if TYPE_CHECKING:  # schema -> infer.config -> infer.onnxruntime -> here: a runtime import would be a cycle
+if TYPE_CHECKING:  # annotations only: backends check a recipe, they never build one
     from inspectd.config.schema import ProductConfig
 
 

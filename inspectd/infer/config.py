@@ -7,14 +7,71 @@ engine tooling, CUDA); `infer.registry` maps each config to its backend.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from inspectd.config.base import Model
 
-# OnnxRuntimeConfig still lives beside its backend, which imports onnxruntime only in load(): a light import.
-from inspectd.infer.onnxruntime import OnnxRuntimeConfig
+
+class CpuProvider(Model):
+    name: Literal["cpu"]
+
+
+class CudaProvider(Model):
+    name: Literal["cuda"]
+    device_id: int = Field(0, ge=0, description="CUDA device ordinal")
+    cuda_graph: bool = Field(False, description="capture the model once as a CUDA graph and replay it per part "
+                                                "(fixed shapes; every node must run on the CUDA provider)")
+    tf32: bool = Field(False, description="let Ampere+ GPUs run FP32 convolutions/matmuls in TF32 (faster, ~1e-3 "
+                                          "relative error): off, so an FP32 model scores as it was validated")
+    cudnn_conv_algo_search: Literal["exhaustive", "heuristic", "default"] = Field(
+        "exhaustive", description="cuDNN convolution algorithm search (done once, during warm-up before READY)")
+
+
+class TensorrtProvider(Model):
+    name: Literal["tensorrt"]
+    device_id: int = Field(0, ge=0, description="CUDA device ordinal")
+    engine_cache: Path | None = Field(None, description="folder where ONNX Runtime keeps built TensorRT engines "
+                                                        "(relative to the station file); without it every start "
+                                                        "rebuilds them")
+    fp16: bool = Field(False, description="let TensorRT run layers in FP16")
+    int8: bool = Field(False, description="run Q/DQ (explicitly quantised) INT8 models in INT8")
+
+
+Provider = Annotated[CpuProvider | CudaProvider | TensorrtProvider, Field(discriminator="name")]
+
+def _cpu_only() -> list[CpuProvider | CudaProvider | TensorrtProvider]:
+    return [CpuProvider(name="cpu")]
+
+
+class OnnxRuntimeConfig(Model):
+    type: Literal["onnxruntime"]
+    intra_op_threads: int = Field(1, ge=0, le=256, description="threads inside one operator (0 = all cores)")
+    inter_op_threads: int = Field(1, ge=0, le=256, description="threads across operators")
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = Field(
+        "all", description="ONNX Runtime graph optimisation level")
+    providers: list[Provider] = Field(
+        default_factory=_cpu_only,
+        description="execution providers in order of preference: tensorrt, cuda, cpu (a name, or a mapping with "
+                    "the provider's options)")
+    allow_fallback: bool = Field(False, description="start even when a configured GPU provider cannot load "
+                                                    "(parts then run on the CPU, slower); off: refuse with exit 3")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_mappings(cls, data: Any) -> Any:
+        """`providers: [cuda, cpu]` is the short form of `[{name: cuda}, {name: cpu}]`."""
+        if isinstance(data, dict) and isinstance(data.get("providers"), list):
+            data = {**data, "providers": [{"name": p} if isinstance(p, str) else p for p in data["providers"]]}
+        return data
+
+    @property
+    def gpu(self) -> CudaProvider | TensorrtProvider | None:
+        """The first GPU provider asked for (its device is the one GPU preprocessing writes to)."""
+        return next((p for p in self.providers if not isinstance(p, CpuProvider)), None)
+
+
 
 Runtime = Literal["tensorrt", "tensorrt-rtx"]
 
