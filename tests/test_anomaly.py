@@ -273,3 +273,12 @@ def test_demo_anomaly_station_through_the_daemon(tmp_path: Path) -> None:
         assert 0 <= x < x + w <= 448 and 0 <= y < y + h <= 448
     assert len(list((tmp_path / "ar" / "disc-anomaly").glob("*_reject.jpg"))) == sum(
         row["verdict"] == "reject" for row in got)
+
+
+def test_plc_result_carries_the_anomaly_score_in_its_own_units() -> None:
+    """Block B's SCORE is a REAL: an anomaly score like 62.2 reaches the PLC as it is, not clipped to 0..1."""
+    from inspectd.plc.layout import Layout, VisionOutputs
+
+    layout = Layout()
+    back = layout.decode_b(layout.encode_b(VisionOutputs(score=62.219, result_code=1)))
+    assert back.score == pytest.approx(62.219, rel=1e-6)
