@@ -112,7 +112,7 @@ class Mosquitto:
         self.tls_port = free_port() if tls else None
         # autosave every second: a broker killed with SIGKILL still comes back with the test subscriber's session
         lines = [f"user {getpass.getuser()}", "persistence true", f"persistence_location {folder}/",
-                 "autosave_interval 1", "set_tcp_nodelay true",
+                 "autosave_interval 1", "set_tcp_nodelay true", "queue_qos0_messages true",
                  "max_queued_messages 1000000", "log_dest stderr", "log_type error", "log_type warning",
                  "log_type notice", "per_listener_settings true", f"listener {self.port} 127.0.0.1",
                  "allow_anonymous true"]

@@ -347,12 +347,19 @@ def test_sparkplug_b_births_data_rebirth_and_death_on_kill_9(tmp_path: Path) -> 
         spb.add_metric(cmd, "Node Control/Rebirth", spb.BOOLEAN, True, cmd.timestamp)
         spb_rec.client.publish("spBv1.0/plant1/NCMD/line1", cmd.SerializeToString(), qos=1)
         assert spb_rec.wait(lambda: len(decoded("NBIRTH")) == 2 and len(decoded("DBIRTH")) == 2, 30)
+        # A new MQTT session (broker restarted): births again, with the next bdSeq.
+        broker.stop()
+        broker.start()
+        assert spb_rec.wait(lambda: len(decoded("NBIRTH")) == 3, 60), [t for _, t, _, _ in spb_rec.messages][-5:]
+        latest = decoded("NBIRTH")[-1][2]
+        assert latest["bdSeq"] == (nb_metrics["bdSeq"] + 1) % 256
         # kill -9: the broker sends NDEATH (the Will) with the bdSeq of the session's NBIRTH.
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.wait(10)
-        assert spb_rec.wait(lambda: len(decoded("NDEATH")) == 1, 30)
-        [(_, _, death)] = decoded("NDEATH")
-        assert death["bdSeq"] == nb_metrics["bdSeq"]
+        # (The broker's own restart sent the first session's Will: an NDEATH with the first bdSeq.)
+        deaths = lambda: [m["bdSeq"] for _, _, m in decoded("NDEATH")]  # noqa: E731
+        assert spb_rec.wait(lambda: latest["bdSeq"] in deaths(), 30), deaths()
+        assert set(deaths()) == {nb_metrics["bdSeq"], latest["bdSeq"]}
     finally:
         daemon.kill()
         spb_rec.close()
