@@ -236,7 +236,7 @@ def test_error_bit_always_agrees_with_error_code() -> None:
             t += rng.choice((0.01, 0.2, 0.5))
             op = rng.randrange(7)
             if op == 0:
-                hs.set_health(rng.random() < 0.5, rng.choice((0, 1, 2, 3, 6)))
+                hs.set_health(rng.random() < 0.5, rng.choice((0, 1, 2, 3, 6, 8)))
             elif op == 1:
                 hb += 1
             elif op == 2:
@@ -253,7 +253,7 @@ def test_error_bit_always_agrees_with_error_code() -> None:
             hs.tick(t)
             out = hs.outputs()
             assert out.error == (out.error_code != 0), out
-            assert not (out.ready and out.error_code in (1, 2, 3, 6, 7)), out
+            assert not (out.ready and out.error_code in (1, 2, 3, 6, 7, 8)), out
     # RECIPE_FAIL in particular: ERROR with code 4 (READY untouched: the old recipe keeps inspecting)
     hs = _hs()
     hs.on_inputs(PlcInputs(trigger_enable=True, load_recipe=True, recipe_no=9), 0.0)

@@ -31,7 +31,7 @@ class ErrorCode(IntEnum):
     TIMEOUT = 3
     RECIPE = 4  # LOAD_RECIPE refused
     PLC_COMM_LOST = 5  # PLC_HEARTBEAT unchanged for 3 periods (latched until CLEAR_ERROR)
-    NOT_READY = 6  # golden check / backend not up
+    NOT_READY = 6  # STARTING (models loading, golden check) or not up: the daemon's set_ready(False) default
     SHUTDOWN = 7  # the daemon stopped (safe state)
     JOURNAL = 8  # verdicts cannot be journaled (disk full, I/O error): daemon.journal.healthy is False
 
