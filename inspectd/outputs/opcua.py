@@ -180,7 +180,9 @@ class OpcuaServer:
         else:
             cfg.pki_dir.mkdir(parents=True, exist_ok=True)
             cert, key = cfg.pki_dir / "server-cert.der", cfg.pki_dir / "server-key.pem"
-            host = urlparse(cfg.endpoint).hostname or socket.gethostname()
+            host = urlparse(cfg.endpoint).hostname or ""
+            if host in ("", "0.0.0.0", "::"):  # listening on all addresses: clients reach it by the host's name
+                host = socket.gethostname()
             await setup_self_signed_certificate(key, cert, app_uri, host, [ExtendedKeyUsageOID.SERVER_AUTH],
                                                 {"commonName": f"inspectd {self.station}"})
         await server.load_certificate(str(cert))
