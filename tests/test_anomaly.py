@@ -198,6 +198,7 @@ def test_non_finite_anomaly_score_is_never_a_pass(tmp_path: Path) -> None:
     for row in got:
         if Path(row["source_ref"] or "").name in MARKS or row["truth"] == "reject":
             assert row["verdict"] == "failsafe" and row["plc_ok"] == 0, dict(row)
+            assert row["reason"] == "bad_output" and row["result_code"] == 1008, dict(row)
         else:
             assert row["verdict"] == "pass"
     assert sum(row["verdict"] == "failsafe" for row in got) == len(MARKS)
