@@ -3,7 +3,7 @@ synthetic discs (inspectd.camera.parts, as tools/make_dataset.py writes them).
 
 Fast: a small fit (40 good parts at 224) through the CLI, its recipe accepted by check-config, the exported
 ONNX against a torch model rebuilt from the same bank, and the fitted model telling defects from good parts.
-Slow and opt-in (INSPECTD_FULL_FIT=1, ~10-25 min on 2 cores): the README's fit and its AUROC >= 0.98.
+Slow and opt-in (INSPECTD_FULL_FIT=1, 5-8 min on 2 cores): the README's fit and its AUROC >= 0.98.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def test_small_fit_exports_a_graph_that_matches_torch(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("INSPECTD_FULL_FIT") != "1",
-                    reason="the README's full fit (400 + 400 good parts at 320) takes 10-25 min on 2 cores: "
+                    reason="the README's full fit (400 + 400 good parts at 320) takes 5-8 min on 2 cores: "
                            "INSPECTD_FULL_FIT=1 runs it")
 def test_full_fit_reaches_the_readme_figures(tmp_path: Path) -> None:
     good = discs(tmp_path / "good", 400, seed=31, defect_rate=0.0)
