@@ -8,6 +8,9 @@
    rows per second until the broker acknowledged the last one and the subscriber has them all.
 
     python tools/bench_mqtt.py [--parts 1500] [--rounds 2] [--rate-hz 50] [--latency-parts 1000] [--backlog 20000]
+
+Needs the Debian packages mosquitto and mosquitto-clients (mosquitto_sub). --latency-parts 0 / --backlog 0 skip
+those parts.
 """
 
 from __future__ import annotations
