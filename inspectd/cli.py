@@ -18,10 +18,24 @@ def tune_interpreter() -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from inspectd.config.load import load_config
+    """Every problem of every file in one pass, schema first, then what `run` would refuse (models, ROIs, files)."""
+    from inspectd.config.load import collect_config
+    from inspectd.preflight import preflight
 
-    cfg = load_config(args.path)  # ConfigError: main() prints one line per problem, exit 2
-    print(f"{cfg.station_path}: ok ({len(cfg.products)} products: {', '.join(sorted(cfg.products))})")
+    path = args.config or args.path
+    if path is None:
+        print("inspectd check-config: give --config STATION.yaml", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    report = collect_config(path)
+    checked = preflight(report) if not args.schema_only else None
+    problems = report.problems + (checked.problems if checked else [])
+    for line in problems:
+        print(line, file=sys.stderr)
+    for note in checked.notes if checked else []:
+        print(f"note: {note}", file=sys.stderr)
+    if problems:  # stderr holds `file:line: key: message` lines only (and notes), so tools can parse it
+        return int(ExitCode.CONFIG)
+    print(f"{report.path}: ok ({len(report.products)} products: {', '.join(sorted(report.products))})")
     return 0
 
 
@@ -128,8 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", type=Path, default=None, help="journal path (overrides the station file)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("check-config", help="validate a station file and all its products")
-    p.add_argument("path", type=Path)
+    p = sub.add_parser("check-config", help="validate a station file and all its products as `run` would: schema, "
+                                            "models, ROIs, files (every problem in one pass)")
+    p.add_argument("path", type=Path, nargs="?", help="station YAML file (same as --config)")
+    p.add_argument("--config", type=Path, default=None, help="station YAML file")
+    p.add_argument("--schema-only", action="store_true", help="only the files' schema: do not open the models")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("bench", help="run the real pipeline as fast as it goes and report timings")

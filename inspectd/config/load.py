@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -104,6 +106,48 @@ def _message(err: ErrorDetails) -> str:
     return msg
 
 
+def _model_at(model: type[BaseModel], loc: Loc, data: Any) -> type[BaseModel] | None:
+    """The config model class that holds the keys at `loc` (unions picked by the data's `type`/`name` tag)."""
+    cls: type[BaseModel] | None = model
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if cls is None or part not in cls.model_fields:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+        cls = _model_in(cls.model_fields[part].annotation, node)
+    return cls
+
+
+def _model_in(annotation: Any, node: Any) -> type[BaseModel] | None:
+    """The BaseModel inside Optional/list/Annotated/union `annotation`, choosing a union member by tag."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    members = [m for m in (_model_in(a, node) for a in get_args(annotation)) if m is not None]
+    if len(members) <= 1:
+        return members[0] if members else None
+    if isinstance(node, dict):
+        for m in members:
+            for tag in ("type", "name"):
+                field_ = m.model_fields.get(tag)
+                if field_ is not None and node.get(tag) in get_args(field_.annotation):
+                    return m
+    return None
+
+
+def _did_you_mean(model: type[BaseModel], loc: Loc, data: Any) -> str:
+    """` -- did you mean 'X'?` for a misspelt key, from the keys its section allows."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    cls = _model_at(model, loc[:-1], data)
+    if cls is None:
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(cls.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def validate(doc: YamlDoc, model: type[M]) -> M:
     if not isinstance(doc.data, dict):
         raise ConfigError([format_error(doc, (), "the file must hold a mapping of keys to values")])
@@ -120,6 +164,8 @@ def validate(doc: YamlDoc, model: type[M]) -> M:
                 key = (*loc, *_parse_key(m.group(1)))
                 if key in doc.lines:  # a cross-field check naming its key: point at that key's line
                     loc, message = key, m.group(2)
+            if err["type"] == "extra_forbidden":
+                message += _did_you_mean(model, loc, doc.data)
             problems.append(format_error(doc, loc, message))
         raise ConfigError(problems) from None
 
@@ -168,33 +214,107 @@ def load_station(path: Path) -> StationConfig:
     return resolve_paths(validate(doc, StationConfig), path.parent)
 
 
-def load_config(path: str | Path) -> Config:
-    """Validate the station file and every product next to it; raise ConfigError listing all problems."""
+@dataclass
+class ConfigReport:
+    """Everything that loaded, and every problem of every file (one pass: a station error hides no product's)."""
+
+    path: Path
+    station: StationConfig | None = None
+    products: dict[str, ProductConfig] = field(default_factory=dict)
+    docs: dict[str, YamlDoc] = field(default_factory=dict)  # product name -> its YAML (lines for later checks)
+    product_paths: dict[str, Path] = field(default_factory=dict)
+    station_doc: YamlDoc | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def collect_config(path: str | Path) -> ConfigReport:
+    """Validate the station file and every product next to it, collecting all problems instead of stopping."""
     path = Path(path).resolve()
-    station = load_station(path)
-    problems: list[str] = []
-    products: dict[str, ProductConfig] = {}
-    paths: dict[str, Path] = {}
-    if not station.products_dir.is_dir():
-        raise ConfigError([f"{path}: products_dir: folder not found: {station.products_dir}"])
-    for file in sorted(station.products_dir.glob("*.y*ml")):
+    report = ConfigReport(path)
+    try:
+        report.station_doc = _read(path)
+        report.station = resolve_paths(validate(report.station_doc, StationConfig), path.parent)
+    except ConfigError as e:
+        report.problems.extend(e.problems)
+        if report.station_doc is not None:  # so the products' models can still be checked in this pass
+            report.station = _salvage(report.station_doc, StationConfig, path.parent)
+    products_dir = _products_dir(report, path)
+    if products_dir is None:
+        return report
+    if not products_dir.is_dir():
+        report.problems.append(f"{path}:{_line(report, ('products_dir',))}: products_dir: folder not found: "
+                               f"{products_dir}")
+        return report
+    for file in sorted(products_dir.glob("*.y*ml")):
         try:
             product, doc = _load_product(file)
         except ConfigError as e:
-            problems.extend(e.problems)
+            report.problems.extend(e.problems)
             continue
-        if product.name in products:
-            problems.append(format_error(doc, ("name",), f"product {product.name!r} is also defined in "
-                                                         f"{paths[product.name]}"))
-        clash = next((p for p in products.values() if p.plc_id == product.plc_id), None)
+        if product.name in report.products:
+            report.problems.append(format_error(doc, ("name",), f"product {product.name!r} is also defined in "
+                                                                f"{report.product_paths[product.name]}"))
+        clash = next((p for p in report.products.values() if p.plc_id == product.plc_id), None)
         if clash:
-            problems.append(format_error(doc, ("plc_id",), f"{product.plc_id} is also used by product {clash.name!r}"))
-        products[product.name] = product
-        paths[product.name] = file
-    if not problems and station.product not in products:
-        doc = _read(path)
-        problems.append(format_error(doc, ("product",), f"no product {station.product!r} in {station.products_dir}"
-                                     f" (have: {', '.join(sorted(products)) or 'none'})"))
-    if problems:
-        raise ConfigError(problems)
-    return Config(station=station, products=products, station_path=path, product_paths=paths)
+            report.problems.append(format_error(doc, ("plc_id",),
+                                                f"{product.plc_id} is also used by product {clash.name!r}"))
+        report.products[product.name] = product
+        report.docs[product.name] = doc
+        report.product_paths[product.name] = file
+    st = report.station
+    if st is not None and st.product not in report.products and report.station_doc is not None and \
+            not any(p.startswith(str(products_dir)) for p in report.problems):
+        report.problems.append(format_error(report.station_doc, ("product",),
+                                            f"no product {st.product!r} in {products_dir} "
+                                            f"(have: {', '.join(sorted(report.products)) or 'none'})"))
+    return report
+
+
+def _salvage(doc: YamlDoc, model: type[M], base: Path, rounds: int = 5) -> M | None:
+    """The file with its faulty keys left out (defaults in their place), if that validates: used only to go on
+    checking what depends on it; the problems themselves were reported from the file as written."""
+    data = copy.deepcopy(doc.data)
+    for _ in range(rounds):
+        try:
+            return resolve_paths(model.model_validate(data), base)
+        except ValidationError as e:
+            removed = False
+            for err in e.errors():
+                loc = _clean_loc(err["loc"], data)
+                parent = data
+                for part in loc[:-1]:
+                    parent = parent[part] if _has(parent, part) else None
+                if loc and isinstance(parent, dict) and loc[-1] in parent:
+                    del parent[loc[-1]]
+                    removed = True
+            if not removed:
+                return None
+    return None
+
+
+def _has(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and part < len(node)
+
+
+def _products_dir(report: ConfigReport, path: Path) -> Path | None:
+    """The products folder, also when the station file failed validation elsewhere (so products get checked)."""
+    if report.station is not None:
+        return report.station.products_dir
+    data = report.station_doc.data if report.station_doc is not None else None
+    value = data.get("products_dir", "products") if isinstance(data, dict) else None
+    return (path.parent / value).resolve() if isinstance(value, str) else None
+
+
+def _line(report: ConfigReport, loc: Loc) -> int:
+    return report.station_doc.line_of(loc) if report.station_doc is not None else 1
+
+
+def load_config(path: str | Path) -> Config:
+    """Validate the station file and every product next to it; raise ConfigError listing all problems."""
+    report = collect_config(path)
+    if report.problems or report.station is None:
+        raise ConfigError(report.problems or [f"{report.path}: cannot be loaded"])
+    return Config(station=report.station, products=report.products, station_path=report.path,
+                  product_paths=report.product_paths)
