@@ -94,8 +94,10 @@ def good_images(folder: Path) -> list[Path]:
     return paths
 
 
-def recipe_doc(name: str, plc_id: int, model: Path, recipe_dir: Path, frame_w: int, frame_h: int, channels: int,
+def recipe_doc(name: str, plc_id: int, model: Path, recipe_dir: Path, frame_w: int, frame_h: int,
                size: int) -> dict:
+    """The recipe the fit writes: full frame as ROI, area resize to the model's square input, Lite's
+    normalisation, mono cameras replicated to RGB; the rule's min_score is filled in by the calibration."""
     import os
 
     return {
@@ -131,8 +133,7 @@ def tensors(product: ProductConfig, paths: Sequence[Path], batch: int) -> Iterat
 def write_recipe(path: Path, doc: dict, c: Calibration, report_lines: Sequence[str]) -> None:
     import yaml
 
-    rule_threshold = c.threshold
-    doc = {**doc, "rules": [{**doc["rules"][0], "min_score": rule_threshold}]}
+    doc = {**doc, "rules": [{**doc["rules"][0], "min_score": c.threshold}]}
     doc["anomaly"] = {**doc["anomaly"], "calibration": c.model_dump(exclude_none=True)}
     head = [f"# Anomaly recipe written by `inspectd fit-anomaly` ({time.strftime('%Y-%m-%d %H:%M')}).",
             *(f"# {line}" for line in report_lines),
@@ -195,7 +196,7 @@ def fit_anomaly(station_path: Path, name: str, images: Path, val: Path | None, o
     h, w = first.image.shape[:2]
     plc_id = opts.plc_id if opts.plc_id is not None else _free_plc_id(products_dir, name)
     size = _model_size(model_path) if opts.calibrate_only else opts.size
-    doc = recipe_doc(name, plc_id, model_path, products_dir, w, h, 3, size)
+    doc = recipe_doc(name, plc_id, model_path, products_dir, w, h, size)
     product = product_from(doc, products_dir)
 
     if opts.calibrate_only:
