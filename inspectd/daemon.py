@@ -18,6 +18,7 @@ from inspectd.archive import Archive
 from inspectd.camera.base import Source
 from inspectd.camera.registry import make_source
 from inspectd.config.load import Config, load_config
+from inspectd.console.app import Console
 from inspectd.engines.golden import require_golden
 from inspectd.errors import ConfigError, DiskFullError, ExitCode, InspectdError
 from inspectd.journal import Journal
@@ -89,6 +90,7 @@ class Daemon:
         self.journal: Journal | None = None
         self.metrics: Metrics | None = None  # PLC transport: self.metrics.observe_plc_write(seconds)
         self.archive: Archive | None = None
+        self.console: Console | None = None  # the technician console on the metrics port
         self.watchdog: Watchdog | None = None
         self.plc: PlcLink | None = None
         self.plant: PlantOutputs | None = None  # mqtt: / opcua: sections
@@ -127,8 +129,13 @@ class Daemon:
                  budget_ms=st.cycle_budget_ms, pid=os.getpid())
         if st.metrics.enabled:  # first, so /healthz answers (and /readyz says why not) while models load
             self.metrics = Metrics.for_daemon(self, CycleTiming.of(st).budget_s)
-            self.metrics.start(st.metrics.address, st.metrics.port)
         journal_path = self.options.journal_path or st.journal.path
+        if self.metrics:
+            if st.console.enabled:
+                self.console = Console(self, st.console, st.cycle_budget_ms, journal_path,
+                                       st.archive.path if st.archive.enabled else None)
+                self.console.start()
+            self.metrics.start(st.metrics.address, st.metrics.port, app=self.console)
         # The PLC link first: a client/S7-mode PLC sees STARTING (not READY, ERROR_CODE 6, the new RUN_EPOCH,
         # heartbeat still) over whatever a previous process left in its memory, while models load.
         self.plc = make_plc_link(st.plc, on_recipe=self.switch_by_plc_id, on_missed=self._on_missed_trigger,
@@ -153,6 +160,8 @@ class Daemon:
         sinks = [self.plc, self.journal, *self.options.extra_sinks]  # the PLC first: it is the one waiting
         if self.metrics:
             sinks.append(self.metrics)
+        if self.console:
+            sinks.append(self.console.feed)
         if st.archive.enabled:
             self.archive = Archive(st.archive)
             self.archive.start()
@@ -485,5 +494,7 @@ class Daemon:
                      late_results=s.late_results, journaled=j.written if j else 0,
                      journal_dropped=j.dropped if j else 0, journal_quarantined=j.quarantined if j else 0,
                      journal_recovered=j.recovered if j else 0, journal_backlog=j.backlog if j else 0)
+        if self.console:  # ends its live streams, so the server's shutdown is not held by them
+            self.console.close()
         if self.metrics:  # last: the endpoint stays up while the parts in flight drain
             self.metrics.close()

@@ -79,6 +79,12 @@ def latency_buckets(budget_s: float) -> tuple[float, ...]:
     return tuple(sorted({float(f"{b:.6g}") for b in bounds}))
 
 
+class HttpApp(Protocol):
+    """More paths on the same server (the technician console): True when it answered the request."""
+
+    def handle(self, h: BaseHTTPRequestHandler, method: str) -> bool: ...
+
+
 class StationState(Protocol):
     """What metrics and /readyz read from the daemon, and nothing more. The daemon provides it; this module
     never imports the daemon (the daemon imports it). Each part is None until the daemon has built it."""
@@ -336,14 +342,14 @@ class Metrics:
                     child.observe(ms / 1e3)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, address: str | None = None, port: int | None = None) -> None:
+    def start(self, address: str | None = None, port: int | None = None, app: HttpApp | None = None) -> None:
         """Start the worker and sensors; serve HTTP when an address is given. A bind failure is logged,
         not raised: the line keeps inspecting without its metrics endpoint."""
         self._thread.start()
         if self.sensors is not None:
             self.sensors.start()
         if address is not None and port is not None:
-            server = HealthServer(self, address, port)
+            server = HealthServer(self, address, port, app)
             try:
                 server.start()
             except OSError as e:
@@ -394,8 +400,9 @@ class HealthServer:
     """HTTP on its own threads: /metrics (Prometheus text), /healthz (200 alive / 503 main loop overdue),
     /readyz (200 ready / 503 not)."""
 
-    def __init__(self, metrics: Metrics, address: str, port: int) -> None:
+    def __init__(self, metrics: Metrics, address: str, port: int, app: HttpApp | None = None) -> None:
         self.metrics = metrics
+        self.app = app
         self.address = address
         self.requested_port = port
         self._httpd: ThreadingHTTPServer | None = None
@@ -407,7 +414,7 @@ class HealthServer:
         return int(self._httpd.server_address[1])
 
     def start(self) -> None:
-        metrics = self.metrics
+        metrics, app = self.metrics, self.app
 
         class Handler(BaseHTTPRequestHandler):
             timeout = 5.0  # a client that stalls mid-request frees its thread
@@ -423,8 +430,12 @@ class HealthServer:
                     checks = dict(metrics.ready())
                     ok = bool(checks) and all(checks.values())
                     self._json(200 if ok else 503, {"ready": ok, "checks": checks})
-                else:
+                elif app is None or not app.handle(self, "GET"):
                     self._json(404, {"error": "not found", "paths": ["/metrics", "/healthz", "/readyz"]})
+
+            def do_POST(self) -> None:
+                if app is None or not app.handle(self, "POST"):
+                    self._json(404, {"error": "not found"})
 
             def _json(self, code: int, body: dict) -> None:
                 self._send(code, json.dumps(body).encode(), "application/json")

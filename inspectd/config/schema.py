@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from inspectd.camera.config import CameraConfig
 from inspectd.config.anomaly import AnomalyConfig
@@ -214,6 +214,23 @@ class MetricsConfig(Model):
     port: int = Field(9108, ge=0, le=65535, description="TCP port; 0 picks a free one")
 
 
+class ConsoleConfig(Model):
+    enabled: bool = Field(True, description="serve the technician console at / on the metrics port")
+    token_file: Path | None = Field(None, description="file holding the operator token that recipe changes and "
+                                    "false-reject marks need; null: the console is read-only")
+    max_clients: int = Field(32, ge=0, le=1000, description="open live streams at most; more get 503")
+    live_fps: float = Field(2.0, ge=0, le=10, description="live frames rendered per second at most")
+    status_every_s: float = Field(0.5, gt=0, le=60, description="how often status and live view are pushed")
+    shift_starts: list[int] = Field([6, 14, 22], min_length=1, description="local hours at which shifts begin")
+
+    @field_validator("shift_starts")
+    @classmethod
+    def _hours(cls, v: list[int]) -> list[int]:
+        if any(not 0 <= h <= 23 for h in v):
+            raise ValueError("hours must be 0..23")
+        return v
+
+
 class LogConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = Field("json", description="json for journald, console for people")
@@ -243,6 +260,7 @@ class StationConfig(Model):
     journal: JournalConfig = Field(default_factory=JournalConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     mqtt: MqttConfig | None = Field(None, description="publish verdicts, state and counters to an MQTT broker")

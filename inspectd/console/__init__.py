@@ -1,0 +1,1 @@
+"""Technician console: a browser page served on the metrics port (live view, rejects, yield, latency, recipes)."""
