@@ -169,6 +169,12 @@ class PipelineConfig(Model):
         description="with max_in_flight: admit the next part this much before the stage it would wait for "
         "frees up (covers thread wake-up); larger raises throughput, smaller lowers latency")
 
+    @property
+    def parts_inside(self) -> int:
+        """Most parts the pipeline holds at once: its three queues of `queue_depth` and its four stage threads.
+        Buffers handed from stage to stage (the preprocessors' output rings) are sized from this one number."""
+        return 3 * self.queue_depth + 4
+
 
 class TriggerConfig(Model):
     source: Literal["free_run", "plc", "hardware"] = Field(

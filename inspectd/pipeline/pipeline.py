@@ -65,6 +65,8 @@ class Pipeline:
         q_inf: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
         q_dec: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
         self.queues = {"preprocess": q_pre, "infer": q_inf, "decide": q_dec}
+        # PipelineConfig.parts_inside counts these queues and the four stage threads: keep them in step
+        assert len(self.queues) * depth + 4 == station.pipeline.parts_inside
         self.admission = Admission(q_pre, self.slots, self.expected_latency_s, self.timing.deadline_s)
         own_pace = self.slots is not None and not reserved_triggers
         self.acquire = AcquireStage(

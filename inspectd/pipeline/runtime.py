@@ -117,7 +117,7 @@ def build_runtime(station: StationConfig, product: ProductConfig) -> ProductRunt
     recipe or gives outputs no verdict can rest on."""
     backend = make_backend(station.backend, product)
     backend.load()
-    ring = station.pipeline.queue_depth * 3 + 4  # more buffers than parts that can be in flight
+    ring = station.pipeline.parts_inside  # more buffers than parts that can be in flight
     try:
         rt = ProductRuntime(product, make_preprocessor(station, product, backend, ring), backend,
                             Postprocessor(product))
