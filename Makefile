@@ -27,11 +27,18 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/inspectd bench --config configs/demo/station.yaml --parts 2000 --json
 
-# The line working with a PLC: the daemon triggered over Modbus TCP (127.0.0.1:5020) by the PLC simulator.
+# The line working with a PLC: the daemon triggered over Modbus TCP (127.0.0.1:5020) by the PLC simulator
+# (tools/plc_sim.py, the twin of tools/plc/FB_InspectdVision.st). Ends on its own: the simulator gives up
+# after 60 s without an answer and shows the daemon's log; the daemon gets SIGTERM on every exit.
+PLC_DEMO_CONFIG ?= configs/demo/station-plc.yaml
+PLC_DEMO_PORT ?= 5020
 plc-demo: $(STAMP)
-	@$(BIN)/inspectd run --config configs/demo/station-plc.yaml > var/plc-demo.log 2>&1 & pid=$$!; \
+	@mkdir -p var
+	@$(BIN)/inspectd run --config $(PLC_DEMO_CONFIG) > var/plc-demo.log 2>&1 & pid=$$!; \
 	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid' EXIT; \
-	$(BIN)/python tools/plc_sim.py modbus --port 5020 --parts $${PARTS:-200}
+	$(BIN)/python tools/plc_sim.py modbus --port $(PLC_DEMO_PORT) --parts $${PARTS:-200} --connect-timeout 60 \
+		|| { rc=$$?; echo "plc-demo failed (exit $$rc); last lines of var/plc-demo.log:"; \
+		     tail -n 20 var/plc-demo.log; exit $$rc; }
 
 # A fleet on one broker: a real Mosquitto, 4 synthetic stations (one process each, as inspectd@lineN) and a watcher
 # with yield and reject reasons per station; OUTAGE=6 stops the broker 6 s mid-run (store-and-forward).

@@ -30,14 +30,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from inspectd.plc.config import LayoutConfig  # noqa: E402
-from inspectd.plc.layout import B_WORDS, Layout, PlcInputs, bytes_to_words, words_to_bytes  # noqa: E402
+from inspectd.plc.layout import B_WORDS, Layout, bytes_to_words, words_to_bytes  # noqa: E402
 
 # ----------------------------------------------------------------------------- PLC-side register access
 
@@ -82,7 +82,7 @@ class S7PlcIO:
         self.addr, self.lay, self.db = (host, port), layout, db
         self._up = False
 
-    def _client(self):  # type: ignore[no-untyped-def]
+    def _client(self) -> Any:  # snap7.Client, imported lazily
         if not self._up:
             self.c.disconnect()
             self.c.connect(self.addr[0], 0, 1, tcp_port=self.addr[1])
@@ -107,21 +107,470 @@ class S7PlcIO:
         self.c.disconnect()
 
 
-# ----------------------------------------------------------------------------- the PLC program
+# ----------------------------------------------------------------------------- the PLC program (twin)
+# Line-by-line twin of tools/plc/FB_InspectdVision.st: the same sections (§1..§9) in the same order, the
+# same step names and values, each ST variable as its snake_case attribute. tests/test_plc_programs.py
+# parses the ST with blark and checks names, constants, defaults, sections and step transitions against
+# this class. Change both together.
+
+U32 = 0xFFFFFFFF
+
+# step values (FB_InspectdVision VAR CONSTANT)
+LNK_WAIT, LNK_UP, LNK_LOST = 0, 1, 2
+TRG_IDLE, TRG_ARM, TRG_WAIT_ACK, TRG_WAIT_DROP = 0, 1, 2, 3
+RES_WAIT, RES_ACK = 0, 1
+RCP_IDLE, RCP_ARM, RCP_WAIT, RCP_WAIT_DROP = 0, 1, 2, 3
+CLR_IDLE, CLR_PULSE, CLR_REST = 0, 1, 2
+# PLC-side reject codes in VerdictCode (the vision system's own codes are 0..1999)
+REJ_TIMEOUT = 2001
+REJ_VISION_LOST = 2002
+REJ_RESTART = 2003
+REJ_NOT_TRIGGERED = 2004
+REJ_REFUSED = 2005
+REJ_SKIPPED = 2006
+REJ_RECIPE = 2007
+REJ_BAD_RESULT = 2008
+FIFO_SIZE = 32
+MAX_IN_FLIGHT = 16
+# STATUS bits (block B word 0) and CONTROL bits (block A word 0), default layout
+M_READY = 0x0001
+M_TRIGGER_ACK = 0x0002
+M_RESULT_VALID = 0x0008
+M_RESULT_OK = 0x0010
+M_RESULT_NG = 0x0020
+M_ERROR = 0x0040
+M_RECIPE_ACK = 0x0080
+M_RECIPE_FAIL = 0x0100
+M_ONLINE = 0x0200
+M_OVERRUN = 0x0400
+M_MISSED_TRIGGER = 0x0800
+C_TRIGGER_ENABLE = 0x0001
+C_TRIGGER = 0x0002
+C_RESULT_ACK = 0x0004
+C_CLEAR_ERROR = 0x0008
+C_LOAD_RECIPE = 0x0010
+
+
+def _ms(now: int, since: int) -> int:
+    """`NowMs - X` in UDINT arithmetic: wraps modulo 2^32, so a clock wrap fires no timeout."""
+    return (now - since) & U32
+
+
+class FbInspectdVision:
+    """FB_InspectdVision in Python. Set the inputs, call `scan()` once per PLC scan, read the outputs."""
+
+    def __init__(self) -> None:
+        # VAR_INPUT
+        self.enable = False
+        self.now_ms = 0
+        self.part_request = False
+        self.part_id = 0
+        self.recipe_load = False
+        self.recipe_no = 0
+        self.clear_error = False
+        self.ack_inhibit = False
+        self.result_timeout_ms = 2000
+        self.vision_hb_timeout_ms = 1000
+        self.ack_timeout_ms = 1000
+        self.recipe_timeout_ms = 30000
+        self.plc_hb_period_ms = 100
+        self.clear_pulse_ms = 100
+        self.block_b = [0] * 20
+        # VAR_OUTPUT
+        self.block_a = [0] * 10
+        self.ready = False
+        self.part_taken = False
+        self.verdict_new = False
+        self.verdict_part_id = 0
+        self.verdict_pass = False
+        self.verdict_code = 0
+        self.verdict_recipe = 0
+        self.recipe_busy = False
+        self.recipe_done = False
+        self.recipe_error = False
+        self.active_recipe = 0
+        self.vision_up = False
+        self.vision_error = False
+        self.vision_error_code = 0
+        self.in_flight = 0
+        self.passed = 0
+        self.rejected = 0
+        self.unknown_results = 0
+        self.seq_gaps = 0
+        self.restarts = 0
+        self.link_losses = 0
+        self.missed_count = 0
+        self.overrun_count = 0
+        self.lost_parts = 0
+        # VAR
+        self.lnk_step = LNK_WAIT
+        self.trg_step = TRG_IDLE
+        self.res_step = RES_WAIT
+        self.rcp_step = RCP_IDLE
+        self.clr_step = CLR_IDLE
+        self.status = 0
+        self.vis_hb = 0
+        self.r_part_id = 0
+        self.r_seq = 0
+        self.r_code = 0
+        self.r_recipe = 0
+        self.epoch = 0
+        self.b_ready = self.b_trig_ack = self.b_valid = self.b_ok = self.b_ng = self.b_error = False
+        self.b_recipe_ack = self.b_recipe_fail = self.b_online = self.b_overrun = self.b_missed = False
+        self.first_done = False
+        self.last_vis_hb = 0
+        self.vis_hb_ms = 0
+        self.hb_changed = False
+        self.seen_epoch = 0
+        self.reject_all_code = 0
+        self.latch_epoch = 0
+        self.latch_seq = 0
+        self.latch_part_id = 0
+        self.latch_ok = False
+        self.latch_code = 0
+        self.latched = 0
+        self.prev_part_request = False
+        self.req_pending = False
+        self.req_part_id = 0
+        self.trg_part_id = 0
+        self.trg_slot = 0
+        self.trg_ms = 0
+        self.trg_missed_before = False
+        self.enq_now = False
+        self.enq_part = 0
+        self.enq_code = 0
+        self.expect_recipe = 0
+        self.prev_recipe_load = False
+        self.rcp_no = 0
+        self.rcp_ms = 0
+        self.rcp_ok = False
+        self.prev_clear_error = False
+        self.clr_request = False
+        self.clr_ms = 0
+        self.prev_missed = False
+        self.prev_overrun = False
+        self.plc_hb = 0
+        self.plc_hb_ms = 0
+        self.ctrl = 0
+        self.unresolved = 0
+        self.fifo_head = 0
+        self.fifo_count = 0
+        self.fifo_part = [0] * FIFO_SIZE
+        self.fifo_trig_ms = [0] * FIFO_SIZE
+        self.fifo_recipe = [0] * FIFO_SIZE
+        self.fifo_done = [False] * FIFO_SIZE
+        self.fifo_pass = [False] * FIFO_SIZE
+        self.fifo_code = [0] * FIFO_SIZE
+        self.fifo_res_recipe = [0] * FIFO_SIZE
+        self.match = 0
+
+    def scan(self) -> None:
+        b = self.block_b
+        # §1 block B: decode the words the vision system wrote (README "PLC interface", block B)
+        self.status = b[0]
+        self.vis_hb = b[1]
+        self.r_part_id = b[2] * 65536 + b[3]  # high word first
+        self.r_seq = b[4]
+        self.r_code = b[5]
+        self.vision_error_code = b[6]
+        self.active_recipe = b[7]
+        self.r_recipe = b[12]
+        self.epoch = b[13]
+        self.b_ready = (self.status & M_READY) != 0
+        self.b_trig_ack = (self.status & M_TRIGGER_ACK) != 0
+        self.b_valid = (self.status & M_RESULT_VALID) != 0
+        self.b_ok = (self.status & M_RESULT_OK) != 0
+        self.b_ng = (self.status & M_RESULT_NG) != 0
+        self.b_error = (self.status & M_ERROR) != 0
+        self.b_recipe_ack = (self.status & M_RECIPE_ACK) != 0
+        self.b_recipe_fail = (self.status & M_RECIPE_FAIL) != 0
+        self.b_online = (self.status & M_ONLINE) != 0
+        self.b_overrun = (self.status & M_OVERRUN) != 0
+        self.b_missed = (self.status & M_MISSED_TRIGGER) != 0
+        self.vision_error = self.b_error
+        self.verdict_new = False
+        if self.b_missed and not self.prev_missed:
+            self.missed_count += 1
+        if self.b_overrun and not self.prev_overrun:
+            self.overrun_count += 1
+        self.prev_missed = self.b_missed
+        self.prev_overrun = self.b_overrun
+
+        # §2 vision alive: VISION_HEARTBEAT must change within VisionHbTimeoutMs, and ONLINE must be set.
+        # A new RUN_EPOCH means the vision system restarted: parts it had taken will never get a result.
+        self.hb_changed = self.first_done and self.vis_hb != self.last_vis_hb
+        if self.hb_changed or not self.first_done:
+            self.last_vis_hb = self.vis_hb
+            self.vis_hb_ms = self.now_ms
+        self.first_done = True
+        if self.epoch != 0:
+            if self.seen_epoch != 0 and self.epoch != self.seen_epoch:
+                self.reject_all_code = REJ_RESTART
+                self.restarts += 1
+            self.seen_epoch = self.epoch
+        if self.lnk_step == LNK_WAIT:
+            if self.hb_changed and self.b_online:
+                self.lnk_step = LNK_UP
+        elif self.lnk_step == LNK_UP:
+            if _ms(self.now_ms, self.vis_hb_ms) >= self.vision_hb_timeout_ms or not self.b_online:
+                self.lnk_step = LNK_LOST
+                self.link_losses += 1
+                self.reject_all_code = REJ_VISION_LOST
+        elif self.lnk_step == LNK_LOST:  # noqa: SIM102 -- nested as in the ST, line for line
+            if self.hb_changed and self.b_online:
+                self.lnk_step = LNK_UP
+        self.vision_up = self.lnk_step == LNK_UP
+
+        # §3 restart or vision lost: every part still waiting for a result is rejected now. A result that
+        # still comes for one of them later finds no unresolved entry and is only acknowledged (§4).
+        if self.reject_all_code != 0:
+            for i in range(self.fifo_count):
+                k = (self.fifo_head + i) % FIFO_SIZE
+                if not self.fifo_done[k]:
+                    self.fifo_done[k] = True
+                    self.fifo_pass[k] = False
+                    self.fifo_code[k] = self.reject_all_code
+            self.unresolved = 0
+            self.reject_all_code = 0
+
+        # §4 result: latch each new (RUN_EPOCH, RESULT_SEQ) once, match RESULT_PART_ID against the FIFO,
+        # then RESULT_ACK as a level: "the result shown is one I latched". A result shown again with the same
+        # pair (the vision system rewrites block B after a reconnect) is acknowledged without latching again.
+        if self.res_step == RES_WAIT:
+            if self.b_valid:
+                if self.r_seq != self.latch_seq or self.epoch != self.latch_epoch:
+                    if (self.epoch == self.latch_epoch and self.latch_seq != 0
+                            and self.r_seq != self.latch_seq % 65535 + 1):
+                        self.seq_gaps += 1
+                    self.latch_epoch = self.epoch
+                    self.latch_seq = self.r_seq
+                    self.latch_part_id = self.r_part_id
+                    self.latch_ok = self.b_ok and not self.b_ng and self.r_code == 0
+                    self.latch_code = self.r_code
+                    self.latched += 1
+                    # results come in trigger order: the first unresolved entry should be this part
+                    self.match = -1
+                    for i in range(self.fifo_count):
+                        k = (self.fifo_head + i) % FIFO_SIZE
+                        if not self.fifo_done[k] and self.fifo_part[k] == self.r_part_id:
+                            self.match = i
+                            break
+                    if self.match < 0:
+                        self.unknown_results += 1
+                    else:
+                        # unresolved parts triggered before this one lost their results: reject them
+                        for i in range(self.match):
+                            k = (self.fifo_head + i) % FIFO_SIZE
+                            if not self.fifo_done[k]:
+                                self.fifo_done[k] = True
+                                self.fifo_pass[k] = False
+                                self.fifo_code[k] = REJ_SKIPPED
+                                self.unresolved -= 1
+                        k = (self.fifo_head + self.match) % FIFO_SIZE
+                        self.fifo_done[k] = True
+                        self.fifo_res_recipe[k] = self.r_recipe
+                        self.unresolved -= 1
+                        if self.b_ok == self.b_ng or (self.b_ok and self.r_code != 0):
+                            self.fifo_pass[k] = False
+                            self.fifo_code[k] = REJ_BAD_RESULT
+                        elif self.fifo_recipe[k] != 0 and self.r_recipe != 0 and self.r_recipe != self.fifo_recipe[k]:
+                            self.fifo_pass[k] = False
+                            self.fifo_code[k] = REJ_RECIPE
+                        else:
+                            self.fifo_pass[k] = self.latch_ok
+                            self.fifo_code[k] = self.r_code
+                if not self.ack_inhibit:
+                    self.res_step = RES_ACK
+        elif self.res_step == RES_ACK:  # noqa: SIM102 -- nested as in the ST, line for line
+            # hold RESULT_ACK until RESULT_VALID drops; a different result shown meanwhile (a restarted vision
+            # system) needs a fresh rising edge, so drop the ACK and latch it in RES_WAIT
+            if not self.b_valid or self.r_seq != self.latch_seq or self.epoch != self.latch_epoch:
+                self.res_step = RES_WAIT
+
+        # §5 result timeout: a part without a result after ResultTimeoutMs is rejected (the reject gate
+        # cannot wait longer). A later result for it counts in UnknownResults.
+        for i in range(self.fifo_count):
+            k = (self.fifo_head + i) % FIFO_SIZE
+            if not self.fifo_done[k] and _ms(self.now_ms, self.fifo_trig_ms[k]) >= self.result_timeout_ms:
+                self.fifo_done[k] = True
+                self.fifo_pass[k] = False
+                self.fifo_code[k] = REJ_TIMEOUT
+                self.unresolved -= 1
+
+        # §6 recipe: RECIPE_NO first, LOAD_RECIPE one scan later, held until RECIPE_ACK (with ACTIVE_RECIPE =
+        # RECIPE_NO) or RECIPE_FAIL; then dropped, and the FB waits until both drop. No part is triggered
+        # while a load is under way (§7 waits for RCP_IDLE), so the recipe boundary is clear for both sides.
+        if self.recipe_load and not self.prev_recipe_load and self.rcp_step == RCP_IDLE:
+            self.rcp_no = self.recipe_no
+            self.recipe_busy = True
+            self.recipe_done = False
+            self.recipe_error = False
+        self.prev_recipe_load = self.recipe_load
+        if self.rcp_step == RCP_IDLE:
+            if self.recipe_busy and self.trg_step == TRG_IDLE:
+                self.rcp_step = RCP_ARM
+        elif self.rcp_step == RCP_ARM:
+            self.rcp_ms = self.now_ms
+            self.rcp_step = RCP_WAIT
+        elif self.rcp_step == RCP_WAIT:
+            if self.b_recipe_ack and self.active_recipe == self.rcp_no:
+                self.rcp_ok = True
+                self.expect_recipe = self.rcp_no
+                self.rcp_step = RCP_WAIT_DROP
+            elif (self.b_recipe_fail or _ms(self.now_ms, self.rcp_ms) >= self.recipe_timeout_ms
+                  or self.lnk_step != LNK_UP):
+                self.rcp_ok = False
+                self.rcp_step = RCP_WAIT_DROP
+        elif self.rcp_step == RCP_WAIT_DROP:  # noqa: SIM102 -- nested as in the ST, line for line
+            if (not self.b_recipe_ack and not self.b_recipe_fail) or self.lnk_step != LNK_UP:
+                self.recipe_busy = False
+                self.recipe_done = self.rcp_ok
+                self.recipe_error = not self.rcp_ok
+                self.rcp_step = RCP_IDLE
+
+        # §7 trigger: a part waits at the camera (PartRequest) until READY; PART_ID goes out first, TRIGGER
+        # rises one scan later and is held until TRIGGER_ACK, then dropped; the next part waits until
+        # TRIGGER_ACK has dropped. The part enters the FIFO when PART_ID goes out (trigger order).
+        self.enq_now = False
+        if not self.part_request:
+            self.part_taken = False
+            if self.req_pending:
+                # the part left the camera window before it could be triggered
+                self.req_pending = False
+                self.enq_part = self.req_part_id
+                self.enq_code = REJ_NOT_TRIGGERED
+                self.enq_now = True
+        elif not self.prev_part_request:
+            self.req_pending = True
+            self.req_part_id = self.part_id
+        self.prev_part_request = self.part_request
+        if self.trg_step == TRG_IDLE:
+            if (self.req_pending and self.enable and self.lnk_step == LNK_UP and self.b_ready and not self.b_trig_ack
+                    and self.rcp_step == RCP_IDLE and not self.recipe_busy and self.unresolved < MAX_IN_FLIGHT
+                    and self.fifo_count < FIFO_SIZE):
+                self.req_pending = False
+                self.part_taken = True
+                self.trg_part_id = self.req_part_id
+                self.trg_slot = (self.fifo_head + self.fifo_count) % FIFO_SIZE
+                self.enq_part = self.req_part_id
+                self.enq_code = 0
+                self.enq_now = True
+                self.trg_step = TRG_ARM
+        elif self.trg_step == TRG_ARM:
+            self.trg_ms = self.now_ms
+            self.trg_missed_before = self.b_missed
+            self.trg_step = TRG_WAIT_ACK
+        elif self.trg_step == TRG_WAIT_ACK:
+            if self.b_trig_ack:
+                self.trg_step = TRG_WAIT_DROP
+            elif ((self.b_missed and not self.trg_missed_before) or _ms(self.now_ms, self.trg_ms) >= self.ack_timeout_ms
+                  or self.lnk_step != LNK_UP):
+                # refused: the vision system will not inspect this part
+                if not self.fifo_done[self.trg_slot]:
+                    self.fifo_done[self.trg_slot] = True
+                    self.fifo_pass[self.trg_slot] = False
+                    self.fifo_code[self.trg_slot] = REJ_REFUSED
+                    self.unresolved -= 1
+                self.trg_step = TRG_WAIT_DROP
+        elif self.trg_step == TRG_WAIT_DROP:  # noqa: SIM102 -- nested as in the ST, line for line
+            if not self.b_trig_ack:
+                self.trg_step = TRG_IDLE
+        if self.enq_now:
+            if self.fifo_count < FIFO_SIZE:
+                k = (self.fifo_head + self.fifo_count) % FIFO_SIZE
+                self.fifo_part[k] = self.enq_part
+                self.fifo_trig_ms[k] = self.now_ms
+                self.fifo_recipe[k] = self.expect_recipe
+                self.fifo_done[k] = self.enq_code != 0
+                self.fifo_pass[k] = False
+                self.fifo_code[k] = self.enq_code
+                self.fifo_res_recipe[k] = 0
+                self.fifo_count += 1
+                if self.enq_code == 0:
+                    self.unresolved += 1
+            else:
+                self.lost_parts += 1
+        self.ready = (self.lnk_step == LNK_UP and self.b_ready and self.enable and self.trg_step == TRG_IDLE
+                      and self.rcp_step == RCP_IDLE and not self.recipe_busy)
+        self.in_flight = self.unresolved
+
+        # §8 CLEAR_ERROR: on the operator's ClearError edge, and by itself while MISSED_TRIGGER or OVERRUN is
+        # latched (this FB has already rejected the parts concerned; both only inform). Pulse, then rest, so
+        # the vision system sees a fresh rising edge each time. ERROR (e.g. code 5 PLC comm lost) is cleared
+        # only by the operator.
+        if self.clear_error and not self.prev_clear_error:
+            self.clr_request = True
+        self.prev_clear_error = self.clear_error
+        if self.clr_step == CLR_IDLE:
+            if self.clr_request or self.b_missed or self.b_overrun:
+                self.clr_request = False
+                self.clr_ms = self.now_ms
+                self.clr_step = CLR_PULSE
+        elif self.clr_step == CLR_PULSE:
+            if _ms(self.now_ms, self.clr_ms) >= self.clear_pulse_ms:
+                self.clr_ms = self.now_ms
+                self.clr_step = CLR_REST
+        elif self.clr_step == CLR_REST:  # noqa: SIM102 -- nested as in the ST, line for line
+            if _ms(self.now_ms, self.clr_ms) >= self.clear_pulse_ms:
+                self.clr_step = CLR_IDLE
+
+        # §9 outputs: one verdict per scan from the FIFO head, PLC_HEARTBEAT, and block A as one whole.
+        if self.fifo_count > 0:  # noqa: SIM102 -- nested as in the ST, line for line
+            if self.fifo_done[self.fifo_head]:
+                self.verdict_new = True
+                self.verdict_part_id = self.fifo_part[self.fifo_head]
+                self.verdict_pass = self.fifo_pass[self.fifo_head]
+                self.verdict_code = self.fifo_code[self.fifo_head]
+                self.verdict_recipe = self.fifo_res_recipe[self.fifo_head]
+                if self.verdict_pass:
+                    self.passed += 1
+                else:
+                    self.rejected += 1
+                self.fifo_head = (self.fifo_head + 1) % FIFO_SIZE
+                self.fifo_count -= 1
+        if _ms(self.now_ms, self.plc_hb_ms) >= self.plc_hb_period_ms:
+            self.plc_hb_ms = self.now_ms
+            if self.plc_hb == 65535:
+                self.plc_hb = 0
+            else:
+                self.plc_hb += 1
+        self.ctrl = 0x0000
+        if self.enable:
+            self.ctrl |= C_TRIGGER_ENABLE
+        if self.trg_step == TRG_WAIT_ACK:
+            self.ctrl |= C_TRIGGER
+        if self.res_step == RES_ACK:
+            self.ctrl |= C_RESULT_ACK
+        if self.clr_step == CLR_PULSE:
+            self.ctrl |= C_CLEAR_ERROR
+        if self.rcp_step == RCP_WAIT:
+            self.ctrl |= C_LOAD_RECIPE
+        self.block_a[0] = self.ctrl
+        self.block_a[1] = self.plc_hb
+        self.block_a[2] = self.trg_part_id // 65536
+        self.block_a[3] = self.trg_part_id % 65536
+        self.block_a[4] = self.rcp_no
+        for i in range(5, 10):
+            self.block_a[i] = 0x0000
+
+
+# ----------------------------------------------------------------------------- the line around the PLC
 
 
 @dataclass
 class SimReport:
-    triggered: list[int] = field(default_factory=list)  # part ids in trigger order
-    results: dict[int, tuple[bool, int]] = field(default_factory=dict)  # part id -> (ok, code)
-    order: list[int] = field(default_factory=list)  # part ids in the order results were seen
+    triggered: list[int] = field(default_factory=list)  # part ids in trigger order (TRIGGER raised)
+    results: dict[int, tuple[bool, int]] = field(default_factory=dict)  # part id -> (ok, code) as latched
+    order: list[int] = field(default_factory=list)  # part ids in the order results were latched
     t_trigger: dict[int, float] = field(default_factory=dict)
     t_seen: dict[int, float] = field(default_factory=dict)
+    verdicts: dict[int, tuple[bool, int]] = field(default_factory=dict)  # the FB's verdict: part id -> (pass, code)
     missed_seen: int = 0  # MISSED_TRIGGER rising edges
     overrun_seen: int = 0  # OVERRUN rising edges
     recipe: dict[int, bool] = field(default_factory=dict)  # recipe no -> acked
     io_errors: int = 0
-    seq_gaps: int = 0  # RESULT_SEQ jumped by more than 1: a result shown and replaced unseen
+    seq_gaps: int = 0  # RESULT_SEQ jumped by more than 1 within a RUN_EPOCH: a result shown and replaced unseen
+    unknown_results: int = 0  # results for parts the FB no longer waited for
 
     @property
     def missing(self) -> list[int]:
@@ -133,100 +582,109 @@ def pct(samples: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
+class NoPeer(ConnectionError):
+    """The PLC's peer (daemon or memory server) never answered within `connect_timeout_s`."""
+
+
 class PlcSim:
-    """One PLC scan per loop: read block B, decide, write block A when it changed, heartbeat every 100 ms."""
+    """The line around FB_InspectdVision: one scan per loop (read block B, FbInspectdVision.scan(), write block
+    A when it changed). Parts arrive at the camera one after another, at most every `period_s` (an indexing
+    station: a part waits until it is taken). A station layout with other bit numbers, block starts or word
+    order is translated to the FB's default layout here, as a PLC programmer would edit the FB's masks.
+
+    While the PLC's peer does not answer (the PLC's own memory server killed or frozen in the tests) the
+    simulated PLC counts as halted: no scans, and its millisecond clock stands still.
+    """
 
     def __init__(self, io: PlcIO, layout: LayoutConfig | None = None, *, seed: int = 1, first_part: int = 1,
                  ack_delay_s: tuple[float, float] = (0.0, 0.0), recipes: dict[int, int] | None = None,
-                 scan_s: float = 0.0005, hb_period_s: float = 0.1, period_s: float = 0.0) -> None:
-        self.io, self.lay = io, Layout(layout)
+                 scan_s: float = 0.0005, hb_period_s: float = 0.1, period_s: float = 0.0,
+                 connect_timeout_s: float = 10.0) -> None:
+        self.io, self.lay, self.std = io, Layout(layout), Layout()
         self.rng = random.Random(seed)
         self.next_part = first_part
         self.ack_delay = ack_delay_s
         self.recipes = dict(recipes or {})  # before the k-th trigger (0-based), load this recipe
-        self.scan, self.hb_period = scan_s, hb_period_s
-        self.period = period_s  # least time between two triggers (the line's part pitch)
+        self.scan, self.period = scan_s, period_s  # period: least time between two parts (the line's pitch)
+        self.connect_timeout = connect_timeout_s
+        self.fb = FbInspectdVision()
+        self.fb.enable = True
+        self.fb.plc_hb_period_ms = max(1, round(hb_period_s * 1e3))
         self.report = SimReport()
         self.pause_ack = threading.Event()  # set: hold results unacknowledged (to force an overrun)
         self.stop = threading.Event()
 
     def run(self, parts: int, timeout_s: float = 60.0, settle_s: float = 2.0) -> SimReport:
-        rep, lay = self.report, self.lay
-        a = PlcInputs(trigger_enable=True)
+        """Run `parts` parts; raises NoPeer if the first read of block B never succeeds."""
+        rep, fb = self.report, self.fb
         written: list[int] | None = None
-        last_seq, ack_at, phase = 0, None, "idle"
-        prev_missed = prev_overrun = False
-        recipe_no, hb, hb_t, t_last_trigger = 0, 0, 0.0, 0.0
-        t_end = time.monotonic() + timeout_s
-        t_done: float | None = None
+        presented, t_present, recipe_no = 0, -1e9, 0
+        ack_at: float | None = None
+        halted = 0.0  # seconds the PLC was halted (its clock stands still meanwhile)
+        connected = False
+        t0 = time.monotonic()
+        t_end, t_done = t0 + timeout_s, None
         while not self.stop.is_set() and (now := time.monotonic()) < t_end:
-            if now - hb_t >= self.hb_period:
-                hb, hb_t = (hb + 1) & 0xFFFF, now
             try:
-                b = lay.decode_b(self.io.read_b())
+                words = self.io.read_b()
             except Exception:
                 rep.io_errors += 1
                 written = None
+                if not connected and now - t0 > self.connect_timeout:
+                    raise NoPeer(f"no answer from the PLC peer within {self.connect_timeout:.0f} s") from None
                 time.sleep(0.05)
+                halted += time.monotonic() - now
                 continue
+            connected = True
             t_read = time.monotonic()
-            rep.missed_seen += b.missed_trigger and not prev_missed
-            rep.overrun_seen += b.overrun and not prev_overrun
-            prev_missed, prev_overrun = b.missed_trigger, b.overrun
-            # results: latch each new one, acknowledge after the configured delay
-            if b.result_valid and b.result_seq != last_seq:
-                if last_seq and (b.result_seq - last_seq) % 0xFFFF not in (1,):
-                    rep.seq_gaps += 1
-                last_seq = b.result_seq
-                rep.results[b.result_part_id] = (b.result_ok, b.result_code)
-                rep.order.append(b.result_part_id)
-                rep.t_seen.setdefault(b.result_part_id, t_read)
+            fb.block_b = self.std.encode_b(self.lay.decode_b(words))
+            fb.now_ms = round((t_read - t0 - halted) * 1e3) & U32
+            # the line: a part arrives at the camera and waits there until the FB has taken it; PartRequest
+            # stays low for at least one scan between two parts (the FB reacts to its rising edge)
+            if fb.part_request and fb.part_taken:
+                fb.part_request = False
+            elif fb.recipe_load and not fb.recipe_busy:
+                rep.recipe[recipe_no] = fb.recipe_done
+                fb.recipe_load = False
+            elif not fb.recipe_load and not fb.part_request and presented in self.recipes:
+                recipe_no = self.recipes.pop(presented)
+                fb.recipe_load, fb.recipe_no = True, recipe_no
+            elif (not fb.recipe_load and not fb.part_request and presented < parts and fb.rcp_step == RCP_IDLE
+                  and now - t_present >= self.period):
+                fb.part_request, fb.part_id = True, self.next_part
+                self.next_part, presented, t_present = self.next_part + 1, presented + 1, now
+            fb.ack_inhibit = self.pause_ack.is_set() or (self.ack_delay[1] > 0 and (ack_at is None or now < ack_at))
+            trg_before, latched_before = fb.trg_step, fb.latched
+            fb.scan()
+            if fb.trg_step == TRG_WAIT_ACK and trg_before == TRG_ARM:
+                rep.triggered.append(fb.trg_part_id)
+                rep.t_trigger[fb.trg_part_id] = t_read
+            if fb.latched != latched_before:
+                rep.results[fb.latch_part_id] = (fb.latch_ok, fb.latch_code)
+                rep.order.append(fb.latch_part_id)
+                rep.t_seen.setdefault(fb.latch_part_id, t_read)
                 ack_at = now + self.rng.uniform(*self.ack_delay)
-            # ACK is a level: "the shown result is one I latched" -- also a result shown again with the same
-            # RESULT_SEQ after the daemon reconnected (block B is rewritten whole then)
-            if (b.result_valid and b.result_seq == last_seq and not a.result_ack and not self.pause_ack.is_set()
-                    and (ack_at is None or now >= ack_at)):
-                a, ack_at = _with(a, result_ack=True), None
-            elif a.result_ack and not b.result_valid:
-                a = _with(a, result_ack=False)
-            a = _with(a, clear_error=(b.missed_trigger or b.overrun) and not a.clear_error)
-            # trigger / recipe phases
-            k = len(rep.triggered)
-            if phase == "idle" and k < parts:
-                if k in self.recipes and self.recipes[k] != recipe_no:
-                    recipe_no = self.recipes.pop(k)
-                    a, phase = _with(a, load_recipe=True, recipe_no=recipe_no), "recipe"
-                elif b.ready and not b.trigger_ack and now - t_last_trigger >= self.period:
-                    pid, self.next_part = self.next_part, self.next_part + 1
-                    a, phase = _with(a, trigger=True, part_id=pid), "trig"
-                    rep.triggered.append(pid)
-                    rep.t_trigger[pid] = t_last_trigger = time.monotonic()
-            elif phase == "trig" and (b.trigger_ack or b.missed_trigger):
-                a, phase = _with(a, trigger=False), "idle"
-            elif phase == "recipe" and (b.recipe_ack or b.recipe_fail):
-                rep.recipe[recipe_no] = b.recipe_ack and b.active_recipe == recipe_no
-                a, phase = _with(a, load_recipe=False), "idle"
-            a = _with(a, plc_heartbeat=hb)
-            words = lay.encode_a(a)
-            if words != written:
+            if fb.res_step == RES_ACK:
+                ack_at = None
+            if fb.verdict_new:
+                rep.verdicts[fb.verdict_part_id] = (fb.verdict_pass, fb.verdict_code)
+            rep.missed_seen, rep.overrun_seen = fb.missed_count, fb.overrun_count
+            rep.seq_gaps, rep.unknown_results = fb.seq_gaps, fb.unknown_results
+            out = self.lay.encode_a(self.std.decode_a(fb.block_a))
+            if out != written:
                 try:
-                    self.io.write_a(words)
-                    written = words
+                    self.io.write_a(out)
+                    written = out
                 except Exception:
                     rep.io_errors += 1
                     written = None
-            if k >= parts and phase == "idle":
+            if (presented >= parts and presented not in self.recipes and not fb.part_request and not fb.recipe_load
+                    and fb.trg_step == TRG_IDLE):
                 if not rep.missing or (t_done is not None and now - t_done > settle_s):
                     break
                 t_done = t_done or now
             time.sleep(self.scan)
         return rep
-
-
-def _with(a: PlcInputs, **kw: object) -> PlcInputs:
-    from dataclasses import replace
-
-    return replace(a, **kw)
 
 
 # ----------------------------------------------------------------------------- stand-in daemon
@@ -279,7 +737,7 @@ class Responder:
                 time.sleep(self.rng.uniform(*self.inspect_s))
             self.submit(self.verdict(trig.part_id, trig.t_trigger))
 
-    def submit(self, verdict) -> None:  # type: ignore[no-untyped-def]
+    def submit(self, verdict: Any) -> None:  # a Verdict
         t0 = time.perf_counter()
         self.link.submit(verdict, None)  # type: ignore[attr-defined]
         self.max_submit_s = max(self.max_submit_s, time.perf_counter() - t0)
@@ -381,6 +839,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--ack-delay-ms", type=float, default=0.0, help="max random delay before RESULT_ACK")
         s.add_argument("--recipe", type=int, action="append", default=[], help="load this RECIPE_NO mid-run")
         s.add_argument("--timeout", type=float, default=120.0)
+        s.add_argument("--connect-timeout", type=float, default=10.0,
+                       help="give up when the peer has not answered once within this many seconds")
         s.add_argument("--block-a", type=int, default=0)
         s.add_argument("--block-b", type=int, default=100 if name == "modbus" else 10)
         if name == "modbus":
@@ -410,13 +870,24 @@ def main(argv: list[str] | None = None) -> int:
     io: PlcIO = (ModbusPlcIO(args.host, args.port, lay, args.unit) if args.cmd == "modbus"
                  else S7PlcIO(args.host, args.port, lay, args.db))
     recipes = {(i + 1) * args.parts // (len(args.recipe) + 1): r for i, r in enumerate(args.recipe)}
-    sim = PlcSim(io, lay, ack_delay_s=(0.0, args.ack_delay_ms / 1e3), recipes=recipes)
+    sim = PlcSim(io, lay, ack_delay_s=(0.0, args.ack_delay_ms / 1e3), recipes=recipes,
+                 connect_timeout_s=args.connect_timeout)
     signal.signal(signal.SIGINT, lambda *_: sim.stop.set())
-    rep = sim.run(args.parts, timeout_s=args.timeout)
-    io.close()
-    _print(rep, f"{args.cmd} {args.host}:{args.port}")
+    where = f"{args.cmd} {args.host}:{args.port}"
+    try:
+        rep = sim.run(args.parts, timeout_s=args.timeout)
+    except NoPeer as e:
+        print(f"plc_sim: {where}: {e} (is the daemon running and serving this port?)", file=sys.stderr)
+        return 2
+    finally:
+        io.close()
+    _print(rep, where)
     for no, ok in rep.recipe.items():
         print(f"  recipe {no}: {'ACK' if ok else 'FAIL'}")
+    if len(rep.triggered) < args.parts:
+        print(f"plc_sim: {where}: only {len(rep.triggered)} of {args.parts} parts triggered within "
+              f"{args.timeout:.0f} s", file=sys.stderr)
+        return 1
     return 0 if not rep.missing else 1
 
 
