@@ -211,8 +211,8 @@ def _py_transitions() -> dict[str, set[tuple[str, str]]]:
 def test_twin_has_the_same_step_transitions() -> None:
     st_tr, py_tr = _st_transitions(), _py_transitions()
     assert st_tr == py_tr
-    assert st_tr["TrgStep"] == {("TRG_IDLE", "TRG_ARM"), ("TRG_ARM", "TRG_WAIT_ACK"), ("TRG_WAIT_ACK", "TRG_WAIT_DROP"),
-                                ("TRG_WAIT_DROP", "TRG_IDLE")}
+    assert st_tr["TrgStep"] == {("TRG_IDLE", "TRG_ARM"), ("TRG_ARM", "TRG_WAIT_ACK"), ("TRG_ARM", "TRG_IDLE"),
+                                ("TRG_WAIT_ACK", "TRG_WAIT_DROP"), ("TRG_WAIT_DROP", "TRG_IDLE")}
     assert ("LNK_UP", "LNK_LOST") in st_tr["LnkStep"] and ("LNK_LOST", "LNK_UP") in st_tr["LnkStep"]
 
 

@@ -430,7 +430,7 @@ class FbInspectdVision:
 
         # §7 trigger: a part waits at the camera (PartRequest) until READY; PART_ID goes out first, TRIGGER
         # rises one scan later and is held until TRIGGER_ACK, then dropped; the next part waits until
-        # TRIGGER_ACK has dropped. The part enters the FIFO when PART_ID goes out (trigger order).
+        # TRIGGER_ACK has dropped. The part enters the FIFO when TRIGGER rises (trigger order).
         self.enq_now = False
         if not self.part_request:
             self.part_taken = False
@@ -448,18 +448,23 @@ class FbInspectdVision:
             if (self.req_pending and self.enable and self.lnk_step == LNK_UP and self.b_ready and not self.b_trig_ack
                     and self.rcp_step == RCP_IDLE and not self.recipe_busy and self.unresolved < MAX_IN_FLIGHT
                     and self.fifo_count < FIFO_SIZE):
-                self.req_pending = False
-                self.part_taken = True
                 self.trg_part_id = self.req_part_id
-                self.trg_slot = (self.fifo_head + self.fifo_count) % FIFO_SIZE
-                self.enq_part = self.req_part_id
-                self.enq_code = 0
-                self.enq_now = True
                 self.trg_step = TRG_ARM
         elif self.trg_step == TRG_ARM:
-            self.trg_ms = self.now_ms
-            self.trg_missed_before = self.b_missed
-            self.trg_step = TRG_WAIT_ACK
+            # PART_ID went out last scan; READY is checked again in the scan TRIGGER rises
+            if self.req_pending and self.enable and self.lnk_step == LNK_UP and self.b_ready and not self.b_trig_ack:
+                self.req_pending = False
+                self.part_taken = True
+                self.trg_slot = (self.fifo_head + self.fifo_count) % FIFO_SIZE
+                self.enq_part = self.trg_part_id
+                self.enq_code = 0
+                self.enq_now = True
+                self.trg_ms = self.now_ms
+                self.trg_missed_before = self.b_missed
+                self.trg_step = TRG_WAIT_ACK
+            else:
+                # READY dropped meanwhile (the part keeps waiting), or the part left (rejected above)
+                self.trg_step = TRG_IDLE
         elif self.trg_step == TRG_WAIT_ACK:
             if self.b_trig_ack:
                 self.trg_step = TRG_WAIT_DROP
