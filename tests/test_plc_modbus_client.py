@@ -15,7 +15,7 @@ from inspectd.plc.config import HandshakeConfig, LayoutConfig, ModbusClientConfi
 from inspectd.plc.link import TransportLink
 from inspectd.plc.registry import make_plc_link
 from tests.plc.peers import Capture, Peer, free_port, lmb_server, pymodbus_server
-from tools.plc_sim import ModbusPlcIO, PlcSim, Responder
+from tools.plc_sim import REJ_REFUSED, ModbusPlcIO, PlcSim, Responder
 
 
 @pytest.fixture
@@ -53,11 +53,12 @@ def _wait(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
 def _check(rep, resp: Responder, link: TransportLink) -> None:  # type: ignore[no-untyped-def]
     """Every triggered part's result reached the PLC with its own verdict, or the link flagged it."""
     flagged = set(link.stats.dropped_part_ids)
+    refused = {p for p, (_, code) in rep.verdicts.items() if code == REJ_REFUSED}  # PLC program gave up the trigger
     for pid in rep.triggered:
         if pid in rep.results:
             assert rep.results[pid] == resp.sent[pid], pid
         else:
-            assert pid in flagged, f"part {pid}: no result at the PLC and not flagged"
+            assert pid in flagged | refused, f"part {pid}: no result at the PLC and not flagged"
 
 
 def test_handshake_and_wire(any_plc: Peer, tmp_path: Path) -> None:

@@ -163,10 +163,10 @@ def _st_transitions() -> dict[str, set[tuple[str, str]]]:
                 walk(node.else_clause, branch)
             return
         if isinstance(node, tf.AssignmentStatement):
-            m = re.fullmatch(r"(\w+Step) := (\w+);?", str(node).strip())
-            if m and m.group(1) in found:
-                assert m.group(1) in branch, f"{node} outside a branch on {m.group(1)}"
-                found[m.group(1)].add((branch[m.group(1)], m.group(2)))
+            target, value = str(node.variables[0]), str(node.expression)  # str(node) carries its comments
+            if target in found:
+                assert target in branch and re.fullmatch(r"\w+", value), f"{node}: outside a branch on {target}"
+                found[target].add((branch[target], value))
             return
         if dataclasses.is_dataclass(node):
             for f in dataclasses.fields(node):

@@ -604,7 +604,8 @@ class PlcSim:
     def __init__(self, io: PlcIO, layout: LayoutConfig | None = None, *, seed: int = 1, first_part: int = 1,
                  ack_delay_s: tuple[float, float] = (0.0, 0.0), recipes: dict[int, int] | None = None,
                  scan_s: float = 0.0005, hb_period_s: float = 0.1, period_s: float = 0.0,
-                 connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0, vision_hb_timeout_s: float = 3.0, ack_timeout_s: float = 5.0,
+                 result_timeout_s: float = 10.0) -> None:
         self.io, self.lay, self.std = io, Layout(layout), Layout()
         self.rng = random.Random(seed)
         self.next_part = first_part
@@ -615,6 +616,10 @@ class PlcSim:
         self.fb = FbInspectdVision()
         self.fb.enable = True
         self.fb.plc_hb_period_ms = max(1, round(hb_period_s * 1e3))
+        # longer than the FB's defaults (1 s, 1 s, 2 s): the simulator shares a busy 2-core machine with the daemon
+        self.fb.vision_hb_timeout_ms = round(vision_hb_timeout_s * 1e3)
+        self.fb.ack_timeout_ms = round(ack_timeout_s * 1e3)
+        self.fb.result_timeout_ms = round(result_timeout_s * 1e3)
         self.report = SimReport()
         self.pause_ack = threading.Event()  # set: hold results unacknowledged (to force an overrun)
         self.stop = threading.Event()
