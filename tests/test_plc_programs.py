@@ -83,7 +83,7 @@ def test_scl_block_is_generated_from_the_portable_one() -> None:
     assert scl.main(["--check"]) == 0
     gen = scl.to_scl(FB_ST.read_text())
     assert re.search(r'^FUNCTION_BLOCK "FB_InspectdVision"$', gen, re.M) and "\nBEGIN\n" in gen
-    assert "#TrgStep := #TRG_ARM;" in gen and "#FifoPart[#k] := #EnqPart;" in gen
+    assert "#TrgStep := #TRG_WAIT_ACK;" in gen and "#FifoPart[#k] := #EnqPart;" in gen
     # back to plain ST it is the same program: the same tokens, comments and layout aside
     assert _tokens(scl.to_iec(gen)) == _tokens(FB_ST.read_text())
 
@@ -211,8 +211,8 @@ def _py_transitions() -> dict[str, set[tuple[str, str]]]:
 def test_twin_has_the_same_step_transitions() -> None:
     st_tr, py_tr = _st_transitions(), _py_transitions()
     assert st_tr == py_tr
-    assert st_tr["TrgStep"] == {("TRG_IDLE", "TRG_ARM"), ("TRG_ARM", "TRG_WAIT_ACK"), ("TRG_ARM", "TRG_IDLE"),
-                                ("TRG_WAIT_ACK", "TRG_WAIT_DROP"), ("TRG_WAIT_DROP", "TRG_IDLE")}
+    assert st_tr["TrgStep"] == {("TRG_IDLE", "TRG_WAIT_ACK"), ("TRG_WAIT_ACK", "TRG_WAIT_DROP"),
+                                ("TRG_WAIT_DROP", "TRG_IDLE")}
     assert ("LNK_UP", "LNK_LOST") in st_tr["LnkStep"] and ("LNK_LOST", "LNK_UP") in st_tr["LnkStep"]
 
 

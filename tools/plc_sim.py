@@ -117,9 +117,9 @@ U32 = 0xFFFFFFFF
 
 # step values (FB_InspectdVision VAR CONSTANT)
 LNK_WAIT, LNK_UP, LNK_LOST = 0, 1, 2
-TRG_IDLE, TRG_ARM, TRG_WAIT_ACK, TRG_WAIT_DROP = 0, 1, 2, 3
+TRG_IDLE, TRG_WAIT_ACK, TRG_WAIT_DROP = 0, 1, 2
 RES_WAIT, RES_ACK = 0, 1
-RCP_IDLE, RCP_ARM, RCP_WAIT, RCP_WAIT_DROP = 0, 1, 2, 3
+RCP_IDLE, RCP_WAIT, RCP_WAIT_DROP = 0, 1, 2
 CLR_IDLE, CLR_PULSE, CLR_REST = 0, 1, 2
 # PLC-side reject codes in VerdictCode (the vision system's own codes are 0..1999)
 REJ_TIMEOUT = 2001
@@ -397,8 +397,8 @@ class FbInspectdVision:
                 self.fifo_code[k] = REJ_TIMEOUT
                 self.unresolved -= 1
 
-        # §6 recipe: RECIPE_NO first, LOAD_RECIPE one scan later, held until RECIPE_ACK (with ACTIVE_RECIPE =
-        # RECIPE_NO) or RECIPE_FAIL; then dropped, and the FB waits until both drop. No part is triggered
+        # §6 recipe: RECIPE_NO with LOAD_RECIPE, held until RECIPE_ACK (with ACTIVE_RECIPE = RECIPE_NO) or
+        # RECIPE_FAIL; then dropped, and the FB waits until both drop. No part is triggered
         # while a load is under way (§7 waits for RCP_IDLE), so the recipe boundary is clear for both sides.
         if self.recipe_load and not self.prev_recipe_load and self.rcp_step == RCP_IDLE:
             self.rcp_no = self.recipe_no
@@ -408,10 +408,8 @@ class FbInspectdVision:
         self.prev_recipe_load = self.recipe_load
         if self.rcp_step == RCP_IDLE:
             if self.recipe_busy and self.trg_step == TRG_IDLE:
-                self.rcp_step = RCP_ARM
-        elif self.rcp_step == RCP_ARM:
-            self.rcp_ms = self.now_ms
-            self.rcp_step = RCP_WAIT
+                self.rcp_ms = self.now_ms
+                self.rcp_step = RCP_WAIT
         elif self.rcp_step == RCP_WAIT:
             if self.b_recipe_ack and self.active_recipe == self.rcp_no:
                 self.rcp_ok = True
@@ -428,9 +426,9 @@ class FbInspectdVision:
                 self.recipe_error = not self.rcp_ok
                 self.rcp_step = RCP_IDLE
 
-        # §7 trigger: a part waits at the camera (PartRequest) until READY; PART_ID goes out first, TRIGGER
-        # rises one scan later and is held until TRIGGER_ACK, then dropped; the next part waits until
-        # TRIGGER_ACK has dropped. The part enters the FIFO when TRIGGER rises (trigger order).
+        # §7 trigger: a part waits at the camera (PartRequest) until READY; then PART_ID and TRIGGER go out
+        # together, TRIGGER is held until TRIGGER_ACK, then dropped; the next part waits until TRIGGER_ACK has
+        # dropped (in the same scan it drops, if READY). The part enters the FIFO when TRIGGER rises.
         self.enq_now = False
         if not self.part_request:
             self.part_taken = False
@@ -444,27 +442,23 @@ class FbInspectdVision:
             self.req_pending = True
             self.req_part_id = self.part_id
         self.prev_part_request = self.part_request
+        if self.trg_step == TRG_WAIT_DROP:  # noqa: SIM102 -- nested as in the ST, line for line
+            if not self.b_trig_ack:
+                self.trg_step = TRG_IDLE
         if self.trg_step == TRG_IDLE:
             if (self.req_pending and self.enable and self.lnk_step == LNK_UP and self.b_ready and not self.b_trig_ack
                     and self.rcp_step == RCP_IDLE and not self.recipe_busy and self.unresolved < MAX_IN_FLIGHT
                     and self.fifo_count < FIFO_SIZE):
-                self.trg_part_id = self.req_part_id
-                self.trg_step = TRG_ARM
-        elif self.trg_step == TRG_ARM:
-            # PART_ID went out last scan; READY is checked again in the scan TRIGGER rises
-            if self.req_pending and self.enable and self.lnk_step == LNK_UP and self.b_ready and not self.b_trig_ack:
                 self.req_pending = False
                 self.part_taken = True
+                self.trg_part_id = self.req_part_id
                 self.trg_slot = (self.fifo_head + self.fifo_count) % FIFO_SIZE
-                self.enq_part = self.trg_part_id
+                self.enq_part = self.req_part_id
                 self.enq_code = 0
                 self.enq_now = True
                 self.trg_ms = self.now_ms
                 self.trg_missed_before = self.b_missed
                 self.trg_step = TRG_WAIT_ACK
-            else:
-                # READY dropped meanwhile (the part keeps waiting), or the part left (rejected above)
-                self.trg_step = TRG_IDLE
         elif self.trg_step == TRG_WAIT_ACK:
             if self.b_trig_ack:
                 self.trg_step = TRG_WAIT_DROP
@@ -477,9 +471,6 @@ class FbInspectdVision:
                     self.fifo_code[self.trg_slot] = REJ_REFUSED
                     self.unresolved -= 1
                 self.trg_step = TRG_WAIT_DROP
-        elif self.trg_step == TRG_WAIT_DROP:  # noqa: SIM102 -- nested as in the ST, line for line
-            if not self.b_trig_ack:
-                self.trg_step = TRG_IDLE
         if self.enq_now:
             if self.fifo_count < FIFO_SIZE:
                 k = (self.fifo_head + self.fifo_count) % FIFO_SIZE
@@ -550,13 +541,13 @@ class FbInspectdVision:
             self.ctrl |= C_CLEAR_ERROR
         if self.rcp_step == RCP_WAIT:
             self.ctrl |= C_LOAD_RECIPE
-        self.block_a[0] = self.ctrl
-        self.block_a[1] = self.plc_hb
-        self.block_a[2] = self.trg_part_id // 65536
-        self.block_a[3] = self.trg_part_id % 65536
-        self.block_a[4] = self.rcp_no
         for i in range(5, 10):
             self.block_a[i] = 0x0000
+        self.block_a[4] = self.rcp_no
+        self.block_a[3] = self.trg_part_id % 65536
+        self.block_a[2] = self.trg_part_id // 65536
+        self.block_a[1] = self.plc_hb
+        self.block_a[0] = self.ctrl  # CONTROL last
 
 
 # ----------------------------------------------------------------------------- the line around the PLC
@@ -647,7 +638,7 @@ class PlcSim:
                 continue
             connected = True
             t_read = time.monotonic()
-            fb.block_b = self.std.encode_b(self.lay.decode_b(words))
+            fb.block_b = words if self.lay.cfg == self.std.cfg else self.std.encode_b(self.lay.decode_b(words))
             fb.now_ms = round((t_read - t0 - halted) * 1e3) & U32
             # the line: a part arrives at the camera and waits there until the FB has taken it; PartRequest
             # stays low for at least one scan between two parts (the FB reacts to its rising edge)
@@ -666,7 +657,7 @@ class PlcSim:
             fb.ack_inhibit = self.pause_ack.is_set() or (self.ack_delay[1] > 0 and (ack_at is None or now < ack_at))
             trg_before, latched_before = fb.trg_step, fb.latched
             fb.scan()
-            if fb.trg_step == TRG_WAIT_ACK and trg_before == TRG_ARM:
+            if fb.trg_step == TRG_WAIT_ACK and trg_before != TRG_WAIT_ACK:
                 rep.triggered.append(fb.trg_part_id)
                 rep.t_trigger[fb.trg_part_id] = t_read
             if fb.latched != latched_before:
@@ -680,7 +671,7 @@ class PlcSim:
                 rep.verdicts[fb.verdict_part_id] = (fb.verdict_pass, fb.verdict_code)
             rep.missed_seen, rep.overrun_seen = fb.missed_count, fb.overrun_count
             rep.seq_gaps, rep.unknown_results = fb.seq_gaps, fb.unknown_results
-            out = self.lay.encode_a(self.std.decode_a(fb.block_a))
+            out = list(fb.block_a) if self.lay.cfg == self.std.cfg else self.lay.encode_a(self.std.decode_a(fb.block_a))
             if out != written:
                 try:
                     self.io.write_a(out)
