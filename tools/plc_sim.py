@@ -664,9 +664,11 @@ class PlcSim:
                 rep.results[fb.latch_part_id] = (fb.latch_ok, fb.latch_code)
                 rep.order.append(fb.latch_part_id)
                 rep.t_seen.setdefault(fb.latch_part_id, t_read)
-                ack_at = now + self.rng.uniform(*self.ack_delay)
+            # the ACK delay starts when a result waits to be acknowledged: a new one, or one shown again
             if fb.res_step == RES_ACK:
                 ack_at = None
+            elif fb.b_valid and ack_at is None:
+                ack_at = now + self.rng.uniform(*self.ack_delay)
             if fb.verdict_new:
                 rep.verdicts[fb.verdict_part_id] = (fb.verdict_pass, fb.verdict_code)
             rep.missed_seen, rep.overrun_seen = fb.missed_count, fb.overrun_count
