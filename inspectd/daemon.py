@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 
 from inspectd.archive import Archive
-from inspectd.camera.base import Source
+from inspectd.camera.base import Finite, Source
 from inspectd.camera.registry import make_source
 from inspectd.config.load import Config, load_config
 from inspectd.console.app import Console
@@ -434,6 +434,9 @@ class Daemon:
                 self._close_drained()
                 if self._max_parts_done():
                     break
+                if self._source_finished():
+                    self._log_finished()
+                    break
                 now = time.monotonic()
                 if now - last_status >= STATUS_EVERY_S and self.pipeline is not None:
                     count = self.pipeline.stats.verdicts_total
@@ -464,6 +467,22 @@ class Daemon:
         j = self.journal
         # Every verdict accounted for: a row, a quarantined row or a counted loss (else a lost row waits forever).
         return n is not None and j is not None and j.written + j.quarantined + j.dropped >= n
+
+    def _source_finished(self) -> bool:
+        """A replay without loop has served its last image and every part has its verdict and journal row."""
+        src, p, j = self.source, self.pipeline, self.journal
+        if not isinstance(src, Finite) or not src.exhausted or p is None or not p.idle:
+            return False
+        return j is None or j.written + j.quarantined + j.dropped >= p.stats.verdicts_total
+
+    def _log_finished(self) -> None:
+        assert self.pipeline is not None
+        s = self.pipeline.stats
+        counts = {o.value: s.total(o) for o in Outcome}
+        log.info("replay_finished", parts=s.verdicts_total, **counts, overflows=s.overflows,
+                 journal=str(self.journal.path) if self.journal is not None else None)
+        self.notifier.status(f"replay finished: {s.verdicts_total} parts, " +
+                             ", ".join(f"{k} {v}" for k, v in counts.items()))
 
     def shutdown(self) -> None:
         """Ordered: stop taking parts, drain every part in flight to its verdict, flush the journal, close."""

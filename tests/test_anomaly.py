@@ -97,7 +97,8 @@ def test_thresholds_in_the_scores_own_units_only_for_anomaly_recipes(tmp_path: P
     big = anomaly_recipe(model, rules=[{"name": "anomaly", "class": "anomaly", "min_score": 42.5}])
     cfg = load_config(station(tmp_path, model, images, big))
     assert cfg.products["widget"].rules[0].min_score == 42.5
-    bad = {**big, "kind": "classifier", "anomaly": None, "classes": ["good", "anomaly"]}
+    bad = {**big, "kind": "classifier", "anomaly": None, "classes": ["good", "anomaly"],
+           "model": {**big["model"], "activation": "softmax"}}  # probabilities (activation none: raw logits)
     with pytest.raises(ConfigError) as e:
         load_config(station(tmp_path, model, images, bad))
     assert "rules[0].min_score: must be <= 1 for a classifier's probabilities (got 42.5)" in str(e.value)

@@ -108,7 +108,8 @@ def _nan_station(tmp_path: Path, **station) -> Path:
     """nan_when_bright passes the self-check (all-zero input) and the warm-up (the first, dark image) and answers
     NaN for every bright image; dark ones pass. The recipe says `failsafe: pass`: bad outputs must still be NG."""
     images = replay_folder(tmp_path / "images", [20, 235, 40, 220])
-    over = {"camera": {"type": "replay", "folder": str(images), "rate_hz": 100}, "pipeline": {"max_in_flight": 2},
+    over = {"camera": {"type": "replay", "folder": str(images), "rate_hz": 100, "loop": True},
+            "pipeline": {"max_in_flight": 2},
             "cycle_budget_ms": 500, "archive": {"enabled": False}, **station}
     return write_station(tmp_path, over, {"failsafe": "pass"},
                          model=odd_output_model(tmp_path / "nan_when_bright.onnx", "nan_when_bright"))
@@ -192,7 +193,7 @@ def test_golden_image_answered_with_nan_is_a_model_error(tmp_path: Path) -> None
 def test_warm_up_frame_answered_with_nan_is_a_model_error(tmp_path: Path) -> None:
     """The camera's first frame (warm-up before READY) is bright: refused before READY, exit 3."""
     images = replay_folder(tmp_path / "images", [235, 20])
-    st = write_station(tmp_path, {"camera": {"type": "replay", "folder": str(images)}},
+    st = write_station(tmp_path, {"camera": {"type": "replay", "folder": str(images), "loop": True}},
                        model=odd_output_model(tmp_path / "nan_when_bright.onnx", "nan_when_bright"))
     r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(st)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -51,7 +51,7 @@ def test_model_failing_every_part_raises_error_code_2_and_drops_ready(tmp_path: 
     cv2.imwrite(str(folder / "a.png"), np.zeros((448, 448), np.uint8))
     for i in range(8):
         cv2.imwrite(str(folder / f"b{i}.png"), np.full((448, 448), 255, np.uint8))
-    camera = {"type": "replay", "folder": str(folder), "pixel_format": "Mono8"}
+    camera = {"type": "replay", "folder": str(folder), "pixel_format": "Mono8", "loop": True}
     io, sim = run_plc(tmp_path, slow_model(tmp_path / "bad.onnx", matmuls=1, fail_above=0.5), parts=RUN + 3,
                       camera=camera)
     seen, rep = io.seen, sim.report

@@ -37,7 +37,7 @@ class Station:
         }
         self.sha = {k: sha256_file(p) for k, p in self.models.items()}
         self.path = write_station(tmp_path, {
-            "camera": {"type": "replay", "folder": str(images), "rate_hz": 150},
+            "camera": {"type": "replay", "folder": str(images), "rate_hz": 150, "loop": True},
             "pipeline": {"queue_depth": 1, "overflow": "failsafe_newest"}, "cycle_budget_ms": 100,
             "archive": {"enabled": False}, "log": {"every_part": False}}, model=self.models["good"])
         self.product = tmp_path / "products" / "disc-a.yaml"

@@ -42,7 +42,7 @@ def test_plc_soak_every_result_the_plc_saw_is_its_recipe_s_and_journaled(tmp_pat
     sha = {k: sha256_file(p) for k, p in models.items()}
     port = free_port()
     station = write_station(tmp_path, {
-        "camera": {"type": "replay", "folder": str(images)}, "trigger": {"source": "plc"},
+        "camera": {"type": "replay", "folder": str(images), "loop": True}, "trigger": {"source": "plc"},
         "plc": {"type": "modbus_server", "port": port, "handshake": {"plc_heartbeat_ms": 0}},
         "cycle_budget_ms": 500, "archive": {"enabled": False}, "log": {"every_part": False}},
         model=models["raises"])

@@ -57,10 +57,10 @@ def test_replay_labels_from_csv_and_folders(tmp_path: Path) -> None:
     (tmp_path / "reject").mkdir()
     cv2.imwrite(str(tmp_path / "reject" / "c.png"), img)
     cv2.imwrite(str(tmp_path / "d.png"), img)
-    src = ReplaySource(ReplayConfig(type="replay", folder=tmp_path))
+    src = ReplaySource(ReplayConfig(type="replay", folder=tmp_path, loop=True))
     src.open()
     got = {f.meta["file"]: f.truth for f in frames(src, 4)}
-    assert got == {"a.png": "reject", "b.png": "pass", "c.png": "reject", "d.png": None}
+    assert got == {"a.png": "reject", "b.png": "pass", "reject/c.png": "reject", "d.png": None}
     assert src.grab(1.0).meta["file"] == "a.png"  # loops
 
 

@@ -56,6 +56,17 @@ class FrameBank:
     def connected(self) -> bool:
         return self._open
 
+    @property
+    def exhausted(self) -> bool:
+        """Without `loop`: every frame has been served (the replay's folder is done)."""
+        return self._open and not self.loop and self._i >= len(self._bank)
+
+    @property
+    def can_wait(self) -> bool:
+        """Free-running without a rate, a frame is made when asked: the pipeline paces it instead of overrunning
+        it (no `overflow` fail-safes). With rate_hz it stands in for a camera that does not wait."""
+        return self.rate_hz is None and not self.software_trigger
+
     def fire(self) -> None:
         self._fired.set()  # only waited for with software_trigger; otherwise every grab delivers
 

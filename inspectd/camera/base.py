@@ -54,6 +54,21 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class Finite(Protocol):
+    """A source that can run out (a replay without loop) and may be able to wait for the pipeline."""
+
+    @property
+    def exhausted(self) -> bool:
+        """Every frame has been served; no further grab delivers one."""
+        ...
+
+    @property
+    def can_wait(self) -> bool:
+        """Frames are made when asked (no free-running sensor behind): admission may hold them."""
+        ...
+
+
+@runtime_checkable
 class CountsAcquisition(Protocol):
     """A source that counts what the camera delivered against what was asked of it (GenICam): exported as
     `inspectd_camera_*_total` so missed and extra frames and camera losses show on a dashboard."""

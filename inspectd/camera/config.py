@@ -27,13 +27,43 @@ class SyntheticConfig(Model):
     software_trigger: bool = Field(False, description="deliver a frame only after fire()")
 
 
+PASS_LABELS = ("pass", "good", "ok")
+REJECT_LABELS = ("reject", "defect", "ng", "bad")
+
+
+class LabelsConfig(Model):
+    """Where a replay folder's truth comes from: the labels file, and for the images it does not list the
+    ImageFolder layout: `good/` (or any pass label), `defect/<kind>/` (or any reject label, kind optional), or
+    `<class>/` with the class named in pass_labels or reject_labels. Any other label is an error (file:line)."""
+
+    file: str = Field("labels.csv", min_length=1, description="labels file, relative to the replay folder (a "
+                      "string, not resolved against the station file); used when it exists")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="column separator of the labels file")
+    header: bool | None = Field(None, description="first row names the columns; null: it does when its label "
+                                "cell is not a known label")
+    file_column: str | int = Field("file", description="column of the image path (relative to the folder, or "
+                                   "a bare file name): its header name, or 0-based index")
+    label_column: str | int = Field("label", description="column of the label: header name or 0-based index")
+    class_column: str | int | None = Field(None, description="optional column of the class-level truth (e.g. "
+                                           "the defect kind); default: the label itself")
+    pass_labels: list[str] = Field(list(PASS_LABELS), min_length=1, description="labels (and folder names) "
+                                   "of good parts, matched without regard to case")
+    reject_labels: list[str] = Field(list(REJECT_LABELS), min_length=1, description="labels (and folder names) "
+                                     "of defective parts, matched without regard to case")
+
+
 class ReplayConfig(Model):
     type: Literal["replay"]
     folder: Path = Field(..., description="folder of images (relative to the station file)")
     pixel_format: Literal["Mono8", "Mono16", ColourFormat, BayerFormat] = Field(
-        "Mono8", description="how the files are presented to preprocessing (image files hold 8 or 16 bits)")
-    rate_hz: float | None = Field(None, gt=0, description="frames per second; null = as fast as asked")
-    loop: bool = Field(True, description="start again after the last image")
+        "Mono8", description="how the files are presented to preprocessing (image files hold 8 or 16 bits; a "
+        "16-bit file in an 8-bit format is refused)")
+    rate_hz: float | None = Field(None, gt=0, description="frames per second, a free-running camera that does "
+                                  "not wait (too fast gives overflow fail-safes); null = as fast as the "
+                                  "pipeline takes them, never an overflow")
+    loop: bool = Field(False, description="start again after the last image; false: the daemon stops with a "
+                       "summary (exit 0) once every image has its verdict")
+    labels: LabelsConfig = Field(default_factory=LabelsConfig, description="truth: labels file or folder layout")
 
 
 class GenICamConfig(Model):

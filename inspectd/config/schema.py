@@ -82,8 +82,9 @@ class Rule(Model):
     name: str = Field(..., min_length=1, description="reject reason written to the journal and logs")
     class_name: str = Field(..., alias="class", description="class whose score the rule looks at")
     min_score: float = Field(
-        ..., gt=0, description="reject when the class score is >= this: a probability (0, 1] for a classifier, "
-        "the score's own units for kind: anomaly (divided there by anomaly.sensitivity)")
+        ..., allow_inf_nan=False, description="reject when the class score is >= this: a probability (0, 1] "
+        "for a classifier with activation softmax/sigmoid; the raw score (any finite value, e.g. a logit) with "
+        "activation: none; the score's own units (> 0) for kind: anomaly (divided there by anomaly.sensitivity)")
     result_code: int = Field(1, ge=1, le=999, description="RESULT_CODE sent to the PLC for this reject")
 
 
@@ -128,14 +129,21 @@ class ProductConfig(Model):
             if len(self.classes) < 2:
                 raise ValueError(f"classes: a classifier needs at least 2 classes (got {self.classes})")
             for i, rule in enumerate(self.rules):
+                if self.model.activation == "none":
+                    continue  # raw scores (logits): the threshold is in their units, any finite value
+                if rule.min_score <= 0:
+                    raise ValueError(f"rules[{i}].min_score: must be > 0 (got {rule.min_score:g})")
                 if rule.min_score > 1:
                     raise ValueError(f"rules[{i}].min_score: must be <= 1 for a classifier's probabilities (got "
-                                     f"{rule.min_score}); scores in other units need kind: anomaly")
+                                     f"{rule.min_score:g}); raw scores (logits) need model.activation: none")
             return self
         if self.classes != ["anomaly"]:
             raise ValueError(f"classes: kind: anomaly has one score: [anomaly] (got {self.classes})")
         if self.model.activation != "none":
             raise ValueError("model.activation: an anomaly score is used in its own units: none")
+        for i, rule in enumerate(self.rules):
+            if rule.min_score <= 0:
+                raise ValueError(f"rules[{i}].min_score: must be > 0 (got {rule.min_score:g})")
         return self
 
     @model_validator(mode="after")

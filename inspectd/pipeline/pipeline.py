@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import structlog
 
-from inspectd.camera.base import Source
+from inspectd.camera.base import Finite, Source
 from inspectd.config.schema import StationConfig
 from inspectd.pipeline.admission import Admission
 from inspectd.pipeline.health import FaultMonitor
@@ -68,13 +68,17 @@ class Pipeline:
         # PipelineConfig.parts_inside counts these queues and the four stage threads: keep them in step
         assert len(self.queues) * depth + 4 == station.pipeline.parts_inside
         self.admission = Admission(q_pre, self.slots, self.expected_latency_s, self.timing.deadline_s)
-        own_pace = self.slots is not None and not reserved_triggers
+        # A free-run source that can wait (a replay without rate_hz) is paced like a limited one: it is admitted
+        # when the stages can take it, never overrun into `overflow` fail-safes.
+        waits = triggers is None and isinstance(source, Finite) and source.can_wait
+        own_pace = (self.slots is not None or waits) and not reserved_triggers
         self.acquire = AcquireStage(
             source=source, outq=q_pre, bus=self.bus, stamp=self.stamps["acquire"], new_part=self._new_part,
             triggers=triggers, overflow=station.pipeline.overflow,
             grab_timeout=self.timing.grab_timeout_s, slots=self.slots if own_pace else None,
             fire=station.trigger.source != "hardware", pace=self.admission_delay if own_pace else None,
-            admitted=self.admission.admitted if reserved_triggers else None, before_part=before_part)
+            admitted=self.admission.admitted if reserved_triggers else None, before_part=before_part,
+            waits=waits)
         self.infer = InferStage(q_inf, q_dec, self.bus, self.stamps["infer"],
                                 keep_warm_s=station.watchdog.keep_warm_s, active=lambda: self._active)
         self.workers = [

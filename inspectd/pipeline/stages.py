@@ -162,15 +162,17 @@ class AcquireStage(threading.Thread):
                  triggers: Callable[[float], Trigger | None] | None, overflow: str, grab_timeout: float,
                  slots: threading.Semaphore | None = None, fire: bool = True,
                  pace: Callable[[], float] | None = None, admitted: Callable[[], None] | None = None,
-                 before_part: Callable[[], None] | None = None) -> None:
+                 before_part: Callable[[], None] | None = None, waits: bool = False) -> None:
         """`new_part` registers the part in verdict order and with the deadline keeper. `admitted`: called once
         each trigger has become a part (its reservation, see Admission, is used up). `before_part`: the one hook
         between two parts (a product switch lands there), run on this thread before each free-run grab, or after
-        each trigger poll, so what it changes judges the part taken next."""
+        each trigger poll, so what it changes judges the part taken next. `waits`: the free-run source can
+        wait (a replay without rate_hz): its frame is taken only once the first queue has room."""
         super().__init__(name="acquire", daemon=True)
         self.source, self.outq, self.bus, self.stamp = source, outq, bus, stamp
         self.new_part, self.triggers, self.admitted = new_part, triggers, admitted
         self.before_part = before_part
+        self.waits = waits
         self.overflow, self.grab_timeout = overflow, grab_timeout
         self.slots = slots  # in-flight limit (admission control); released when the part's verdict is issued
         self.fire = fire  # False with a hardware trigger: the line fires the camera, we only pair the frame
@@ -215,6 +217,10 @@ class AcquireStage(threading.Thread):
         if self.triggers is None:  # free-run: every frame is a part
             if self.draining.is_set():
                 return False  # free-run: nothing is owed to anyone, stop at once
+            if self.waits and self.outq.full():  # the next stage is busy: hold the frame back, do not overrun
+                time.sleep(0.001)
+                self.stamp.idle_beat()
+                return False
             if self.before_part is not None:
                 self.before_part()
             t_grab0 = time.monotonic()
