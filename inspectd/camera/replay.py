@@ -1,9 +1,10 @@
 """Replay camera: a folder of images, served once (or looping), optionally labelled.
 
 Truth comes from a labels file (configurable columns, delimiter and label names, see LabelsConfig) or, for the
-images it does not list, from ImageFolder layout: `good/`, `defect/<kind>/`, `<class>/`. A label that names neither a good nor a
-defective part is an error with its file:line (or folder), never silently "no truth". Every frame carries its
-path relative to the folder (`meta["file"]`, the journal's source_ref) and its class-level truth (`meta["class"]`).
+images it does not list, from ImageFolder layout: `good/`, `defect/<kind>/`, `<class>/`. A label that names
+neither a good nor a defective part is an error with its file:line (or folder), never silently "no truth".
+Every frame carries its path relative to the folder (`meta["file"]`, the journal's source_ref) and its
+class-level truth (`meta["class"]`).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def dataset(folder: Path, cfg: LabelsConfig | None = None) -> list[Item]:
         cls: str | None = None
         if table is not None:
             truth, cls = table.get(key) or table.get(p.name) or (None, None)
-        if truth is None and len(rel.parts) > 1:  # ImageFolder: the top folder is the label, the next one (if any) the kind
+        if truth is None and len(rel.parts) > 1:  # ImageFolder: the top folder is the label, the next the kind
             top = rel.parts[0]
             truth = labels.truth(top)
             if truth is None:
