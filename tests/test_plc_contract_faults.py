@@ -49,16 +49,17 @@ def test_model_failing_every_part_raises_error_code_2_and_drops_ready(tmp_path: 
     folder = tmp_path / "images"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.zeros((448, 448), np.uint8))
-    for i in range(8):
-        cv2.imwrite(str(folder / f"b{i}.png"), np.full((448, 448), 255, np.uint8))
+    for i in range(20):
+        cv2.imwrite(str(folder / f"b{i:02}.png"), np.full((448, 448), 255, np.uint8))
     camera = {"type": "replay", "folder": str(folder), "pixel_format": "Mono8", "loop": True}
-    io, sim = run_plc(tmp_path, slow_model(tmp_path / "bad.onnx", matmuls=1, fail_above=0.5), parts=RUN + 3,
+    parts = 12  # more than the PLC can trigger before the fault is raised: some wait for READY to return
+    io, sim = run_plc(tmp_path, slow_model(tmp_path / "bad.onnx", matmuls=1, fail_above=0.5), parts=parts,
                       camera=camera)
     seen, rep = io.seen, sim.report
     assert ErrorCode.MODEL in seen.error_codes, seen.error_codes
     assert seen.ready_with_error == 0
     assert not rep.missing and rep.missed_seen == 0  # READY held the PLC back: no trigger was refused
-    assert [r[3] for r in journal(tmp_path)] == [""] + ["stage_error"] * (RUN + 2)
+    assert [r[3] for r in journal(tmp_path)] == [""] + ["stage_error"] * (parts - 1)
     # held HOLD_S after the last failing part, then READY returns (the PLC triggered the parts after the run)
     assert 0 in seen.error_codes[seen.error_codes.index(ErrorCode.MODEL) + 1:]
 

@@ -169,6 +169,8 @@ class Handshake:
 
     def _on_trigger(self, a: PlcInputs, now: float) -> None:
         why = self._not_ready_reason(a)
+        if why == "not_healthy" and self._admitted:
+            why = ""  # READY was shown with a reservation: the PLC may have read it just before the fault
         if why:
             self._missed = True
             self.events.append(TriggerMissed(a.part_id, why))
@@ -244,6 +246,10 @@ class Handshake:
         self._recipe = "ack" if ok else "fail"
         if ok:
             self._active_recipe = recipe_no
+
+    def withdraw(self) -> None:
+        """Drop READY's reservation: from now on a trigger needs READY anew (the daemon is stopping)."""
+        self._admitted = False
 
     def stop(self) -> None:
         """Safe state: not READY, not VALID, ERROR with SHUTDOWN."""

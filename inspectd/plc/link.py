@@ -436,7 +436,8 @@ class TransportLink:
             cmd = self._cmds.popleft()
             if isinstance(cmd, ShowResult):
                 hs.push_result(cmd.result)
-            elif isinstance(cmd, Barrier):  # health applied above: triggers from now on are refused
+            elif isinstance(cmd, Barrier):  # health applied above, reservation gone: triggers now are refused
+                hs.withdraw()
                 cmd.done.set()
             elif isinstance(cmd, ActiveRecipe):
                 hs.set_active_recipe(cmd.plc_id)
