@@ -111,6 +111,50 @@ def _fb() -> tf.FunctionBlock:
     return fb
 
 
+def _pous(path: Path) -> list[Any]:
+    text = path.read_text()
+    return list(_parse(scl.to_iec(text) if path.suffix == ".scl" else text, path.name).items)
+
+
+def _calls(node: Any) -> Iterator[tf.FunctionCallStatement]:
+    if isinstance(node, tf.FunctionCallStatement):
+        yield node
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            if f.name != "meta":
+                yield from _calls(getattr(node, f.name))
+    elif isinstance(node, (list, tuple)):
+        for x in node:
+            yield from _calls(x)
+
+
+@pytest.mark.parametrize("caller", [PLC / "codesys" / "PRG_VisionStation.st", PLC / "siemens" / "FB_VisionStation.scl"],
+                         ids=lambda p: p.name)
+def test_example_callers_use_the_blocks_real_interface(caller: Path) -> None:
+    """Every parameter a caller passes and every output it reads exists on the block it calls (blark's tree)."""
+    blocks = {str(fb.name): _declarations(fb) for path in [FB_ST, PLC / "siemens" / "FB_InspectdMbClient.scl"]
+              for fb in _pous(path) if isinstance(fb, tf.FunctionBlock)}
+    (pou,) = _pous(caller)
+    instances = {v: t for v, t in re.findall(r"^\s*(\w+)\s*:\s*(\w+)\s*;", scl.to_iec(caller.read_text()), re.M)
+                 if t in blocks}
+    assert "FB_InspectdVision" in instances.values()
+    checked = 0
+    for call in _calls(pou.body):
+        decl = blocks.get(instances.get(str(call.name), ""))
+        if decl is None:
+            continue
+        settable = set(decl["VAR_INPUT"]) | set(decl.get("InputOutputDeclarations", {}))
+        for param in call.parameters:
+            assert str(param.name) in settable, f"{caller.name}: {call.name}({param.name} := ...) is no input"
+            checked += 1
+    for inst, member in re.findall(r"\b(\w+)\.(\w+)\b", scl.to_iec(caller.read_text())):
+        if inst in instances:
+            decl = blocks[instances[inst]]
+            assert member in set(decl["VAR_OUTPUT"]) | set(decl["VAR_INPUT"]), f"{caller.name}: {inst}.{member}"
+            checked += 1
+    assert checked >= 10
+
+
 def _declarations(fb: tf.FunctionBlock) -> dict[str, dict[str, str | None]]:
     """Per VAR section kind ('VAR_INPUT', 'VAR_OUTPUT', 'VAR', 'VAR CONSTANT'): name -> init value text."""
     out: dict[str, dict[str, str | None]] = {}
