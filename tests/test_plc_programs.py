@@ -3,6 +3,8 @@
 - Every program parses with blark, a real IEC 61131-3 parser; the SCL files after `scl.to_iec` removes TIA's
   notations (the parser is not fooled: a broken program fails).
 - The SCL function block is generated from the portable one and up to date.
+- The example callers (CODESYS program, S7 station block) pass only inputs the blocks declare and read only
+  their outputs.
 - Twin: the ST and the Python class have the same constants, variables, input defaults, section titles and
   step transitions, read mechanically from blark's tree and Python's ast.
 - Behaviour of the twin against the daemon's real handshake state machine (inspectd.plc.handshake): one
