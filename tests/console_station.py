@@ -24,7 +24,8 @@ TOKEN = "s3cret-operator-token"
 @contextmanager
 def console_daemon(folder: Path, token: bool = True, **station: Any) -> Iterator[tuple[Daemon, str]]:
     over: dict[str, Any] = {"camera": {"bank": 8, "defect_rate": 0.5, "rate_hz": 20},
-                            "metrics": {"enabled": True, "port": 0}, "console": {"status_every_s": 0.2}}
+                            "metrics": {"enabled": True, "port": 0}, "console": {"status_every_s": 0.2},
+                            "log": {"every_part": False}}
     if token:
         (folder / "operator.token").write_text(TOKEN + "\n")
         over["console"]["token_file"] = "operator.token"

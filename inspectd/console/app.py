@@ -90,7 +90,7 @@ class Console:
 
     # -- the worker: every render happens here ------------------------------------------------------
     def _run(self) -> None:
-        last_window = -1e9
+        last_window = time.monotonic() - WINDOW_EVERY_S + 2.0  # the first query once the journal has rows
         shots = -1
         while not self._stop.is_set():
             t0 = time.monotonic()
