@@ -127,8 +127,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"inspectd report: {e}", file=sys.stderr)
         return int(ExitCode.CONFIG)
     print(format_report(report), end="")
-    if args.png is not None:
-        print(f"plot: {plot_report(report, args.png)}")
+    if not args.no_png:  # beside the journal (var/), not wherever the command happened to be run
+        print(f"plot: {plot_report(report, args.png or Path(journal).with_name('report.png'))}")
     return 0
 
 
@@ -150,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("bench", help="run the real pipeline as fast as it goes and report timings")
-    p.add_argument("--config", required=True, type=Path)
-    p.add_argument("--parts", type=int, default=1000)
+    p.add_argument("--config", required=True, type=Path, help="station YAML file")
+    p.add_argument("--parts", type=int, default=1000, help="parts to time (after the warm-up)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--in-flight", type=int, default=2, help="parts admitted at once (admission control)")
     p.add_argument("--pause", type=float, default=0.0,
                    help="also time the first part after a pause of this many seconds, with and without keep-warm")
-    p.add_argument("--pause-repeats", type=int, default=3)
+    p.add_argument("--pause-repeats", type=int, default=3, help="pauses timed with --pause")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="shift report from the journal: yield, reject reasons, latency; PNG plot")
@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="8h", help="start: 'now', '8h' / '30m' / '2d' ago, or '2026-11-24 06:00'")
     p.add_argument("--until", default="now", help="end, same forms as --since")
     p.add_argument("--budget-ms", type=float, default=None, help="cycle budget (default: station's, else 50)")
-    p.add_argument("--png", type=Path, default=Path("report.png"), help="plot file")
+    p.add_argument("--png", type=Path, default=None, help="plot file (default: report.png next to the journal)")
+    p.add_argument("--no-png", action="store_true", help="text only, no plot")
     p.add_argument("--utc", action="store_true", help="hours and times in UTC instead of local time")
     p.set_defaults(func=cmd_report)
 
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "camera-features":
             p.add_argument("serial", help="camera serial number")
         else:
-            p.add_argument("--json", action="store_true")
+            p.add_argument("--json", action="store_true", help="print one JSON document")
         p.add_argument("--config", type=Path, help="station file whose camera.producers to use")
         p.add_argument("--producer", type=Path, action="append", help="GenTL producer .cti (repeatable)")
         p.set_defaults(func=func)

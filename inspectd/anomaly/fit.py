@@ -356,6 +356,6 @@ def add_parser(sub) -> None:
     p.add_argument("--plc-id", type=int, default=None, help="RECIPE_NO (default: kept on refit, else next free)")
     p.add_argument("--calibrate-only", action="store_true",
                    help="keep <engines>/NAME.onnx, score --val (else --images) and rewrite the threshold; no torch")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="same seed, same hold-out split and coreset")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.set_defaults(func=cmd_fit_anomaly)

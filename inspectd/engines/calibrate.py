@@ -21,24 +21,32 @@ from inspectd.types import Frame
 class CalibrationSet:
     """Preprocessed NCHW batches from a folder of images; each batch is a fresh array (safe to keep)."""
 
-    def __init__(self, product: ProductConfig, frames: Sequence[Frame], batch: int = 1) -> None:
+    def __init__(self, product: ProductConfig, frames: Sequence[Frame], batch: int = 1,
+                 full_only: bool = False) -> None:
+        """`full_only`: a model with a fixed batch takes only full batches (a short last one is left out)."""
         if not frames:
             raise ValueError("calibration needs at least one image")
-        self.product, self.frames, self.batch = product, list(frames), batch
+        if full_only and len(frames) < batch:
+            raise ValueError(f"the model takes batches of {batch}: calibration needs at least {batch} images")
+        self.product, self.frames, self.batch, self.full_only = product, list(frames), batch, full_only
         self.input_name = product.model.input.name
 
     @classmethod
     def from_folder(cls, product: ProductConfig, folder: Path, *, pixel_format: str | None = None,
-                    limit: int | None = None, batch: int = 1) -> CalibrationSet:
-        return cls(product, labelled_frames(folder, pixel_format, limit=limit), batch)
+                    limit: int | None = None, batch: int = 1, full_only: bool = False) -> CalibrationSet:
+        return cls(product, labelled_frames(folder, pixel_format, limit=limit), batch, full_only)
 
     def __len__(self) -> int:
+        if self.full_only:
+            return len(self.frames) // self.batch
         return (len(self.frames) + self.batch - 1) // self.batch
 
     def batches(self) -> Iterator[np.ndarray]:
         pre = CpuPreprocessor(self.product.preprocess, self.product.model.input, ring=2)
         for i in range(0, len(self.frames), self.batch):
             chunk = self.frames[i:i + self.batch]
+            if self.full_only and len(chunk) < self.batch:
+                return
             yield np.ascontiguousarray(np.concatenate([pre(f) for f in chunk], axis=0))
 
     def ort_reader(self):

@@ -67,14 +67,16 @@ def add_build_engine_parser(sub) -> None:
     p.add_argument("--onnx", required=True, type=Path, help="ONNX model (FP32, or Q/DQ from `inspectd quantize`)")
     p.add_argument("--product", required=True, type=Path, action="append",
                    help="product recipe; repeat for one engine serving several sizes (one profile each)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
+                   help="engine precision (int8: a Q/DQ model, or --calib images on TensorRT 10)")
     p.add_argument("--out", type=Path, default=None, help="engine file (default <onnx>.<precision>.engine)")
-    p.add_argument("--runtime", choices=["tensorrt", "tensorrt-rtx"], default="tensorrt")
+    p.add_argument("--runtime", choices=["tensorrt", "tensorrt-rtx"], default="tensorrt",
+                   help="TensorRT 10 builds for this GPU; TensorRT-RTX for --compute-capability")
     p.add_argument("--compute-capability", default=None,
                    help="TensorRT-RTX target such as 8.6 (no GPU needed); default: this GPU's")
     p.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace memory-pool limit")
     p.add_argument("--timing-cache", type=Path, default=None, help="timing cache file, read and updated")
-    p.add_argument("--max-batch", type=int, default=1)
+    p.add_argument("--max-batch", type=int, default=1, help="largest batch the engine's profiles accept")
     p.add_argument("--calib", type=Path, default=None,
                    help="TensorRT 10 implicit INT8: folder of line images for IInt8EntropyCalibrator2")
     p.add_argument("--calib-images", type=int, default=500, help="at most this many calibration images")
@@ -86,13 +88,30 @@ def add_build_engine_parser(sub) -> None:
 # -- quantize -----------------------------------------------------------------------------------------------
 def cmd_quantize(args: argparse.Namespace) -> int:
     from inspectd.engines.calibrate import CalibrationSet
+    from inspectd.engines.compare import model_batch, runtime_for_model, speed_check
     from inspectd.engines.quantize import quantize_qdq
 
     product = _product(args.product)
     src = (args.onnx or product.model.path).resolve()
     out = args.out or src.with_name(f"{src.stem}.int8.onnx")
-    data = CalibrationSet.from_folder(product, args.calib, limit=args.limit, batch=args.batch)
+    fixed = model_batch(src)  # a model with a fixed batch (often 1) takes exactly that many images per call
+    if fixed is not None and args.batch is not None and args.batch != fixed:
+        print(f"inspectd quantize: {src.name} takes batches of {fixed}; --batch {args.batch} cannot feed it "
+              f"(leave --batch out to use the model's)", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    batch = fixed or args.batch or 8
+    data = CalibrationSet.from_folder(product, args.calib, limit=args.limit, batch=batch,
+                                      full_only=fixed is not None)
     print(quantize_qdq(src, out, data, args.method, args.percentile).summary())
+    if args.check:  # what INT8 buys here: the same verdicts? faster? (on this machine's ONNX Runtime CPU)
+        frames = data.frames[:args.check]
+        ra, rb = runtime_for_model(product, src), runtime_for_model(product, out)
+        try:
+            check = speed_check(ra, rb, frames, (f"{src.name} (fp32)", f"{out.name} (int8)"))
+        finally:
+            ra.close()
+            rb.close()
+        print(check.summary())
     return 0
 
 
@@ -102,10 +121,14 @@ def add_quantize_parser(sub) -> None:
     p.add_argument("--calib", required=True, type=Path, help="folder of line images (labels not needed)")
     p.add_argument("--onnx", type=Path, default=None, help="FP32 model (default: the product's)")
     p.add_argument("--out", type=Path, default=None, help="output (default <model>.int8.onnx)")
-    p.add_argument("--method", choices=["entropy", "percentile", "minmax"], default="entropy")
+    p.add_argument("--method", choices=["entropy", "percentile", "minmax"], default="entropy",
+                   help="how activation ranges are chosen from the calibration images")
     p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile")
     p.add_argument("--limit", type=int, default=500, help="at most this many images")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=None,
+                   help="images per calibration batch (default: the model's fixed batch, else 8)")
+    p.add_argument("--check", type=int, default=100, help="then compare INT8 with FP32 on this many of the images: "
+                   "verdict agreement and inference p50, with a warning when INT8 is slower or disagrees (0: skip)")
     p.set_defaults(func=cmd_quantize)
 
 
@@ -138,17 +161,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     finally:
         ra.close()
         rb.close()
-    print(report.table())
+    print(report.table(show=args.show or None))
     return 0 if report.agreement >= args.min_agreement else int(ExitCode.FAILURE)
 
 
 def add_compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="two models on the same images: output differences, verdict agreement")
-    p.add_argument("--product", required=True, type=Path)
+    p.add_argument("--product", required=True, type=Path, help="recipe: preprocessing, classes and rules")
     p.add_argument("--images", required=True, type=Path, help="folder of images")
     p.add_argument("--a", required=True, type=Path, help="reference model (.onnx or engine)")
     p.add_argument("--b", required=True, type=Path, help="candidate model (.onnx or engine)")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="at most this many images")
+    p.add_argument("--show", type=int, default=20, help="list at most this many differing images (0: all); "
+                   "the rest are counted")
     p.add_argument("--min-agreement", type=float, default=0.0, help="exit 1 below this verdict agreement (0..1)")
     p.set_defaults(func=cmd_compare)
 
@@ -206,13 +231,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="accuracy, AUROC, recall, specificity, confusion and latency of each model "
                                     "on a labelled folder")
-    p.add_argument("--product", required=True, type=Path)
+    p.add_argument("--product", required=True, type=Path, help="recipe: preprocessing, classes and rules")
     p.add_argument("--images", required=True, type=Path, help="labelled folder (pass/ reject/ or labels.csv)")
     p.add_argument("--model", type=Path, action="append",
                    help="model to evaluate; repeat (default: the product's model and its .int8/.engine siblings)")
     p.add_argument("--repeat", type=int, default=3, help="timing passes over the images")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="at most this many images")
     p.add_argument("--png", type=lambda s: Path(s) if s else None, default=Path("eval.png"),
                    help="plot file ('' for none)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")

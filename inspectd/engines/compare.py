@@ -76,12 +76,17 @@ class CompareReport:
     def agreement(self) -> float:
         return self.agree / self.images if self.images else 1.0
 
-    def table(self) -> str:
+    def table(self, show: int | None = 20) -> str:
+        """`show`: list at most this many differing images (None: all); the rest are counted, never hidden."""
         lines = [f"compare {self.a}  vs  {self.b}  on {self.images} image(s)",
                  f"{'output':<16}{'max |a-b|':>12}{'mean |a-b|':>12}"]
         lines += [f"{name:<16}{d.max_abs:>12.5f}{d.mean_abs:>12.6f}" for name, d in self.diffs.items()]
         lines.append(f"verdict agreement: {self.agree}/{self.images} ({100 * self.agreement:.2f} %)")
-        lines += [f"  differs: {d}" for d in self.disagreements[:20]]
+        listed = self.disagreements if show is None else self.disagreements[:show]
+        lines += [f"  differs: {d}" for d in listed]
+        if len(listed) < len(self.disagreements):
+            lines.append(f"  ... and {len(self.disagreements) - len(listed)} more difference(s) not listed "
+                         f"({len(self.disagreements)} in all; --show 0 lists every one)")
         return "\n".join(lines)
 
 
@@ -114,3 +119,61 @@ def compare(a: ProductRuntime, b: ProductRuntime, frames: Sequence[Frame], names
         else:
             report.disagreements.append(f"{frame.meta.get('file', frame.frame_id)}: {va} vs {vb}")
     return report
+
+
+def model_batch(model: Path) -> int | None:
+    """The first input's batch dimension when the ONNX file fixes it (e.g. 1); None when it is dynamic."""
+    m = onnx.load(str(model), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    for inp in m.graph.input:
+        if inp.name in inits:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    return None
+
+
+@dataclass
+class SpeedCheck:
+    """Verdict agreement and inference speed of a candidate model (INT8) against its reference (FP32)."""
+
+    report: CompareReport
+    ms_a: float  # p50 of backend.infer, reference
+    ms_b: float  # candidate
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.ms_b >= self.ms_a:
+            out.append(f"WARNING: {self.report.b} is not faster than {self.report.a} on this machine "
+                       f"(p50 {self.ms_b:.2f} ms vs {self.ms_a:.2f} ms): keep the FP32 model here")
+        if self.report.agree < self.report.images:
+            out.append(f"WARNING: {self.report.b} disagrees with {self.report.a} on "
+                       f"{self.report.images - self.report.agree} of {self.report.images} image(s) "
+                       f"({100 * self.report.agreement:.1f} % agreement): check with `inspectd eval`")
+        return out
+
+    def summary(self) -> str:
+        return "\n".join([self.report.table(show=10),
+                          f"inference p50: {self.report.a} {self.ms_a:.2f} ms, {self.report.b} {self.ms_b:.2f} ms "
+                          f"({self.ms_a / self.ms_b if self.ms_b else float('inf'):.2f}x)", *self.warnings()])
+
+
+def speed_check(a: ProductRuntime, b: ProductRuntime, frames: Sequence[Frame], names: tuple[str, str],
+                repeat: int = 3) -> SpeedCheck:
+    """compare() on `frames`, then the p50 of `repeat` timed passes of each backend (after one warm-up pass)."""
+    import time
+
+    report = compare(a, b, frames, names)
+    p50 = []
+    for rt in (a, b):
+        tensors = [np.array(rt.preprocess(f), copy=True) for f in frames]
+        for t in tensors[:3]:
+            rt.backend.infer(t)
+        times = []
+        for _ in range(repeat):
+            for t in tensors:
+                t0 = time.perf_counter()
+                rt.backend.infer(t)
+                times.append((time.perf_counter() - t0) * 1e3)
+        p50.append(float(np.percentile(times, 50)))
+    return SpeedCheck(report, p50[0], p50[1])

@@ -64,10 +64,12 @@ def manifest_path(engine: Path) -> Path:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, rename: readers see the old file or the whole new one."""
+    """Write via a temp file in the same folder, fsync, rename: readers see the old file or the whole new one.
+    The file is 0644 (world-readable, like a plain write under the usual umask 022)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600: the service's own user must be able to read what tools write
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,0 +1,80 @@
+"""The offline tools an ML engineer uses on a real model: quantize on a fixed-batch model with the default options,
+its INT8-vs-FP32 check (agreement, speed, warnings), compare's count of the differences it does not list, and the
+files the tools write being readable by the service's own user (0644)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+
+import onnx
+import pytest
+
+from inspectd.engines.cli import add_engine_parsers
+from inspectd.engines.compare import CompareReport, SpeedCheck, model_batch
+from inspectd.engines.manifest import atomic_write
+from inspectd.errors import ExitCode
+from tests.engine_fixtures import parts_dataset, write_product
+
+
+def _run(*argv: str) -> int:
+    ap = argparse.ArgumentParser(prog="inspectd")
+    add_engine_parsers(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(list(argv))
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return parts_dataset(tmp_path_factory.mktemp("tools"), train=120, calib=20, test=20)
+
+
+def test_quantize_reads_the_batch_from_a_fixed_batch_model_and_checks_int8(data, tmp_path, capsys) -> None:
+    m = onnx.load(str(data["model"]))
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # an export with batch 1 baked in
+    for out in m.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        if dims:
+            dims[0].dim_value = 1
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(m, str(fixed))
+    assert model_batch(fixed) == 1 and model_batch(data["model"]) is None
+    product = write_product(tmp_path, fixed)
+    assert _run("quantize", "--product", str(product), "--calib", str(data["calib"]), "--check", "20") == 0
+    out = capsys.readouterr().out
+    assert "calibration on 20 image(s)" in out
+    assert "verdict agreement:" in out and "inference p50: fixed.onnx (fp32)" in out
+    written = tmp_path / "fixed.int8.onnx"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644  # the service's user reads what the tool wrote
+    # a batch the model cannot take is a message and exit 2, not an ONNX Runtime traceback
+    assert _run("quantize", "--product", str(product), "--calib", str(data["calib"]), "--batch", "8") == \
+        ExitCode.CONFIG
+    assert "fixed.onnx takes batches of 1; --batch 8 cannot feed it" in capsys.readouterr().err
+
+
+def test_int8_check_warns_when_slower_or_disagreeing() -> None:
+    report = CompareReport("m.onnx (fp32)", "m.int8.onnx (int8)", images=10, agree=9,
+                           disagreements=["part_03.png: pass vs reject"])
+    warnings = SpeedCheck(report, ms_a=11.6, ms_b=19.8).warnings()
+    assert warnings[0].startswith("WARNING: m.int8.onnx (int8) is not faster than m.onnx (fp32) on this machine "
+                                  "(p50 19.80 ms vs 11.60 ms)")
+    assert "disagrees with m.onnx (fp32) on 1 of 10 image(s) (90.0 % agreement)" in warnings[1]
+    assert SpeedCheck(CompareReport("a", "b", images=10, agree=10), ms_a=10.0, ms_b=4.0).warnings() == []
+
+
+def test_compare_counts_the_differences_it_does_not_list() -> None:
+    report = CompareReport("a", "b", images=60, agree=8, disagreements=[f"p{i}.png: pass vs reject" for i in range(52)])
+    table = report.table()
+    assert table.count("  differs: ") == 20
+    assert "... and 32 more difference(s) not listed (52 in all; --show 0 lists every one)" in table
+    assert report.table(show=None).count("  differs: ") == 52 and "more difference" not in report.table(None)
+
+
+def test_atomic_write_is_world_readable(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "x.engine", b"data")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.engine").stat().st_mode) == 0o644
