@@ -503,7 +503,10 @@ class Daemon:
             self.archive.close()
         if self.source:
             self.source.close()
-        for rt in [*self.runtimes.values(), *self._retired]:  # the stages have stopped: nothing holds them
+        for rt in self._retired:  # replaced by a reload and not drained before the stop
+            rt.close()
+            log.info("runtime_closed", product=rt.name, model_sha256=rt.backend.model_sha256, at="shutdown")
+        for rt in self.runtimes.values():  # the stages have stopped: nothing holds them
             rt.close()
         self._retired = []
         if self.pipeline:

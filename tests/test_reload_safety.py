@@ -124,6 +124,7 @@ def test_sighup_to_a_nan_model_is_refused_and_the_old_model_keeps_judging(tmp_pa
         product.write_text(recipe)  # back to the good model: applies
         daemon.signal(signal.SIGHUP)
         assert daemon.wait_event("reloaded", 60) is not None
+        assert daemon.wait_event("runtime_closed", 30) is not None  # the first model, once its parts drained
         daemon.signal(signal.SIGTERM)
         rc = daemon.wait(30)
     finally:
