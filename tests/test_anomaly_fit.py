@@ -118,6 +118,17 @@ def test_small_fit_exports_a_graph_that_matches_torch(tmp_path: Path) -> None:
     assert res["auroc"] >= 0.85, res  # 28 parts at 224: a smoke figure; the README's fit reaches 0.98+
 
 
+def test_the_daemon_never_imports_torch() -> None:
+    """With torch importable, loading the daemon, the CLI (fit-anomaly's parser included) and an anomaly
+    recipe's postprocessing still leaves it out: only fitting imports it."""
+    probe = ("import sys; from inspectd.cli import build_parser; import inspectd.daemon, inspectd.anomaly.score, "
+             "inspectd.anomaly.region, inspectd.engines.evaluate; build_parser(); "
+             "import importlib.util as u; print(u.find_spec('torch') is not None, 'torch' in sys.modules)")
+    r = run_with_torch(["-c", probe])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["True", "False"]  # importable here, yet not imported
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("INSPECTD_FULL_FIT") != "1",
                     reason="the README's full fit (400 + 400 good parts at 320) takes 5-8 min on 2 cores: "
