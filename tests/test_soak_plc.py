@@ -2,8 +2,8 @@
 without pause while the real daemon process is reloaded by SIGHUP with recipes that change the fail-safe
 policy and swap a NaN model in (accepted), another in (refused) and out again; then SIGTERM.
 
-What the PLC saw is compared with the journal part by part: one result per acknowledged trigger, in trigger
-order, OK/NG, RESULT_CODE and RESULT_RECIPE equal to the journal row, and each equal to what the recipe version
+What block B showed the PLC is compared with the journal part by part: one result per acknowledged trigger, in
+trigger order, OK/NG, RESULT_CODE and RESULT_RECIPE equal to the journal row, and each equal to what the recipe version
 active at the part's trigger gives its image. Zero differences."""
 
 from __future__ import annotations
@@ -29,6 +29,22 @@ from tools.plc_sim import ModbusPlcIO, PlcSim
 pytestmark = pytest.mark.slow
 
 PHASE_PARTS = 300  # parts the PLC triggers between two reloads
+
+
+class ShownIO(WatchedIO):
+    """Also records, per part, the result block B showed: OK bit, RESULT_CODE, RESULT_RECIPE (the PLC program
+    then decides what to do with it: tools/plc_sim.py counts a part good only with OK and RESULT_CODE 0)."""
+
+    def __init__(self, *args, **kw) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kw)
+        self.shown: dict[int, tuple[int, int, int]] = {}
+
+    def read_b(self) -> list[int]:
+        words = super().read_b()
+        b = self.lay.decode_b(words)
+        if b.result_valid:
+            self.shown.setdefault(b.result_part_id, (int(b.result_ok), b.result_code, b.result_recipe))
+        return words
 
 
 def test_plc_soak_every_result_the_plc_saw_is_its_recipe_s_and_journaled(tmp_path: Path) -> None:
@@ -72,7 +88,7 @@ def test_plc_soak_every_result_the_plc_saw_is_its_recipe_s_and_journaled(tmp_pat
             (5, "reject", "good", True), (6, "pass", "raises", True)]
     notify = NotifySocket(tmp_path)
     daemon = DaemonProcess(station, notify, watchdog_usec=8_000_000)
-    io = WatchedIO(ModbusPlcIO("127.0.0.1", port, LayoutConfig()))
+    io = ShownIO(ModbusPlcIO("127.0.0.1", port, LayoutConfig()))
     sim = PlcSim(io, period_s=0.002)
     total = PHASE_PARTS * (len(plan) + 1)
     report: list = []
@@ -116,9 +132,11 @@ def test_plc_soak_every_result_the_plc_saw_is_its_recipe_s_and_journaled(tmp_pat
     by_part = {r["part_id"]: r for r in rows}
     assert len(rows) == len(by_part) == total and set(by_part) == set(rep.triggered)
     assert daemon.events("stopped")[0]["parts_in"] == total
-    shown = {p: (int(ok), code, io.seen.result_recipe[p]) for p, (ok, code) in rep.results.items()}
     journaled = {p: (r["plc_ok"], r["result_code"], r["recipe_no"]) for p, r in by_part.items()}
-    assert shown == journaled
+    assert io.shown == journaled
+    # ...and the PLC program latched each as the reference program does: good only with OK and RESULT_CODE 0
+    assert {p: (ok, code) for p, (ok, code) in rep.results.items()} == {
+        p: (bool(ok) and code == 0, code) for p, (ok, code, _) in io.shown.items()}
 
     # Each part judged by the recipe version active at its trigger: versions in trigger order, none before its
     # SIGHUP, the refused one never, and every result what that version gives the part's image.
