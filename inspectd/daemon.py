@@ -397,7 +397,10 @@ class Daemon:
             return "starting"
         s = p.stats
         fps = self._fps if self._fps is not None else s.verdicts_total / max(time.monotonic() - s.started, 1e-9)
-        line = (f"product={p.active.name} parts={s.verdicts_total} rejects={s.total(Outcome.REJECT)} "
+        # A switch (reload, PLC) waits for the gap between two parts: STATUS already names the product chosen.
+        pending = self._pending
+        product = pending.name if pending is not None else p.active.name
+        line = (f"product={product} parts={s.verdicts_total} rejects={s.total(Outcome.REJECT)} "
                 f"failsafes={s.total(Outcome.FAILSAFE)} fps={fps:.1f}")
         held = self.watchdog.assess().held if self.watchdog else ()
         return line + (f" not_flowing={','.join(held)}" if held else "")

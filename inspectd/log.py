@@ -2,14 +2,18 @@
 
 Every line -- ours and those of libraries that log through `logging` (pymodbus, harvesters, asyncua) --
 goes through the same formatter: JSON lines for journald (`"logger"` names the module), or plain text for
-people. The handler only queues the rendered line, so logging never blocks a cycle on stdout; when the
-queue is full the line is dropped and counted (`QueueWriter.dropped`, exported as a metric).
+people. Written to journald (systemd's JOURNAL_STREAM is our stdout), each line starts with its sd-daemon
+priority (`<3>` error, `<4>` warning, `<6>` info), so `journalctl -p err` finds the errors. The handler only
+queues the rendered line, so logging never blocks a cycle on stdout; when the queue is full the line is dropped
+and counted (`QueueWriter.dropped`, exported as a metric).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import queue
 import sys
 import threading
@@ -85,16 +89,44 @@ def dropped_lines() -> int:
     return sum(h.writer.dropped for h in logging.getLogger().handlers if isinstance(h, QueueHandler))
 
 
-class QueueHandler(logging.Handler):
-    """Renders the record on the caller's thread (cheap, no I/O) and hands the line to the writer thread."""
+def syslog_priority(levelno: int) -> int:
+    """sd-daemon(3) priority of a logging level: error 3, warning 4, info 6, debug 7 (critical 2)."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    return 6 if levelno >= logging.INFO else 7
 
-    def __init__(self, writer: QueueWriter) -> None:
+
+def is_journal_stream(out: TextIO, env: dict[str, str] | None = None) -> bool:
+    """True when `out` is the journald stream systemd connected (JOURNAL_STREAM=dev:inode names it, see
+    systemd.exec(5)); then each line gets an sd-daemon `<N>` prefix, which journald turns into its PRIORITY."""
+    value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in value.split(":"))
+        st = os.fstat(out.fileno())
+    except (ValueError, OSError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class QueueHandler(logging.Handler):
+    """Renders the record on the caller's thread (cheap, no I/O) and hands the line to the writer thread.
+    `priority_prefix`: start each line with `<N>` (sd-daemon), so `journalctl -p err` shows our error lines."""
+
+    def __init__(self, writer: QueueWriter, priority_prefix: bool = False) -> None:
         super().__init__()
         self.writer = writer
+        self.priority_prefix = priority_prefix
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.writer.write(self.format(record) + "\n")
+            line = self.format(record)
+            if self.priority_prefix:
+                line = f"<{syslog_priority(record.levelno)}>{line}"
+            self.writer.write(line + "\n")
         except Exception:  # a broken record must not take the caller down
             self.handleError(record)
 
@@ -113,10 +145,11 @@ def setup_logging(level: str = "info", fmt: str = "json", out: TextIO | None = N
                   queue_size: int = 10_000) -> QueueWriter:
     """Route structlog and stdlib logging to one queued handler on the root logger.
     Returns the writer so shutdown can flush it and metrics can report its drops."""
-    writer = QueueWriter(out or sys.stdout, maxsize=queue_size)
+    out = out or sys.stdout
+    writer = QueueWriter(out, maxsize=queue_size)
     renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=False))
-    handler = QueueHandler(writer)
+    handler = QueueHandler(writer, priority_prefix=is_journal_stream(out))
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,

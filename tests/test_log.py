@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import socket
 import threading
 
 import pytest
 import structlog
 
-from inspectd.log import QueueWriter, setup_logging
+from inspectd.log import QueueWriter, is_journal_stream, setup_logging
 
 
 @pytest.fixture
@@ -123,3 +124,34 @@ def test_drops_are_reported_as_a_log_line_and_a_metric(logged):
     report = [e for e in lines if e["event"] == "log_lines_dropped"]
     assert len(report) == 1 and report[0]["dropped_total"] == 7 and report[0]["level"] == "warning"
     assert [e["i"] for e in lines if e["event"] == "burst"] == list(range(5))
+
+
+def test_lines_to_journald_carry_their_syslog_priority(tmp_path, monkeypatch):
+    """systemd names the journal stream in JOURNAL_STREAM (dev:inode of our stdout): then every line starts with
+    its sd-daemon priority, which journald stores as PRIORITY (`journalctl -p err` shows reload_rejected)."""
+    out = (tmp_path / "stream").open("w")
+    st = os.fstat(out.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+    root_level = logging.getLogger().level
+    writer = setup_logging("debug", "json", out)
+    try:
+        structlog.get_logger("inspectd.daemon").error("reload_rejected", problems=["x"])
+        structlog.get_logger("inspectd.archive").warning("archive_slow")
+        structlog.get_logger("inspectd.daemon").info("ready")
+        structlog.get_logger("inspectd.daemon").debug("detail")
+        logging.getLogger("pymodbus").critical("library line")
+    finally:
+        writer.close()
+        out.close()
+        logging.getLogger().handlers.clear()
+        logging.getLogger().setLevel(root_level)
+        logging.captureWarnings(False)
+        structlog.reset_defaults()
+    lines = (tmp_path / "stream").read_text().splitlines()
+    assert [line[:3] for line in lines] == ["<3>", "<4>", "<6>", "<7>", "<2>"]
+    assert json.loads(lines[0][3:])["event"] == "reload_rejected"
+    other = io.StringIO()  # not the journal stream (a pipe, a file, a terminal): plain JSON lines
+    assert not is_journal_stream(other, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    with (tmp_path / "other").open("w") as f:
+        assert not is_journal_stream(f, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        assert not is_journal_stream(f, {})

@@ -86,8 +86,8 @@ def test_sighup_rejects_a_broken_config_keeps_serving_then_applies_a_valid_one(t
         rejected = daemon.wait_event("reload_rejected", 10, after=1)
         assert rejected is not None
         assert rejected["problems"] == [f"{product_file}:{bad_line}: rules[0].min_score: must be <= 1 for a "
-                                        "classifier's probabilities (got 2.0); scores in other units need kind: "
-                                        "anomaly"]
+                                        "classifier's probabilities (got 2); raw scores (logits) need "
+                                        "model.activation: none"]
         _serving(notify, daemon, parts_in_status(notify.messages[-1]))
         assert daemon.events("reloaded") == []
 

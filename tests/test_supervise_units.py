@@ -171,7 +171,7 @@ def test_unit_matches_the_daemon_contract(unit: str) -> None:
     assert JournalConfig().disk_full_wait_s + 30 < int(s["TimeoutStartSec"][0])
     # The internal watchdog (stall_s) must act before systemd's, so a stall ends with its own code and stacks.
     assert float(s["WatchdogSec"][0]) > WatchdogConfig().stall_s
-    assert "--journal /var/lib/inspectd" in s["ExecStart"][0]
+    assert "--journal %S/inspectd" in s["ExecStart"][0]  # /var/lib/inspectd[-LINE]/ (the state directory)
     # Explicit descriptor limit (the 1024 default was exhausted by a connection flood before the Modbus cap).
     assert int(s["LimitNOFILE"][0]) >= 4096
 

@@ -70,7 +70,7 @@ class Pipeline:
         self.admission = Admission(q_pre, self.slots, self.expected_latency_s, self.timing.deadline_s)
         # A free-run source that can wait (a replay without rate_hz) is paced like a limited one: it is admitted
         # when the stages can take it, never overrun into `overflow` fail-safes.
-        waits = triggers is None and isinstance(source, Finite) and source.can_wait
+        waits = triggers is None and self.slots is None and isinstance(source, Finite) and source.can_wait
         own_pace = (self.slots is not None or waits) and not reserved_triggers
         self.acquire = AcquireStage(
             source=source, outq=q_pre, bus=self.bus, stamp=self.stamps["acquire"], new_part=self._new_part,
