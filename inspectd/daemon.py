@@ -128,7 +128,7 @@ class Daemon:
         log.info("starting", station=st.name, product=st.product, products=sorted(self.config.products),
                  budget_ms=st.cycle_budget_ms, pid=os.getpid())
         if st.metrics.enabled:  # first, so /healthz answers (and /readyz says why not) while models load
-            self.metrics = Metrics.for_daemon(self, CycleTiming.of(st).budget_s)
+            self.metrics = Metrics.for_daemon(self, CycleTiming.of(st).budget_s, st.metrics.cache_s)
         journal_path = self.options.journal_path or st.journal.path
         if self.metrics:
             if st.console.enabled:

@@ -286,7 +286,7 @@ class Metrics:
 
     def __init__(self, budget_s: float, *, collectors: list[Collector] | None = None,
                  ready: Callable[[], Mapping[str, bool]] = dict, sensors: HostSensors | None = None,
-                 liveness: Liveness | None = None, queue_size: int = 10_000) -> None:
+                 liveness: Liveness | None = None, queue_size: int = 10_000, cache_s: float = 0.0) -> None:
         self.registry = CollectorRegistry()
         self.ready = ready
         self.liveness = liveness  # the main loop's heartbeat: /healthz answers 503 when it is overdue
@@ -310,11 +310,18 @@ class Metrics:
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="metrics", daemon=True)
         self.server: HealthServer | None = None
+        self._render = threading.Condition()  # single flight: concurrent scrapes share one render
+        self._rendering = False
+        self._rendered = 0
+        self._last: bytes = b""
+        self._last_t = -1e9
+        self.cache_s = cache_s  # metrics.cache_s: a render is served this long
+        self.renders = 0
 
     @classmethod
-    def for_daemon(cls, daemon: StationState, budget_s: float) -> Metrics:
+    def for_daemon(cls, daemon: StationState, budget_s: float, cache_s: float = 0.0) -> Metrics:
         return cls(budget_s, collectors=[DaemonCollector(daemon)], ready=lambda: readiness(daemon),
-                   sensors=HostSensors(), liveness=daemon.liveness)
+                   sensors=HostSensors(), liveness=daemon.liveness, cache_s=cache_s)
 
     # -- hot path -------------------------------------------------------------------------------
     def submit(self, verdict: Verdict, part: Part | None = None) -> None:
@@ -381,7 +388,29 @@ class Metrics:
         return 200, body
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """Prometheus text. A scrape that arrives while another is being rendered gets that render (it began
+        at most one render's time before): fifty scrapers cost about one render at a time, not fifty."""
+        with self._render:
+            if self.cache_s and time.monotonic() - self._last_t < self.cache_s:
+                return self._last
+            if self._rendering:
+                seen = self._rendered
+                self._render.wait_for(lambda: self._rendered != seen or not self._rendering, timeout=10.0)
+                if self._rendered != seen:
+                    return self._last
+            self._rendering = True  # (the other render failed or hung: render ourselves)
+        data = b""
+        try:
+            data = generate_latest(self.registry)
+            return data
+        finally:
+            with self._render:
+                self._rendering = False
+                if data:
+                    self._last, self._last_t = data, time.monotonic()
+                    self._rendered += 1
+                    self.renders += 1
+                self._render.notify_all()
 
 
 class _SelfCollector(Collector):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 import urllib.request
 import zipfile
 from io import BytesIO
@@ -95,3 +96,51 @@ def test_read_only_without_a_token_and_capped_streams(tmp_path: Path) -> None:
             for s in streams:
                 s.close()
         assert threading.active_count() < 200
+
+
+def test_concurrent_scrapes_share_renders() -> None:
+    """Single flight: scrapes that arrive during a render get that render; none gets a partial or empty body."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from inspectd.metrics import Metrics
+
+    class Slow:  # a render that takes a while, like a daemon's full registry on a busy machine
+        def collect(self):  # type: ignore[no-untyped-def]
+            time.sleep(0.05)
+            yield GaugeMetricFamily("slow_render", "a slow collector", value=1.0)
+
+    m = Metrics(0.05, collectors=[Slow()])  # type: ignore[list-item]
+    m.start("127.0.0.1", 0)
+    try:
+        assert m.server is not None
+        url = f"http://127.0.0.1:{m.server.port}/metrics"
+        bodies: list[bytes] = []
+        barrier = threading.Barrier(16)
+
+        def scrape() -> None:
+            barrier.wait()
+            for _ in range(10):
+                bodies.append(get(url)[1])
+
+        threads = [threading.Thread(target=scrape) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(bodies) == 160 and all(b"slow_render 1.0" in b and b"inspectd_cycle_budget" in b for b in bodies)
+        assert m.renders <= 80, m.renders  # without sharing: 160 renders
+    finally:
+        m.close()
+
+
+def test_metrics_cache_serves_one_render_to_every_scraper() -> None:
+    from inspectd.metrics import Metrics
+
+    m = Metrics(0.05, cache_s=60.0)
+    m.start("127.0.0.1", 0)
+    try:
+        assert m.server is not None
+        bodies = [get(f"http://127.0.0.1:{m.server.port}/metrics")[1] for _ in range(20)]
+        assert m.renders == 1 and len(set(bodies)) == 1 and b"inspectd_cycle_budget_seconds 0.05" in bodies[0]
+    finally:
+        m.close()

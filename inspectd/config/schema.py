@@ -226,6 +226,8 @@ class MetricsConfig(Model):
     enabled: bool = Field(True, description="serve Prometheus metrics, /healthz and /readyz")
     address: str = Field("127.0.0.1", description="bind address (localhost by default)")
     port: int = Field(9108, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    cache_s: float = Field(0.0, ge=0, le=60, description="serve a /metrics render this long to every scraper "
+                           "(bounds the cost of many scrapers); 0: render per scrape")
 
 
 class ConsoleConfig(Model):

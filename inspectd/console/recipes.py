@@ -10,6 +10,7 @@ file gets its old text back. Every request, refused or applied, is an audit row 
 from __future__ import annotations
 
 import hmac
+import os
 import re
 import threading
 import time
@@ -145,17 +146,17 @@ class Recipes:
         except (OSError, ValueError, YamlSyntaxError, YamlContentError) as e:
             self.store.audit(who, client, "set_threshold", target, str(old), str(new), f"refused: {e}")
             return Outcome(400, {"error": str(e)})
-        path.write_text(edited)
+        write_atomic(path, edited)
         try:
             load_config(config.station_path)  # exactly what check-config validates
         except ConfigError as e:
-            path.write_text(text)
+            write_atomic(path, text)
             self.store.audit(who, client, "set_threshold", target, str(old), str(new), "refused: invalid",
                              "\n".join(e.problems))
             return Outcome(400, {"error": "invalid", "problems": e.problems})
         applied = self._reload()
         if not applied:
-            path.write_text(text)  # the daemon kept the old recipe: the file says so again
+            write_atomic(path, text)  # the daemon kept the old recipe: the file says so again
             self.store.audit(who, client, "set_threshold", target, str(old), str(new),
                              "refused: reload rejected (see the log: reload_rejected)")
             return Outcome(409, {"error": "reload rejected: the running recipe is unchanged (see the log)"})
@@ -174,6 +175,13 @@ class Recipes:
                 return False
             sleep(0.05)
         return False
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """A reload (or check-config) reading the file meanwhile sees the old text or the new, never half of one."""
+    tmp = path.with_name(f".{path.name}.console-tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def edit_min_score(path: Path, text: str, index: int, value: float) -> str:
