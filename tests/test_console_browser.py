@@ -53,6 +53,12 @@ def test_console_in_chromium(tmp_path: Path) -> None:
             # A reject appears in the gallery with its heatmap; one click opens its images and journal row.
             page.click("nav button[data-tab=rejects]")
             page.wait_for_selector(".thumb img", timeout=60_000)
+            # Rejects by the model (a deadline fail-safe on a loaded machine has a frame but no heatmap).
+            page.wait_for_selector("#f-reason option[value=defect]", state="attached", timeout=60_000)
+            page.select_option("#f-reason", "defect")
+            page.wait_for_function("() => { const t = [...document.querySelectorAll('.thumb')]; "
+                                   "return t.length > 0 && t.every(x => x.textContent.includes('defect')); }",
+                                   timeout=30_000)
             thumb = page.locator(".thumb img").first
             page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle(),
                                    timeout=30_000)
