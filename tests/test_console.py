@@ -144,3 +144,48 @@ def test_metrics_cache_serves_one_render_to_every_scraper() -> None:
         assert m.renders == 1 and len(set(bodies)) == 1 and b"inspectd_cycle_budget_seconds 0.05" in bodies[0]
     finally:
         m.close()
+
+
+def test_live_feed_keeps_references_at_a_bounded_rate() -> None:
+    """The hot-path sink: every latency kept (bounded), at most ~2x fps shots however fast verdicts come."""
+    from inspectd.console.feed import LiveFeed
+    from inspectd.types import Outcome, Verdict
+
+    feed = LiveFeed(fps=2.0, latencies=100)
+    t0 = time.monotonic()
+    for i in range(5000):
+        outcome = Outcome.REJECT if i % 3 == 0 else Outcome.PASS
+        feed.submit(Verdict(seq=i, part_id=i, product="p", outcome=outcome, reason="", result_code=0, plc_ok=True,
+                            score=0.1, scores={}, t_trigger=0.0, t_verdict=0.002, truth=None, model_sha256="",
+                            stage_ms={}, wall_time=0.0))
+    elapsed = time.monotonic() - t0
+    assert len(feed.latency_ms) == 100 and feed.latency_ms[-1] == 2.0
+    assert 1 <= feed.shots <= 2 * (2.0 * elapsed + 1)
+    assert feed.latest is not None and feed.latest.frame is None
+
+
+def test_threshold_edit_keeps_the_file_and_its_comments(tmp_path: Path) -> None:
+    from inspectd.config.load import load_product
+    from inspectd.console.recipes import edit_min_score
+    from tests.conftest import DEMO
+
+    path = tmp_path / "disc-a.yaml"
+    text = (DEMO / "products" / "disc-a.yaml").read_text().replace("../../../engines/", str(DEMO.parent.parent /
+                                                                                               "engines") + "/")
+    path.write_text(text)
+    edited = edit_min_score(path, text, 0, 0.65)
+    changed = [(a, b) for a, b in zip(text.splitlines(), edited.splitlines(), strict=True) if a != b]
+    assert len(changed) == 1 and "min_score: 0.65" in changed[0][1] and "#" in edited
+    path.write_text(edited)
+    assert load_product(path).rules[0].min_score == 0.65
+
+
+def test_shift_start() -> None:
+    from datetime import datetime
+
+    from inspectd.console.app import shift_start
+
+    now = datetime(2026, 12, 2, 15, 30).timestamp()
+    assert shift_start(now, [6, 14, 22]) == datetime(2026, 12, 2, 14, 0).timestamp()
+    early = datetime(2026, 12, 2, 3, 0).timestamp()
+    assert shift_start(early, [6, 14, 22]) == datetime(2026, 12, 1, 22, 0).timestamp()
