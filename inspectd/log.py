@@ -84,6 +84,17 @@ class QueueWriter:
             self.out.flush()
 
 
+def adopt_loggers(prefix: str, level: int = logging.WARNING) -> None:
+    """Route a library's loggers back through our JSON handler. harvesters gives each of its loggers a plain-text
+    StreamHandler of its own and propagate=False, which would put unparsable lines on stderr beside ours; call this
+    after importing such a library (and after it may have made new loggers)."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name == prefix or name.startswith(prefix + ".")):
+            logger.handlers.clear()
+            logger.propagate = True
+            logger.setLevel(level)
+
+
 def dropped_lines() -> int:
     """Log lines dropped by the handlers setup_logging installed (0 before it ran): for metrics."""
     return sum(h.writer.dropped for h in logging.getLogger().handlers if isinstance(h, QueueHandler))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -70,9 +71,29 @@ def test_pymodbus_lines_come_out_as_json(logged):
 
 
 def test_stdlib_extra_fields_are_kept(logged):
-    logging.getLogger("harvesters.core").warning("device %s gone", "cam0", extra={"serial": "A1"})
+    logging.getLogger("inspectd.test.thirdparty").warning("device %s gone", "cam0", extra={"serial": "A1"})
     (event,) = logged()
-    assert event == {**event, "event": "device cam0 gone", "logger": "harvesters.core", "serial": "A1"}
+    assert event == {**event, "event": "device cam0 gone", "logger": "inspectd.test.thirdparty", "serial": "A1"}
+
+
+def test_harvesters_lines_come_out_as_json(logged):
+    """The real harvesters gives its loggers their own plain-text handler and propagate=False; once the GenICam
+    device layer is imported, their lines still come out as JSON through our handler, and nothing else."""
+    from tests.genicam.provision import harvesters_importable
+
+    harvesters_importable()
+    import harvesters.core
+
+    import inspectd.camera.genicam_device as dev
+
+    harvesters.core.Harvester().reset()  # makes its loggers the way a station does
+    dev.adopt_loggers("harvesters")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        logging.getLogger("harvesters.core").warning("device %s gone", "cam0")
+    events = logged()
+    assert [e["event"] for e in events if e["logger"] == "harvesters.core"] == ["device cam0 gone"]
+    assert err.getvalue() == ""  # no plain-text copy on stderr
 
 
 class _Stuck(io.StringIO):

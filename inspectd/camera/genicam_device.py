@@ -20,7 +20,10 @@ from genicam.gentl import ACQ_STOP_FLAGS_LIST
 from harvesters.core import Harvester, ImageAcquirer
 
 from inspectd.errors import CameraError
+from inspectd.log import adopt_loggers
 from inspectd.types import Frame
+
+adopt_loggers("harvesters")  # its loggers print plain text past our handler otherwise
 
 log = structlog.get_logger("inspectd.camera.genicam")
 
@@ -88,6 +91,7 @@ def describe(info: Any) -> dict[str, str]:
 
 def new_harvester(producers: Sequence[Path]) -> Harvester:
     h = Harvester()
+    adopt_loggers("harvesters")  # Harvester() makes loggers of its own the same way
     try:
         for p in producers:
             h.add_file(str(p), check_existence=True, check_validity=True)
