@@ -78,3 +78,31 @@ def test_atomic_write_is_world_readable(tmp_path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.engine").stat().st_mode) == 0o644
+
+
+def test_eval_lists_every_misclassified_file_and_writes_them_with_heatmaps(data, tmp_path, capsys) -> None:
+    import csv
+
+    import cv2
+    import yaml
+
+    from tests.engine_fixtures import product_dict
+
+    pr = product_dict(data["model"])
+    pr["rules"][0]["min_score"] = 1e-6  # rejects everything: every good part is a miss, known in advance
+    product = tmp_path / "strict.yaml"
+    product.write_text(yaml.safe_dump(pr, sort_keys=False))
+    good = sorted(f"pass/{p.name}" for p in (data["test"] / "pass").glob("*.png"))  # ImageFolder layout
+    errors = tmp_path / "errs"
+    assert _run("eval", "--product", str(product), "--images", str(data["test"]), "--model", str(data["model"]),
+                "--repeat", "1", "--png", "", "--errors", str(errors)) == 0
+    out = capsys.readouterr().out
+    assert f"parts.onnx: {len(good)} misclassified:" in out
+    listed = [line.split(":")[0].strip() for line in out.splitlines() if ": truth pass, got reject" in line]
+    assert sorted(listed) == good  # every one, by name, none hidden
+    written = sorted(p.name for p in (errors / "parts.onnx" / "pass_as_reject").glob("*.jpg"))
+    assert written == sorted(g.replace("/", "__") + ".jpg" for g in good)
+    first = cv2.imread(str(next((errors / "parts.onnx" / "pass_as_reject").glob("*.jpg"))))
+    assert first is not None and first.shape[0] > 0
+    rows = list(csv.DictReader((errors / "parts.onnx" / "misses.csv").open()))
+    assert sorted(r["file"] for r in rows) == good and {r["verdict"] for r in rows} == {"reject"}

@@ -115,3 +115,16 @@ def test_replay_run_is_paced_journals_each_file_and_stops_at_the_end(tmp_path: P
     assert [row[0] for row in rows] == sorted(names)  # each row names its file, once, in replay order
     assert [row[1] for row in rows] == ["reject"] * 10 + ["pass"] * 10 + ["reject"]  # defect/ sorts first
     assert not [row for row in rows if row[2] == "failsafe"]
+
+
+def test_bench_on_a_small_non_looping_folder_finishes(tmp_path: Path) -> None:
+    """Six images, loop false (the default), 10 parts plus the 50-part warm-up: the bench loops the folder for
+    its own run instead of waiting 600 s for parts that never come, then tripping over a missing frame."""
+    for i in range(6):
+        _img(tmp_path / "images" / "good" / f"{i}.png", level=20 + 10 * i)
+    st = write_station(tmp_path, {"camera": {"type": "replay", "folder": str(tmp_path / "images")}})
+    r = subprocess.run([sys.executable, "-m", "inspectd.cli", "bench", "--config", str(st), "--parts", "10",
+                        "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert report["parts"] == 10 and report["naive_fps"] > 0

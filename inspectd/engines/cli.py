@@ -193,6 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inspectd.engines.compare import model_precision, runtime_for_model
     from inspectd.engines.evaluate import evaluate, plot, table
     from inspectd.engines.images import labelled_frames
+    from inspectd.engines.misses import listing, write_misses
     from inspectd.engines.roc import read_kinds
 
     product = _product(args.product)
@@ -209,6 +210,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         finally:
             rt.close()
     print(table(results))
+    for r in results:  # the misclassified images by name, every one of them
+        print(f"{r.name}: {len(r.misses)} misclassified" + (":" if r.misses else ""))
+        print("\n".join(listing(r)) if r.misses else "", end="\n" if r.misses else "")
+        if args.errors and r.misses:
+            print(f"  written with heatmaps to {write_misses(r, product, args.errors)}/")
     for r in results:  # per defect kind, when labels.csv names kinds (tools/make_dataset.py)
         by_kind = r.recall_by_kind(read_kinds(args.images))
         if by_kind:
@@ -241,6 +247,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--png", type=lambda s: Path(s) if s else None, default=Path("eval.png"),
                    help="plot file ('' for none)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    p.add_argument("--errors", type=lambda s: Path(s) if s else None, default=Path("eval-errors"),
+                   help="folder for the misclassified images, annotated with their heatmaps and scores, "
+                   "per model ('' for none)")
     p.set_defaults(func=cmd_eval)
 
 

@@ -17,6 +17,18 @@ from inspectd.types import Frame
 LABELS = ("pass", "reject")
 
 
+@dataclass(frozen=True)
+class Miss:
+    """A misclassified image: what it should have been, what the model made of it, and its heatmap if any."""
+
+    frame: Frame
+    truth: str
+    verdict: str
+    score: float
+    scores: dict[str, float]
+    heatmap: np.ndarray | None
+
+
 @dataclass
 class EvalResult:
     name: str  # model file
@@ -30,6 +42,7 @@ class EvalResult:
     rejected: list[bool] = field(default_factory=list)  # the verdict, same order
     files: list[str] = field(default_factory=list)
     threshold: float = float("nan")  # where the recipe's first rule rejects, in score units
+    misses: list[Miss] = field(default_factory=list)  # the misclassified images themselves (see engines/misses)
 
     @property
     def auroc(self) -> float:
@@ -90,7 +103,8 @@ def evaluate(runtime: ProductRuntime, frames: Sequence[Frame], *, precision: str
             result.latency_ms.append((time.perf_counter() - t0) * 1e3)
             if lap:
                 continue
-            decision = decide(runtime.postprocess(outputs), runtime.product)
+            findings = runtime.postprocess(outputs)
+            decision = decide(findings, runtime.product)
             verdict = decision.outcome.value
             result.confusion[LABELS.index(frame.truth), LABELS.index(verdict)] += 1
             result.scores.append(decision.score)
@@ -99,6 +113,9 @@ def evaluate(runtime: ProductRuntime, frames: Sequence[Frame], *, precision: str
             result.files.append(str(frame.meta.get("file", "?")))
             if verdict != frame.truth:
                 result.errors.append(f"{frame.meta.get('file', '?')}: truth {frame.truth}, got {verdict}")
+                heat = findings.extra.get("heatmap")
+                result.misses.append(Miss(frame, str(frame.truth), verdict, decision.score, dict(findings.scores),
+                                          None if heat is None else np.array(heat, np.float32, copy=True)))
     return result
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import cv2
 
-from inspectd.camera.replay import labelled_images, read_image
+from inspectd.camera.replay import dataset, read_image
 from inspectd.errors import CameraError
 from inspectd.types import Frame
 
 
-def load_frame(path: Path, pixel_format: str | None = None, truth: str | None = None) -> Frame:
+def load_frame(path: Path, pixel_format: str | None = None, truth: str | None = None,
+               ref: str | None = None) -> Frame:
     """A frame from an image file. Without `pixel_format`, a 1-channel file is Mono8 (Mono16 when 16-bit)
     and a colour file RGB8, which is how the replay camera would present them."""
     if pixel_format is None:
@@ -27,20 +28,20 @@ def load_frame(path: Path, pixel_format: str | None = None, truth: str | None = 
     else:
         img = read_image(path, pixel_format)
     return Frame(image=img, pixel_format=pixel_format, t_grab=time.monotonic(), truth=truth,
-                 meta={"file": path.name})
+                 meta={"file": ref or path.name})  # ref: the path within its folder, as the replay names it
 
 
 def labelled_frames(folder: Path, pixel_format: str | None = None, *, require_labels: bool = False,
                     limit: int | None = None) -> list[Frame]:
-    """Every image in `folder` (labels from labels.csv or pass/ and reject/ sub-folders)."""
+    """Every image in `folder` (labels from labels.csv or ImageFolder sub-folders: see camera.replay)."""
     if not folder.is_dir():
         raise CameraError(f"image folder not found: {folder}")
-    items = labelled_images(folder)
+    items = dataset(folder)
     if require_labels:
-        missing = [p.name for p, label in items if label is None]
+        missing = [it.rel for it in items if it.truth is None]
         if missing:
             raise CameraError(f"{len(missing)} image(s) in {folder} have no label (pass/ reject/ sub-folders or "
                               f"labels.csv), e.g. {missing[:3]}")
     if not items:
         raise CameraError(f"no images in {folder}")
-    return [load_frame(p, pixel_format, label) for p, label in items[:limit]]
+    return [load_frame(it.path, pixel_format, it.truth, it.rel) for it in items[:limit]]
