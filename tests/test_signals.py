@@ -144,7 +144,9 @@ def test_sigterm_leaves_the_plc_outputs_in_their_safe_state(tmp_path: Path) -> N
 
         assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
         end = time.monotonic() + 5
-        while not outputs().online and time.monotonic() < end:
+        # the link applies the daemon's set_ready on its own thread: STARTING (ONLINE, ERROR 6) may still be
+        # showing for a poll or two after systemd was told READY
+        while not ((o := outputs()).online and o.error_code == 0) and time.monotonic() < end:
             time.sleep(0.02)
         # Up and healthy. (READY itself also drops while results wait for an ACK this PLC never gives.)
         up = outputs()
