@@ -599,6 +599,9 @@ class PlcSim:
                  connect_timeout_s: float = 10.0, vision_hb_timeout_s: float = 3.0, ack_timeout_s: float = 5.0,
                  result_timeout_s: float = 10.0) -> None:
         self.io, self.lay, self.std = io, Layout(layout), Layout()
+        a, b = self.lay.cfg, self.std.cfg  # block starts are the IO's business; bits and word order the FB's
+        self.same_words = (a.control_bits, a.status_bits, a.word_order, a.byte_order) == (
+            b.control_bits, b.status_bits, b.word_order, b.byte_order)
         self.rng = random.Random(seed)
         self.next_part = first_part
         self.ack_delay = ack_delay_s
@@ -639,7 +642,7 @@ class PlcSim:
                 continue
             connected = True
             t_read = time.monotonic()
-            fb.block_b = words if self.lay.cfg == self.std.cfg else self.std.encode_b(self.lay.decode_b(words))
+            fb.block_b = words if self.same_words else self.std.encode_b(self.lay.decode_b(words))
             fb.now_ms = round((t_read - t0 - halted) * 1e3) & U32
             # the line: a part arrives at the camera and waits there until the FB has taken it; PartRequest
             # stays low for at least one scan between two parts (the FB reacts to its rising edge)
@@ -674,7 +677,7 @@ class PlcSim:
                 rep.verdicts[fb.verdict_part_id] = (fb.verdict_pass, fb.verdict_code)
             rep.missed_seen, rep.overrun_seen = fb.missed_count, fb.overrun_count
             rep.seq_gaps, rep.unknown_results = fb.seq_gaps, fb.unknown_results
-            out = list(fb.block_a) if self.lay.cfg == self.std.cfg else self.lay.encode_a(self.std.decode_a(fb.block_a))
+            out = list(fb.block_a) if self.same_words else self.lay.encode_a(self.std.decode_a(fb.block_a))
             if out != written:
                 try:
                     self.io.write_a(out)
