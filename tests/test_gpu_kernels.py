@@ -35,6 +35,13 @@ CASES = [
     ("RGB8", 1280, 1024, (0, 0, 0, 0), "area", 224, 224, 3, "rgb"),
     ("BGR8", 1280, 1024, (64, 32, 896, 896), "area", 224, 224, 3, "rgb"),
     ("RGB8", 640, 480, (0, 0, 0, 0), "letterbox", 224, 224, 3, "bgr"),
+    # Pillow's antialiased filters (torchvision on PIL images): the CPU reference runs Pillow itself
+    ("Mono8", 2448, 2048, (0, 0, 0, 0), "bilinear", 224, 224, 3, "rgb"),
+    ("Mono8", 640, 480, (0, 0, 0, 0), "bicubic", 224, 224, 3, "rgb"),
+    ("Mono8", 100, 80, (0, 0, 0, 0), "bicubic", 224, 224, 1, "mono"),  # upscale: plain cubic
+    ("RGB8", 640, 480, (0, 0, 0, 0), "resize_crop", 224, 224, 3, "rgb"),
+    ("BayerRG8", 1280, 1024, (0, 0, 0, 0), "resize_crop", 224, 224, 3, "bgr"),
+    ("Mono12", 640, 480, (0, 0, 0, 0), "bilinear", 160, 120, 1, "mono"),
 ]
 
 
@@ -227,3 +234,23 @@ def test_missing_pycuda_message_names_the_cause_and_the_fix(monkeypatch: pytest.
     monkeypatch.setattr(gpu, "_cuda_import_error", "ModuleNotFoundError: No module named 'pycuda'")
     with pytest.raises(BackendUnavailable, match=r"pycuda cannot be imported \(ModuleNotFoundError.*'tensorrt' extra"):
         gpu.require_cuda()
+
+
+def test_pillow_filters_antialias_and_centre_crop_geometry() -> None:
+    """bilinear is Pillow's antialiased one (a 1-pixel line at 10:1 keeps ~1/10 of its contrast instead of
+    vanishing between samples as OpenCV's stretch may); resize_crop is torchvision Resize(short) + CenterCrop."""
+    img = np.zeros((100, 1000), np.uint8)
+    img[:, 500] = 250  # one column, between OpenCV's 10:1 linear samples (at 494.5 and 504.5)
+    frame = Frame(image=img, pixel_format="Mono8", t_grab=0.0)
+    spec = InputSpec(width=100, height=10, channels=1)
+    got = {}
+    for mode in ("bilinear", "stretch"):
+        pp = Preprocess(resize=mode, color="mono", scale=1.0, mean=(0.0,), std=(1.0,))
+        got[mode] = CpuPreprocessor(pp, spec, ring=1)(frame)[0, 0].max()
+    assert 10 < got["bilinear"] < 30 and got["stretch"] < 1  # every source column counts, or none does
+    pp = Preprocess(resize="resize_crop", crop=0.875)
+    plan = make_plan(pp, InputSpec(width=224, height=224), 640, 480, "Mono8")
+    # torchvision: Resize(256) on 640x480 -> 341x256, CenterCrop(224) at (round(117 / 2), round(32 / 2))
+    assert (plan.scaled_w, plan.scaled_h, plan.crop_x, plan.crop_y) == (341, 256, 58, 16)
+    tx, ty = gk.resize_taps(plan)
+    assert tx.idx.shape[0] == 224 and ty.idx.shape[0] == 224

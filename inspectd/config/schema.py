@@ -57,11 +57,15 @@ class ModelRef(Model):
 
 class Preprocess(Model):
     roi: Roi = Field(default_factory=Roi, description="crop applied to the camera frame first")
-    resize: Literal["area", "stretch", "letterbox"] = Field(
+    resize: Literal["area", "stretch", "letterbox", "bilinear", "bicubic", "resize_crop"] = Field(
         "area",
         description="area: box-average downscale that keeps thin defects; stretch: linear to the input "
-        "size; letterbox: keep aspect ratio and pad",
+        "size (OpenCV); letterbox: keep aspect ratio and pad; bilinear / bicubic: PIL's (torchvision's) "
+        "antialiased bilinear / bicubic (a=-0.5) to the input size; resize_crop: keep aspect ratio, "
+        "antialiased bilinear so the input size is `crop` of the short side, then centre crop",
     )
+    crop: float = Field(0.875, gt=0, le=1, description="resize_crop: share of the resized image kept by the centre "
+                        "crop (torchvision Resize(256) + CenterCrop(224) = 0.875)")
     color: Literal["rgb", "bgr", "mono"] = Field("rgb", description="channel order the model expects")
     scale: float = Field(1 / 255, gt=0, description="pixel values are multiplied by this before mean/std")
     mean: tuple[float, ...] = Field((0.485, 0.456, 0.406), description="per-channel mean (after scale)")

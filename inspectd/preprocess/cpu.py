@@ -9,10 +9,23 @@ import numpy as np
 
 from inspectd.config.schema import InputSpec, Preprocess
 from inspectd.pixels import BAYER, MONO
-from inspectd.preprocess.plan import BAYER_TO_CV_RGB, Plan, make_plan
+from inspectd.preprocess.plan import BAYER_TO_CV_RGB, FILTERED, Plan, make_plan
 from inspectd.types import Frame
 
 _INTERP = {"area": cv2.INTER_AREA, "stretch": cv2.INTER_LINEAR, "letterbox": cv2.INTER_AREA}
+
+
+def pil_resample(img: np.ndarray, p: Plan) -> np.ndarray:
+    """bilinear / bicubic / resize_crop with Pillow (what torchvision's Resize does on PIL images), on float32
+    channels so nothing is rounded: HxWxC float32 of the fitted size."""
+    from PIL import Image
+
+    filt = Image.Resampling.BICUBIC if p.resize == "bicubic" else Image.Resampling.BILINEAR
+    chans = [img] if img.ndim == 2 else [img[..., c] for c in range(img.shape[2])]
+    box = (p.crop_x, p.crop_y, p.crop_x + p.fit_w, p.crop_y + p.fit_h)
+    out = [np.asarray(Image.fromarray(np.ascontiguousarray(c, np.float32)).resize((p.scaled_w, p.scaled_h), filt)
+                      .crop(box), np.float32) for c in chans]
+    return np.stack(out, axis=-1)
 
 
 def to_model_colour(roi: np.ndarray, pixel_format: str, color: str) -> np.ndarray:
@@ -56,8 +69,11 @@ class CpuPreprocessor:
         p = self.plan_for(frame)
         x, y, w, h = p.roi
         img = to_model_colour(frame.image[y:y + h, x:x + w], p.pixel_format, p.color)
-        resized = img if (w, h) == (p.fit_w, p.fit_h) else cv2.resize(img, (p.fit_w, p.fit_h),
-                                                                      interpolation=_INTERP[p.resize])
+        if p.resize in FILTERED:
+            resized = pil_resample(img, p)
+        else:
+            resized = img if (w, h) == (p.fit_w, p.fit_h) else cv2.resize(img, (p.fit_w, p.fit_h),
+                                                                          interpolation=_INTERP[p.resize])
         if resized.ndim == 2:
             resized = resized[..., None]
         out = self._ring[self._next]

@@ -12,6 +12,8 @@ Resize weights reproduce OpenCV's cv2.resize (the CPU reference) geometry:
   instead of being skipped as a sampling resize would.
 - stretch: INTER_LINEAR (2 taps, pixel-centre aligned, 11-bit fixed-point weights for 8-bit input as OpenCV).
 - area with an upscale on either axis: OpenCV's INTER_AREA upscale coefficients (2 taps).
+- bilinear, bicubic, resize_crop: Pillow's antialiased filters (float, as Pillow resizes mode F images; the CPU
+  path runs Pillow), resize_crop's centre crop as a window of the taps.
 Differences from the CPU path are then only OpenCV's rounding of its uint8/uint16 intermediate (the resized
 image); the GPU keeps the exact float average (see tolerance_levels and tests/gpu).
 
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inspectd.pixels import BAYER, COLOUR, MONO
-from inspectd.preprocess.plan import Plan
+from inspectd.preprocess.plan import FILTERED, Plan, resample_weights
 
 INTER_RESIZE_COEF_SCALE = 2048  # OpenCV's fixed-point scale for 8-bit linear resize weights
 
@@ -114,6 +116,8 @@ def is_linear(plan: Plan) -> bool:
     """True when cv2.resize interpolates (stretch, or area upscaling) rather than averaging cells."""
     _, _, w, h = plan.roi
     sx, sy = w / plan.fit_w, h / plan.fit_h
+    if plan.resize in FILTERED:
+        return True
     if plan.resize == "stretch":
         return (sx, sy) != (2, 2) and (sx, sy) != (1, 1)
     return sx < 1 or sy < 1
@@ -131,6 +135,11 @@ def resize_taps(plan: Plan) -> tuple[Taps, Taps]:
     """(x taps, y taps) from the ROI to the fitted size, chosen as cv2.resize dispatches."""
     _, _, w, h = plan.roi
     fw, fh = plan.fit_w, plan.fit_h
+    if plan.resize in FILTERED:  # Pillow's antialiased filters (the CPU path runs Pillow), then the crop window
+        bicubic = plan.resize == "bicubic"
+        rx = resample_weights(w, plan.scaled_w, bicubic)[plan.crop_x:plan.crop_x + fw]
+        ry = resample_weights(h, plan.scaled_h, bicubic)[plan.crop_y:plan.crop_y + fh]
+        return _pack(rx, w), _pack(ry, h)
     if (w, h) == (fw, fh):  # the CPU path skips cv2.resize: identity
         return _pack([[(i, 1.0)] for i in range(w)], w), _pack([[(i, 1.0)] for i in range(h)], h)
     interp = "linear" if plan.resize == "stretch" else "area"

@@ -36,6 +36,12 @@ class Plan:
     gain: np.ndarray  # per output channel: y = x * gain + bias, x in raw pixel units
     bias: np.ndarray
     dtype: str
+    # bilinear / bicubic / resize_crop: the ROI is resampled to scaled_w x scaled_h (PIL's antialiased filters)
+    # and the fitted image is its window at (crop_x, crop_y); for the other modes scaled = fit, crop = 0.
+    scaled_w: int = 0
+    scaled_h: int = 0
+    crop_x: int = 0
+    crop_y: int = 0
 
     @property
     def pad_value(self) -> np.ndarray:
@@ -64,5 +70,46 @@ def make_plan(pp: Preprocess, spec: InputSpec, frame_w: int, frame_h: int, pixel
     unit = pp.scale * 255.0 / pixel_max(pixel_format)
     gain = (unit / std).astype(np.float32)
     bias = (-mean / std).astype(np.float32)
+    scaled_w, scaled_h, crop_x, crop_y = fit_w, fit_h, 0, 0
+    if pp.resize == "resize_crop":  # torchvision Resize(short side) + CenterCrop: cover the input, then crop
+        s = max(spec.width / w, spec.height / h) / pp.crop
+        scaled_w, scaled_h = max(spec.width, round(w * s)), max(spec.height, round(h * s))
+        crop_x, crop_y = round((scaled_w - spec.width) / 2), round((scaled_h - spec.height) / 2)  # as CenterCrop
     return Plan(pixel_format, (x, y, w, h), spec.width, spec.height, channels, color, pp.resize,
-                fit_w, fit_h, (spec.width - fit_w) // 2, (spec.height - fit_h) // 2, gain, bias, spec.dtype)
+                fit_w, fit_h, (spec.width - fit_w) // 2, (spec.height - fit_h) // 2, gain, bias, spec.dtype,
+                scaled_w, scaled_h, crop_x, crop_y)
+
+
+FILTERED = ("bilinear", "bicubic", "resize_crop")  # resampled with PIL's antialiased filters (see resample_taps)
+
+
+def _triangle(x: float) -> float:
+    x = abs(x)
+    return 1.0 - x if x < 1.0 else 0.0
+
+
+def _cubic(x: float, a: float = -0.5) -> float:
+    x = abs(x)
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    if x < 2.0:
+        return (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return 0.0
+
+
+def resample_weights(ssize: int, dsize: int, bicubic: bool) -> list[list[tuple[int, float]]]:
+    """Per output index (source index, weight), as Pillow's precompute_coeffs (Resample.c) computes them: the
+    filter is widened by the downscale factor (antialiasing), so every source pixel contributes."""
+    support0, kernel = (2.0, _cubic) if bicubic else (1.0, _triangle)
+    scale = ssize / dsize
+    filterscale = max(scale, 1.0)
+    support = support0 * filterscale
+    rows = []
+    for xx in range(dsize):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), ssize)
+        ws = [kernel((x - center + 0.5) / filterscale) for x in range(xmin, xmax)]
+        total = sum(ws)
+        rows.append([(xmin + i, w / total if total else 0.0) for i, w in enumerate(ws)])
+    return rows
