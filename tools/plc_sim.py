@@ -1,9 +1,13 @@
 """PLC simulator: plays the line PLC's side of the inspectd handshake and checks every part gets its result.
 
-The simulated PLC program is a client of the shared registers: of the daemon itself (Modbus server
-mode) or of the PLC's own server that the daemon also talks to (Modbus client mode: a Modbus server;
-S7 mode: an S7 server's DB). Per part it writes PART_ID, raises TRIGGER, drops it on TRIGGER_ACK,
-latches each new result (RESULT_SEQ changed + RESULT_VALID), checks RESULT_PART_ID, and acknowledges.
+The simulated PLC program is `FbInspectdVision`, the line-by-line twin of the PLC-side reference program
+tools/plc/FB_InspectdVision.st (same sections, step names and transitions; tests/test_plc_programs.py checks
+it). It is a client of the shared registers: of the daemon itself (Modbus server mode) or of the PLC's own
+server that the daemon also talks to (Modbus client mode: a Modbus server; S7 mode: an S7 server's DB). Per
+part it writes PART_ID with TRIGGER when READY, drops TRIGGER on TRIGGER_ACK, latches each new (RUN_EPOCH,
+RESULT_SEQ) with RESULT_VALID, matches RESULT_PART_ID against its FIFO of triggered parts, acknowledges, and
+gives every part a verdict (a reject when the result is missing, late, or the vision system restarted or
+went quiet). `PlcSim` is the line around it; it gives up (exit 2) when the peer never answers.
 
   # against a running daemon (configs/demo/station-plc.yaml serves 127.0.0.1:5020)
   python tools/plc_sim.py modbus --port 5020 --parts 200
