@@ -106,3 +106,26 @@ def test_eval_lists_every_misclassified_file_and_writes_them_with_heatmaps(data,
     assert first is not None and first.shape[0] > 0
     rows = list(csv.DictReader((errors / "parts.onnx" / "misses.csv").open()))
     assert sorted(r["file"] for r in rows) == good and {r["verdict"] for r in rows} == {"reject"}
+
+
+def test_eval_recall_by_class_from_the_folder_layout(data, tmp_path, capsys) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "set"
+    rejects = sorted((data["test"] / "reject").glob("*.png"))
+    for p in (data["test"] / "pass").glob("*.png"):
+        (folder / "good").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / "good" / p.name)
+    for i, p in enumerate(rejects):  # class-level truth from defect/<kind>/
+        kind = "scratch" if i % 2 else "spot"
+        (folder / "defect" / kind).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / "defect" / kind / p.name)
+    js = tmp_path / "eval.json"
+    assert _run("eval", "--product", str(data["product"]), "--images", str(folder), "--model", str(data["model"]),
+                "--repeat", "1", "--png", "", "--errors", "", "--json", str(js)) == 0
+    [row] = json.loads(js.read_text())
+    by_kind = row["recall_by_kind"]
+    assert set(by_kind) == {"scratch", "spot"}
+    assert by_kind["spot"]["parts"] == (len(rejects) + 1) // 2 and by_kind["scratch"]["parts"] == len(rejects) // 2
+    assert "recall by kind: scratch" in capsys.readouterr().out

@@ -215,14 +215,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("\n".join(listing(r)) if r.misses else "", end="\n" if r.misses else "")
         if args.errors and r.misses:
             print(f"  written with heatmaps to {write_misses(r, product, args.errors)}/")
-    for r in results:  # per defect kind, when labels.csv names kinds (tools/make_dataset.py)
-        by_kind = r.recall_by_kind(read_kinds(args.images))
+    # per defect kind: labels.csv's kind column (tools/make_dataset.py), else the class the folder layout or a
+    # labels file's class_column gave (defect/scratch/x.png -> scratch)
+    from inspectd.camera.config import REJECT_LABELS
+
+    kinds = {str(f.meta["file"]): str(f.meta["class"]) for f in frames
+             if f.truth == "reject" and str(f.meta.get("class", "")).lower() not in ("", *REJECT_LABELS)}
+    kinds.update(read_kinds(args.images))
+    for r in results:
+        by_kind = r.recall_by_kind(kinds)
         if by_kind:
             print(f"{r.name} recall by kind: " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in by_kind.items()))
     if args.png:
         print(f"plot: {plot(results, args.png)}")
     if args.json:
-        kinds = read_kinds(args.images)
         args.json.write_text(json.dumps([{"model": r.name, "backend": r.backend, "precision": r.precision,
                                           "accuracy": r.accuracy, "auroc": r.auroc, "recall": r.recall,
                                           "specificity": r.specificity, "threshold": r.threshold,

@@ -13,7 +13,7 @@ from inspectd.types import Frame
 
 
 def load_frame(path: Path, pixel_format: str | None = None, truth: str | None = None,
-               ref: str | None = None) -> Frame:
+               ref: str | None = None, cls: str | None = None) -> Frame:
     """A frame from an image file. Without `pixel_format`, a 1-channel file is Mono8 (Mono16 when 16-bit)
     and a colour file RGB8, which is how the replay camera would present them."""
     if pixel_format is None:
@@ -28,7 +28,8 @@ def load_frame(path: Path, pixel_format: str | None = None, truth: str | None = 
     else:
         img = read_image(path, pixel_format)
     return Frame(image=img, pixel_format=pixel_format, t_grab=time.monotonic(), truth=truth,
-                 meta={"file": ref or path.name})  # ref: the path within its folder, as the replay names it
+                 # ref: the path within its folder, cls: the class-level truth, as the replay camera gives them
+                 meta={"file": ref or path.name} | ({"class": cls} if cls else {}))
 
 
 def labelled_frames(folder: Path, pixel_format: str | None = None, *, require_labels: bool = False,
@@ -44,4 +45,4 @@ def labelled_frames(folder: Path, pixel_format: str | None = None, *, require_la
                               f"labels.csv), e.g. {missing[:3]}")
     if not items:
         raise CameraError(f"no images in {folder}")
-    return [load_frame(it.path, pixel_format, it.truth, it.rel) for it in items[:limit]]
+    return [load_frame(it.path, pixel_format, it.truth, it.rel, it.cls) for it in items[:limit]]
