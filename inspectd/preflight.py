@@ -17,7 +17,7 @@ from inspectd.camera.config import GenICamConfig, ReplayConfig, SyntheticConfig
 from inspectd.config.load import ConfigReport, format_error
 from inspectd.config.schema import ProductConfig, StationConfig
 from inspectd.config.yamlfile import YamlDoc
-from inspectd.errors import BackendUnavailable, InspectdError
+from inspectd.errors import BackendUnavailable, ConfigError, InspectdError
 
 
 @dataclass
@@ -75,7 +75,11 @@ def _frame_size(st: StationConfig, doc: YamlDoc, out: Preflight) -> tuple[int, i
         if not cam.folder.is_dir():
             out.problems.append(format_error(doc, ("camera", "folder"), f"folder not found: {cam.folder}"))
             return None
-        items = labelled_images(cam.folder)
+        try:
+            items = labelled_images(cam.folder, cam.labels)
+        except ConfigError as e:  # a labels file or folder layout problem: already file:line
+            out.problems.extend(e.problems)
+            return None
         if not items:
             out.problems.append(format_error(doc, ("camera", "folder"), f"no images in {cam.folder}"))
             return None

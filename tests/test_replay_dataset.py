@@ -16,7 +16,7 @@ import pytest
 
 from inspectd.camera.config import LabelsConfig, ReplayConfig
 from inspectd.camera.replay import ReplaySource, dataset, read_image
-from inspectd.errors import CameraError
+from inspectd.errors import ConfigError
 from tests.conftest import ROOT, write_station
 
 
@@ -44,7 +44,7 @@ def test_imagefolder_layout_gives_truth_class_and_relative_path(tmp_path: Path) 
 def test_unknown_folder_name_is_an_error_not_missing_truth(tmp_path: Path) -> None:
     _img(tmp_path / "good" / "a.png")
     _img(tmp_path / "maybe" / "b.png")
-    with pytest.raises(CameraError, match=r"maybe: folder name 'maybe' is no known label"):
+    with pytest.raises(ConfigError, match=r"maybe: folder name 'maybe' is no known label"):
         dataset(tmp_path)
     # named in the config, the class folder is a reject class
     items = dataset(tmp_path, LabelsConfig(reject_labels=["maybe"]))
@@ -73,20 +73,33 @@ def test_unknown_label_is_an_error_with_file_and_line(tmp_path: Path) -> None:
     _img(tmp_path / "a.png")
     _img(tmp_path / "b.png")
     (tmp_path / "labels.csv").write_text("file,label\na.png,pass\nb.png,Reject?\n")
-    with pytest.raises(CameraError, match=r"labels\.csv:3: unknown label 'Reject\?'"):
+    with pytest.raises(ConfigError, match=r"labels\.csv:3: unknown label 'Reject\?'"):
         dataset(tmp_path)
     (tmp_path / "labels.csv").write_text("file,label\na.png,PASS\nb.png,Reject\n")  # case does not matter
     assert [it.truth for it in dataset(tmp_path)] == ["pass", "reject"]
     (tmp_path / "labels.csv").write_text("name,label\na.png,pass\n")
-    with pytest.raises(CameraError, match=r"labels\.csv:1: labels\.file_column: no column 'file'"):
+    with pytest.raises(ConfigError, match=r"labels\.csv:1: labels\.file_column: no column 'file'"):
         dataset(tmp_path)
+
+
+def test_dataset_problems_are_config_errors_for_check_config_and_run(tmp_path: Path) -> None:
+    """An unknown label is a recipe problem: check-config lists it with file:line, run exits 2 (which systemd does
+    not restart forever), never a traceback or the camera's exit 71."""
+    _img(tmp_path / "images" / "a.png")
+    (tmp_path / "images" / "labels.csv").write_text("file,label\na.png,Reject?\n")
+    st = write_station(tmp_path, {"camera": {"type": "replay", "folder": str(tmp_path / "images")}})
+    for cmd in (["check-config", "--config", str(st)], ["run", "--config", str(st)]):
+        r = subprocess.run([sys.executable, "-m", "inspectd.cli", *cmd], capture_output=True, text=True, cwd=ROOT,
+                           timeout=120)
+        assert r.returncode == 2, (cmd, r.stdout[-1500:], r.stderr[-1500:])
+        assert "labels.csv:2: unknown label 'Reject?'" in r.stdout + r.stderr and "Traceback" not in r.stderr
 
 
 def test_16_bit_png_is_refused_in_an_8_bit_replay(tmp_path: Path) -> None:
     path = _img(tmp_path / "deep.png", level=663, dtype=np.uint16, size=16)
-    with pytest.raises(CameraError, match=r"deep\.png: 16-bit image in a Mono8 replay"):
+    with pytest.raises(ConfigError, match=r"deep\.png: 16-bit image in a Mono8 replay"):
         read_image(path, "Mono8")
-    with pytest.raises(CameraError, match="16-bit image in a Mono8 replay"):
+    with pytest.raises(ConfigError, match="16-bit image in a Mono8 replay"):
         ReplaySource(ReplayConfig(type="replay", folder=tmp_path)).open()
     img = read_image(path, "Mono16")
     assert img.dtype == np.uint16 and int(img.max()) == 663

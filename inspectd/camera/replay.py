@@ -18,7 +18,7 @@ import numpy as np
 
 from inspectd.camera.bank import FrameBank, Shot
 from inspectd.camera.config import LabelsConfig, ReplayConfig
-from inspectd.errors import CameraError
+from inspectd.errors import CameraError, ConfigError
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".pgm", ".ppm"}
 
@@ -51,11 +51,11 @@ def _column(spec: str | int, header: list[str] | None, path: Path, what: str) ->
     if spec.isdigit():
         return int(spec)
     if header is None:
-        raise CameraError(f"{path}:1: labels.{what}: {spec!r} names a column but the file has no header row "
-                          f"(give a 0-based index)")
+        raise ConfigError([f"{path}:1: labels.{what}: {spec!r} names a column but the file has no header row "
+                          f"(give a 0-based index)"])
     names = [h.strip() for h in header]
     if spec not in names:
-        raise CameraError(f"{path}:1: labels.{what}: no column {spec!r} (columns: {names})")
+        raise ConfigError([f"{path}:1: labels.{what}: no column {spec!r} (columns: {names})"])
     return names.index(spec)
 
 
@@ -68,7 +68,7 @@ def read_labels(folder: Path, cfg: LabelsConfig) -> dict[str, tuple[str, str]] |
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise CameraError(f"{path}: cannot read labels file: {e}") from e
+        raise ConfigError([f"{path}: cannot read labels file: {e}"]) from e
     rows = list(csv.reader(text.splitlines(), delimiter=cfg.delimiter))
     if not rows:
         return {}
@@ -88,13 +88,13 @@ def read_labels(folder: Path, cfg: LabelsConfig) -> dict[str, tuple[str, str]] |
             continue
         need = max(fcol, lcol, ccol if ccol is not None else 0)
         if len(row) <= need:
-            raise CameraError(f"{path}:{line}: {len(row)} column(s), need {need + 1} (delimiter "
-                              f"{cfg.delimiter!r})")
+            raise ConfigError([f"{path}:{line}: {len(row)} column(s), need {need + 1} (delimiter "
+                              f"{cfg.delimiter!r})"])
         label = row[lcol].strip()
         truth = labels.truth(label)
         if truth is None:
-            raise CameraError(f"{path}:{line}: unknown label {label!r} (known: {labels.known()}; set "
-                              f"camera.labels.pass_labels / reject_labels)")
+            raise ConfigError([f"{path}:{line}: unknown label {label!r} (known: {labels.known()}; set "
+                              f"camera.labels.pass_labels / reject_labels)"])
         cls = row[ccol].strip() if ccol is not None and row[ccol].strip() else label
         out[row[fcol].strip()] = (truth, cls)
     return out
@@ -119,8 +119,8 @@ def dataset(folder: Path, cfg: LabelsConfig | None = None) -> list[Item]:
             top = rel.parts[0]
             truth = labels.truth(top)
             if truth is None:
-                raise CameraError(f"{folder / top}: folder name {top!r} is no known label ({labels.known()}; "
-                                  f"set camera.labels.pass_labels / reject_labels, or give a labels file)")
+                raise ConfigError([f"{folder / top}: folder name {top!r} is no known label ({labels.known()}; "
+                                  f"set camera.labels.pass_labels / reject_labels, or give a labels file)"])
             cls = rel.parts[1] if len(rel.parts) > 2 else top
         out.append(Item(p, key, truth, cls))
     return out
@@ -138,8 +138,8 @@ def read_image(path: Path, pixel_format: str) -> np.ndarray:
         raise CameraError(f"cannot read image {path}")
     if img.dtype != np.uint8 and pixel_format.endswith("8"):
         # silently scaled or passed on, a 16-bit file gives tensor values far outside what the model learnt
-        raise CameraError(f"{path}: {img.dtype.itemsize * 8}-bit image in a {pixel_format} replay (set "
-                          f"camera.pixel_format: Mono16, or convert the images to 8 bits)")
+        raise ConfigError([f"{path}: {img.dtype.itemsize * 8}-bit image in a {pixel_format} replay (set "
+                          f"camera.pixel_format: Mono16, or convert the images to 8 bits)"])
     if pixel_format == "RGB8":
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif pixel_format != "BGR8" and img.ndim == 3:
@@ -155,8 +155,8 @@ class ReplaySource(FrameBank):
         self.cfg = cfg
 
     def _make_bank(self) -> list[Shot]:
-        if not self.cfg.folder.is_dir():
-            raise CameraError(f"replay folder not found: {self.cfg.folder}")
+        if not self.cfg.folder.is_dir():  # a recipe problem: exit 2, which systemd does not restart forever
+            raise ConfigError([f"camera.folder: replay folder not found: {self.cfg.folder}"])
         items = dataset(self.cfg.folder, self.cfg.labels)
         if not items:
             raise CameraError(f"no images in {self.cfg.folder}")
