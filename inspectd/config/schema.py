@@ -42,7 +42,9 @@ class InputSpec(Model):
     width: int = Field(..., gt=0, le=8192, description="model input width, pixels")
     height: int = Field(..., gt=0, le=8192, description="model input height, pixels")
     channels: Literal[1, 3] = Field(3, description="model input channels (1 mono, 3 colour)")
-    dtype: Literal["float32", "float16"] = Field("float32", description="model input element type")
+    dtype: Literal["float32", "float16", "uint8"] = Field(
+        "float32", description="model input element type; uint8: pixels as they are (0..255, the model normalises "
+        "itself): preprocess.scale 1, mean [0], std [1]; CPU preprocessing only")
 
 
 class ModelRef(Model):
@@ -148,6 +150,14 @@ class ProductConfig(Model):
         for i, rule in enumerate(self.rules):
             if rule.min_score <= 0:
                 raise ValueError(f"rules[{i}].min_score: must be > 0 (got {rule.min_score:g})")
+        return self
+
+    @model_validator(mode="after")
+    def _uint8_input_is_raw(self) -> ProductConfig:
+        pp = self.preprocess
+        if self.model.input.dtype == "uint8" and (pp.scale != 1 or any(pp.mean) or any(s != 1 for s in pp.std)):
+            raise ValueError("model.input.dtype: uint8 takes the pixels as they are (0..255; the model normalises): "
+                             "set preprocess.scale: 1, mean: [0], std: [1]")
         return self
 
     @model_validator(mode="after")

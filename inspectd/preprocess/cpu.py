@@ -49,7 +49,7 @@ class CpuPreprocessor:
         self.pp, self.spec = pp, spec
         self._plan: Plan | None = None
         self._plan_key: tuple[int, int, str] | None = None
-        dtype = np.float16 if spec.dtype == "float16" else np.float32
+        dtype = {"float16": np.float16, "uint8": np.uint8}.get(spec.dtype, np.float32)
         self._ring = [np.empty((1, spec.channels, spec.height, spec.width), dtype) for _ in range(ring)]
         self._scratch = np.empty((spec.height, spec.width), np.float32)
         self._next = 0
@@ -86,5 +86,7 @@ class CpuPreprocessor:
             dst = self._scratch[y0:y0 + p.fit_h, x0:x0 + p.fit_w]
             np.multiply(resized[..., c], p.gain[c], out=dst, dtype=np.float32)
             dst += p.bias[c]
+            if out.dtype == np.uint8:  # raw pixels for a model that normalises itself: round, saturate
+                np.clip(np.rint(dst, out=dst), 0, 255, out=dst)
             out[0, c, y0:y0 + p.fit_h, x0:x0 + p.fit_w] = dst
         return out

@@ -373,6 +373,11 @@ class GpuPreprocessor:
 def make_gpu_preprocessor(product: ProductConfig, backend: Any, ring: int) -> GpuPreprocessor:
     """Called by pipeline.runtime for `preprocess: gpu`. Device input when the backend takes it (TensorRT),
     host arrays otherwise (ONNX Runtime); BackendUnavailable without pycuda or a CUDA device."""
+    if product.model.input.dtype == "uint8":
+        from inspectd.errors import ConfigError
+
+        raise ConfigError([f"product {product.name!r}: model.input.dtype: uint8 runs on the CPU preprocessing only "
+                           f"(station preprocess: cpu)"])
     deliver: Deliver = "device" if getattr(backend, "accepts_device_input", False) else "host"
     return GpuPreprocessor(product.preprocess, product.model.input, device=int(getattr(backend, "cuda_device", 0)),
                            ring=ring, deliver=deliver)
