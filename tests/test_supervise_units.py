@@ -199,3 +199,20 @@ def test_units_pass_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
         level = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", sec.stdout)
         assert level is not None, sec.stdout + sec.stderr
         assert float(level.group(1)) <= 4.0
+
+
+def test_units_coexist_each_instance_its_own_user_and_directories() -> None:
+    """inspectd.service and inspectd@LINE on one machine: no directory of one inside another's (nested ones
+    failed with 238/STATE_DIRECTORY under DynamicUser), each instance its own dynamic user, and no
+    ConfigurationDirectory (systemd would create the config folder itself, owned by it)."""
+    single, template = _settings("inspectd.service"), _settings("inspectd@.service")
+    for key in ("StateDirectory", "LogsDirectory", "CacheDirectory"):
+        assert single[key] == ["inspectd"] and template[key] == ["inspectd-%i"]
+        for line in ("line1", "line2"):
+            mine = template[key][0].replace("%i", line)
+            assert not mine.startswith("inspectd/")  # beside inspectd.service's, not inside it
+    assert template["DynamicUser"] == ["yes"] and template["User"] == ["inspectd-%i"]
+    assert single["DynamicUser"] == ["yes"] and "User" not in single  # dynamic user `inspectd`
+    for s in (single, template):
+        assert "ConfigurationDirectory" not in s
+        assert "--journal %S/" + s["StateDirectory"][0] + "/journal.sqlite" in s["ExecStart"][0]
