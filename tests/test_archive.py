@@ -22,6 +22,7 @@ from inspectd.daemon import Daemon, Options
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
 from inspectd.types import Findings, Frame, Outcome, Part, Trigger, Verdict
 from tests.conftest import write_station
+from tests.tmpfs import mounted_tmpfs
 
 ROI = {"x": 100, "y": 40, "width": 160, "height": 120}
 NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z_s\d{8}_p\d+_(pass|reject|failsafe)$")
@@ -66,15 +67,8 @@ def noise(shape: tuple[int, ...], dtype, hi: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MiB tmpfs (we are root in CI and here); skipped where mounting is not allowed."""
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", 2) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_images_lossless_16bit_and_annotated(tmp_path: Path, runtime: ProductRuntime) -> None:
@@ -217,12 +211,7 @@ def test_full_disk_never_stops_the_inspection(tmpfs: Path, tmp_path: Path) -> No
 def test_free_space_floor_stops_the_archive_and_hysteresis_keeps_it_off(tmp_path: Path) -> None:
     """An 8 MiB tmpfs shared with 'the journal' (a file we grow): the archive never writes below its 3 MB floor,
     and once stopped it waits for 5 MB free, not just for a byte above the floor (it would refill the disk)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", 8) as mnt:
         archive = Archive(ArchiveConfig(path=mnt / "a", min_free_mb=3, resume_free_mb=5, quota_mb=100, queue=256))
         archive.start()
         img = noise((300, 300), np.uint8, 256)  # incompressible: ~90 kB PNG + JPEG per part
@@ -255,5 +244,4 @@ def test_free_space_floor_stops_the_archive_and_hysteresis_keeps_it_off(tmp_path
         archive.close()
         events = [e["event"] for e in logs]
         assert events.count("archive_space_back") == 1 and events.count("archive_suspended") == 2
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+

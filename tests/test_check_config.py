@@ -34,8 +34,8 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def _product(folder: Path, **changes) -> None:
-    path = folder / "products" / "disc-a.yaml"
+def _set(path: Path, **changes: object) -> None:
+    """Set keys of a YAML file; `a__b=v` sets a.b."""
     data = yaml.safe_load(path.read_text())
     for dotted, value in changes.items():
         node = data
@@ -46,16 +46,12 @@ def _product(folder: Path, **changes) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def _station(folder: Path, **changes) -> None:
-    path = folder / "station.yaml"
-    data = yaml.safe_load(path.read_text())
-    for dotted, value in changes.items():
-        node = data
-        *parents, last = dotted.split("__")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+def _product(folder: Path, **changes: object) -> None:
+    _set(folder / "products" / "disc-a.yaml", **changes)
+
+
+def _station(folder: Path, **changes: object) -> None:
+    _set(folder / "station.yaml", **changes)
 
 
 def _second_product(folder: Path) -> None:

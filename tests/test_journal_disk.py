@@ -24,19 +24,13 @@ from inspectd.plc.layout import ErrorCode
 from tests.conftest import write_station
 from tests.supervise_harness import ROOT
 from tests.test_journal_integrity import fill, wait_for
+from tests.tmpfs import mounted_tmpfs
 
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", 16) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def readyz(d: Daemon) -> dict:

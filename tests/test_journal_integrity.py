@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from structlog.testing import capture_logs
 
 from inspectd.journal import COLUMNS, INSERT, Journal, named_row, open_db
 from inspectd.types import Outcome, Verdict
+from tests.tmpfs import mounted_tmpfs
 
 
 def verdict(seq: int, score: float = 0.1, product: str = "disc-a", outcome: Outcome = Outcome.PASS) -> Verdict:
@@ -50,15 +50,8 @@ def wait_for(cond, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-de
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 8 MiB tmpfs (root here and in CI); skipped with the reason where mounting is refused."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", 8) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def fill(folder: Path) -> Path:
