@@ -41,6 +41,7 @@ class TensorrtProvider(Model):
 
 Provider = Annotated[CpuProvider | CudaProvider | TensorrtProvider, Field(discriminator="name")]
 
+
 def _cpu_only() -> list[CpuProvider | CudaProvider | TensorrtProvider]:
     return [CpuProvider(name="cpu")]
 
