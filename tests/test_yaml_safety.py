@@ -99,10 +99,12 @@ def test_anchors_and_merge_keys_a_recipe_may_use_still_load(tmp_path: Path) -> N
 def test_an_alias_bomb_is_refused_at_once_in_bounded_memory(tmp_path: Path) -> None:
     station, product = recipe(tmp_path)
     product.write_text(product.read_text() + BOMB)
-    # the child reports its own peak (RUSAGE_CHILDREN would be the largest child this test session ever had)
+    # the child reports its own peak: VmHWM of its address space. getrusage's maxrss would not do: Linux carries
+    # the forking process's peak into it across exec (and RUSAGE_CHILDREN is the largest child of the session)
     peak_file = tmp_path / "peak_kb"
-    code = ("import resource, sys\nfrom inspectd.cli import main\nrc = main(sys.argv[1:])\n"
-            f"open({str(peak_file)!r}, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    code = ("import sys\nfrom inspectd.cli import main\nrc = main(sys.argv[1:])\n"
+            "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:')).split()[1]\n"
+            f"open({str(peak_file)!r}, 'w').write(hwm)\n"
             "sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code, "check-config", str(station)],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
