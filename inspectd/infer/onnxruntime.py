@@ -18,6 +18,7 @@ import numpy as np
 from inspectd.errors import BackendUnavailable, ModelError
 from inspectd.infer.base import TensorInfo, check_io, sha256_file
 from inspectd.infer.config import CpuProvider, CudaProvider, OnnxRuntimeConfig, TensorrtProvider
+from inspectd.infer.ort_device import quiet_runs
 from inspectd.types import ModelInput
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class OnnxRuntimeBackend:
         self.model_sha256 = ""
         self.providers: list[str] = []  # what the session really runs on, first = preferred
         self._session: Any = None
+        self._run_options: Any = None
         self._outputs: list[str] = []
         self._device: Any = None  # DeviceRunner when a GPU provider runs: IO binding, device input
 
@@ -139,6 +141,7 @@ class OnnxRuntimeBackend:
         check_io(self.product, info(session.get_inputs()), info(session.get_outputs()))
         self.model_sha256 = sha256_file(path)
         self._session = session
+        self._run_options = quiet_runs(ort)
         self.providers = active
         self._outputs = [o.name for o in session.get_outputs()]
         if gpu is not None and active[0] != "CPUExecutionProvider":
@@ -154,7 +157,7 @@ class OnnxRuntimeBackend:
         if self._device is not None:
             return self._device.run(tensor)
         host = tensor if isinstance(tensor, np.ndarray) else np.asarray(tensor)
-        values = self._session.run(self._outputs, {self.product.model.input.name: host})
+        values = self._session.run(self._outputs, {self.product.model.input.name: host}, self._run_options)
         return dict(zip(self._outputs, values, strict=True))
 
     def close(self) -> None:

@@ -26,6 +26,15 @@ _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8
        "tensor(int8)": np.int8, "tensor(int64)": np.int64, "tensor(double)": np.float64}
 
 
+def quiet_runs(ort: Any) -> Any:
+    """RunOptions for per-part runs: a failing run raises (the stage logs it, at powers of two, and fails the part
+    safe); ONNX Runtime would also print two lines of its own per failed run and flood stderr."""
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # fatal only, for runs; the session's own load-time messages stay
+    return options
+
+
+
 class UserStream:
     """A CUDA stream in the device's primary context (the one ONNX Runtime, TensorRT and GPU preprocessing use)."""
 
@@ -71,6 +80,7 @@ class DeviceRunner:
         import onnxruntime as ort
 
         self._session, self._stream = session, stream
+        self._run_options = quiet_runs(ort)
         spec = product.model.input
         inp = next(i for i in session.get_inputs() if i.name == spec.name)
         self._in_dtype = _NP.get(inp.type, np.float32)
@@ -115,7 +125,7 @@ class DeviceRunner:
                 tensor.enqueue_into(self.input_ptr, s.stream)
         if isinstance(tensor, np.ndarray):
             self._input.update_inplace(np.ascontiguousarray(tensor, dtype=self._in_dtype))
-        self._session.run_with_iobinding(self._binding)
+        self._session.run_with_iobinding(self._binding, self._run_options)
         result: dict[str, np.ndarray] = {}
         if s is None:
             for name, value in zip((n for n, _, _ in self._outputs), self._binding.get_outputs(), strict=True):

@@ -36,6 +36,7 @@ class Stage(threading.Thread):
     def __init__(self, inq: queue.Queue, outq: queue.Queue | None, bus: VerdictBus, stamp: StageStamp) -> None:
         super().__init__(name=stamp.name, daemon=True)
         self.inq, self.outq, self.bus, self.stamp = inq, outq, bus, stamp
+        self.errors = 0  # parts this stage raised on (logged with their traceback at powers of two)
 
     def work(self, part: Part) -> None:
         raise NotImplementedError
@@ -70,7 +71,11 @@ class Stage(threading.Thread):
                     self.work(part)
                 except Exception:
                     self.bus.stats.stage_errors += 1
-                    log.exception("stage_error", stage=self.stamp.name, seq=part.seq, part_id=part.part_id)
+                    self.errors += 1
+                    if self.errors & (self.errors - 1) == 0:  # 1st, 2nd, 4th, 8th...: a failing model must not
+                        # flood the log (and crowd out the lines that matter); every one is counted in metrics
+                        log.exception("stage_error", stage=self.stamp.name, seq=part.seq, part_id=part.part_id,
+                                      count=self.errors)
                     self.bus.fail(part, Reason.STAGE_ERROR, rt.backend.model_sha256)
                     self.stamp.end()
                     continue
