@@ -4,25 +4,17 @@ files the tools write being readable by the service's own user (0644)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
 
 import onnx
 import pytest
 
-from inspectd.engines.cli import add_engine_parsers
 from inspectd.engines.compare import CompareReport, SpeedCheck, model_batch
 from inspectd.engines.manifest import atomic_write
 from inspectd.errors import ExitCode
 from tests.engine_fixtures import parts_dataset, write_product
-
-
-def _run(*argv: str) -> int:
-    ap = argparse.ArgumentParser(prog="inspectd")
-    add_engine_parsers(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(list(argv))
-    return args.func(args)
+from tests.test_engine_cli import _run  # the engine subcommands parsed as inspectd parses them
 
 
 @pytest.fixture(scope="module")
