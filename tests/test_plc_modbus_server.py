@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymodbus.client import ModbusTcpClient
@@ -39,19 +40,27 @@ class Recipes:
         return plc_id in self.known
 
 
-def _server(port: int, **hs: object) -> ModbusServerConfig:
-    return ModbusServerConfig(type="modbus_server", port=port, linger_ms=300,
+def _server(port: int, server: dict[str, Any] | None = None, **hs: object) -> ModbusServerConfig:
+    """Server mode on `port`, lingering 300 ms, no PLC heartbeat watchdog; `server` and `hs` override."""
+    return ModbusServerConfig(**{"type": "modbus_server", "port": port, "linger_ms": 300, **(server or {})},
                               handshake=HandshakeConfig(**{"plc_heartbeat_ms": 0, **hs}))
+
+
+def _started(cfg: ModbusServerConfig, **callbacks: Any) -> TransportLink:
+    """The link for `cfg` (recipes accepted unless `on_recipe` says otherwise), started and listening; the caller
+    stops it."""
+    link = make_plc_link(cfg, **{"on_recipe": lambda n: True, **callbacks})
+    assert isinstance(link, TransportLink)
+    link.start()
+    wait_port(cfg.port)
+    return link
 
 
 @pytest.fixture
 def served() -> Iterator[tuple[TransportLink, int, Recipes]]:
     port = free_port()
     recipes = Recipes({7})
-    link = make_plc_link(_server(port), on_recipe=recipes, on_missed=lambda pid, why: recipes.missed.append(pid))
-    assert isinstance(link, TransportLink)
-    link.start()
-    wait_port(port)
+    link = _started(_server(port), on_recipe=recipes, on_missed=lambda pid, why: recipes.missed.append(pid))
     yield link, port, recipes
     link.stop()
 
@@ -77,9 +86,7 @@ def _wait(pred, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]
 
 def test_safe_state_at_start_ready_when_healthy_and_safe_state_on_stop() -> None:
     port = free_port()
-    link = make_plc_link(_server(port), on_recipe=lambda n: True)
-    link.start()
-    wait_port(port)
+    link = _started(_server(port))
     c = _plc(port)
     c.write_registers(0, LAY.encode_a(PlcInputs(trigger_enable=True)), device_id=1)
     time.sleep(0.05)
@@ -144,10 +151,7 @@ def test_thousand_parts_random_verdicts_recipe_ack_delays_and_overrun(served) ->
 def test_plc_heartbeat_watchdog_and_missed_trigger() -> None:
     port = free_port()
     missed: list[tuple[int, str]] = []
-    link = make_plc_link(_server(port, plc_heartbeat_ms=50), on_recipe=lambda n: True,
-                         on_missed=lambda pid, why: missed.append((pid, why)))
-    link.start()
-    wait_port(port)
+    link = _started(_server(port, plc_heartbeat_ms=50), on_missed=lambda pid, why: missed.append((pid, why)))
     link.set_ready(True)
     c = _plc(port)
     try:
@@ -251,10 +255,7 @@ def test_station_specific_layout_and_any_unit_id() -> None:
     the same way, runs parts; the default addresses are not served."""
     port = free_port()
     lay = LayoutConfig(block_a=200, block_b=300, word_order="little")
-    link = make_plc_link(ModbusServerConfig(type="modbus_server", port=port, unit_id=0, layout=lay, linger_ms=0,
-                                            handshake=HandshakeConfig(plc_heartbeat_ms=0)), on_recipe=lambda n: True)
-    link.start()
-    wait_port(port)
+    link = _started(_server(port, {"unit_id": 0, "layout": lay, "linger_ms": 0}))
     link.set_ready(True)
     resp = Responder(link, seed=11).start()
     io = ModbusPlcIO("127.0.0.1", port, lay, unit=17)
@@ -371,12 +372,7 @@ def test_protocol_noise_is_counted_and_logged_once_never_a_traceback(served, cap
 
 def test_connection_cap_drops_the_idlest_and_the_active_plc_keeps_its_session() -> None:
     port = free_port()
-    cfg = ModbusServerConfig(type="modbus_server", port=port, linger_ms=0, max_connections=8,
-                             handshake=HandshakeConfig(plc_heartbeat_ms=0))
-    link = make_plc_link(cfg, on_recipe=lambda n: True)
-    assert isinstance(link, TransportLink)
-    link.start()
-    wait_port(port)
+    link = _started(_server(port, {"linger_ms": 0, "max_connections": 8}))
     link.set_ready(True)
     plc = _plc(port)
     idle: list[socket.socket] = []
@@ -407,10 +403,7 @@ def test_vision_heartbeat_follows_the_daemons_liveness_and_plc_watchdog_arms_on_
     port = free_port()
     alive = threading.Event()
     alive.set()
-    cfg = _server(port, heartbeat_ms=20, plc_heartbeat_ms=50)
-    link = make_plc_link(cfg, on_recipe=lambda n: True, alive=alive.is_set)
-    link.start()
-    wait_port(port)
+    link = _started(_server(port, heartbeat_ms=20, plc_heartbeat_ms=50), alive=alive.is_set)
     c = _plc(port)
 
     def hb_over(seconds: float) -> int:
@@ -478,12 +471,7 @@ def test_out_of_descriptors_accept_failures_free_one_and_are_logged_once(capsys)
     drops a never-active connection to free a descriptor and retries; one log line per 10 s, no traceback; the
     PLC (connected before) is still answered. Another process holds the flood's 150 connections."""
     port = free_port()
-    cfg = ModbusServerConfig(type="modbus_server", port=port, linger_ms=0, max_connections=512,
-                             handshake=HandshakeConfig(plc_heartbeat_ms=0))
-    link = make_plc_link(cfg, on_recipe=lambda n: True)
-    assert isinstance(link, TransportLink)
-    link.start()
-    wait_port(port)
+    link = _started(_server(port, {"linger_ms": 0, "max_connections": 512}))
     link.set_ready(True)
     plc = _plc(port)
     assert not plc.read_holding_registers(100, count=20, device_id=1).isError()  # a PLC polls
