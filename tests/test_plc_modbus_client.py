@@ -4,7 +4,6 @@ the libmodbus one is killed and frozen mid-run. A black-hole PLC (SYNs dropped) 
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from inspectd.plc.config import HandshakeConfig, LayoutConfig, ModbusClientConfig
 from inspectd.plc.link import TransportLink
 from inspectd.plc.registry import make_plc_link
+from tests.plc.faults import run_through
 from tests.plc.peers import Capture, Peer, free_port, lmb_server, pymodbus_server
 from tools.plc_sim import REJ_REFUSED, REJ_VISION_LOST, ModbusPlcIO, PlcSim, Responder
 
@@ -100,15 +100,7 @@ def test_plc_killed_and_restarted_mid_run(plc: Peer) -> None:
         time.sleep(0.5)
         plc.start()
 
-    t = threading.Thread(target=kill)
-    t.start()
-    try:
-        rep = sim.run(200, timeout_s=60)
-    finally:
-        t.join(10)
-        io.close()
-        resp.stop()
-        link.stop()
+    rep = run_through(sim, 200, kill, io.close, resp.stop, link.stop)
     assert len(rep.triggered) == 200 and rep.io_errors >= 1
     assert link.stats.reconnects + link.stats.connect_failures >= 1
     _check(rep, resp, link)
@@ -138,15 +130,7 @@ def test_frozen_plc_costs_a_reconnect_not_a_stalled_pipeline(plc: Peer) -> None:
         time.sleep(0.5)
         plc.thaw()
 
-    t = threading.Thread(target=freeze)
-    t.start()
-    try:
-        rep = sim.run(120, timeout_s=60)
-    finally:
-        t.join(10)
-        io.close()
-        resp.stop()
-        link.stop()
+    rep = run_through(sim, 120, freeze, io.close, resp.stop, link.stop)
     assert max(worst) < 0.05, worst  # not the 250 ms request timeout, let alone pymodbus' 12 s
     assert link.stats.write_errors >= 1  # the request that timed out (250 ms), then a reconnect
     assert len(rep.triggered) == 120 and not rep.missing

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from snap7.util import get_bool, get_dint, get_word, set_bool
 from inspectd.plc.config import HandshakeConfig, LayoutConfig, S7Config
 from inspectd.plc.link import TransportLink
 from inspectd.plc.registry import make_plc_link
+from tests.plc.faults import run_through
 from tests.plc.peers import Capture, Peer, free_port, s7_server
 from tools.plc_sim import REJ_REFUSED, REJ_VISION_LOST, PlcSim, Responder, S7PlcIO
 
@@ -122,15 +122,7 @@ def test_frozen_and_killed_s7_plc(native_plc: Peer) -> None:
         time.sleep(0.3)
         native_plc.start()
 
-    t = threading.Thread(target=faults)
-    t.start()
-    try:
-        rep = sim.run(90, timeout_s=60)
-    finally:
-        t.join(20)
-        io.close()
-        resp.stop()
-        link.stop()
+    rep = run_through(sim, 90, faults, io.close, resp.stop, link.stop, join_s=20)
     assert max(worst) < 0.05 and link.stats.write_errors >= 1  # not snap7's 5 s, not our 300 ms
     assert len(rep.triggered) == 90
     flagged = set(link.stats.dropped_part_ids)
