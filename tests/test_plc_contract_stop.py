@@ -14,7 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -62,21 +63,52 @@ def transport(kind: str, tmp_path: Path) -> tuple[dict, Callable[[], PlcIO], Lay
             lambda: S7PlcIO("127.0.0.1", port, S7_LAYOUT), S7_LAYOUT, peer, port)
 
 
+@dataclass(frozen=True)
+class Station:
+    daemon: subprocess.Popen[bytes]
+    log: Path
+    make_io: Callable[[], PlcIO]
+    layout: LayoutConfig
+    port: int
+
+
+@pytest.fixture
+def station(tmp_path: Path) -> Iterator[Callable[[str, int], Station]]:
+    """station(kind, matmuls): the daemon with a slow model (`matmuls`) on `kind`'s PLC peer. After the test the
+    daemon is killed if it still runs, then the peer is stopped."""
+    started: list[tuple[subprocess.Popen[bytes], Peer | None]] = []
+
+    def start(kind: str, matmuls: int) -> Station:
+        plc, make_io, layout, peer, port = transport(kind, tmp_path)
+        config, _ = plc_station(tmp_path, budget_ms=1000, model=slow_model(tmp_path / "slow.onnx", matmuls=matmuls),
+                                plc=plc)
+        log = tmp_path / "daemon.log"
+        daemon = start_daemon(config, log)
+        started.append((daemon, peer))
+        return Station(daemon, log, make_io, layout, port)
+
+    yield start
+    for daemon, peer in started:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(5)
+        if peer is not None:
+            peer.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["modbus_server", "s7"])
-def test_sigterm_under_load_owes_no_result(tmp_path: Path, kind: str) -> None:
-    plc, make_io, layout, peer, port = transport(kind, tmp_path)
-    config, _ = plc_station(tmp_path, budget_ms=1000, model=slow_model(tmp_path / "slow.onnx", matmuls=10),
-                            plc=plc)
-    log = tmp_path / "daemon.log"
-    daemon = start_daemon(config, log)
+def test_sigterm_under_load_owes_no_result(tmp_path: Path, kind: str,
+                                           station: Callable[[str, int], Station]) -> None:
+    st = station(kind, 10)
+    daemon, log = st.daemon, st.log
     sim: PlcSim | None = None
     runner: threading.Thread | None = None
     try:
         if kind == "modbus_server":
-            wait_port(port, 60)
-        io = WatchedIO(make_io(), layout)
-        sim = PlcSim(io, layout, seed=11)
+            wait_port(st.port, 60)
+        io = WatchedIO(st.make_io(), st.layout)
+        sim = PlcSim(io, st.layout, seed=11)
         runner = threading.Thread(target=sim.run, args=(1_000_000,), kwargs={"timeout_s": 120}, daemon=True)
         runner.start()
         wait_for(lambda: len(sim.report.results) >= 30, 90, "30 results at the PLC", log)
@@ -88,11 +120,6 @@ def test_sigterm_under_load_owes_no_result(tmp_path: Path, kind: str) -> None:
             sim.stop.set()
         if runner is not None:
             runner.join(10)
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(5)
-        if peer is not None:
-            peer.stop()
     rep, seen = sim.report, io.seen
     assert len(seen.acked) >= 30
     owed = [pid for pid in seen.acked if pid not in rep.results]
@@ -109,14 +136,11 @@ def test_sigterm_under_load_owes_no_result(tmp_path: Path, kind: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["modbus_client", "s7"])
-def test_kill9_freezes_block_b_and_its_heartbeat(tmp_path: Path, kind: str) -> None:
-    plc, make_io, layout, peer, _ = transport(kind, tmp_path)
-    config, _ = plc_station(tmp_path, budget_ms=1000, model=slow_model(tmp_path / "slow.onnx", matmuls=2),
-                            plc=plc)
-    log = tmp_path / "daemon.log"
-    daemon = start_daemon(config, log)
+def test_kill9_freezes_block_b_and_its_heartbeat(kind: str, station: Callable[[str, int], Station]) -> None:
+    st = station(kind, 2)
+    daemon, log, layout = st.daemon, st.log, st.layout
     lay = Layout(layout)
-    io = make_io()
+    io = st.make_io()
 
     def read() -> VisionOutputs:
         return lay.decode_b(io.read_b())
@@ -137,12 +161,7 @@ def test_kill9_freezes_block_b_and_its_heartbeat(tmp_path: Path, kind: str) -> N
             time.sleep(0.2)
             samples.append(read())
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(5)
         io.close()
-        if peer is not None:
-            peer.stop()
     # what a PLC then sees: the last block B, unchanged -- still ONLINE and READY, no ERROR -- and a heartbeat
     # that no longer moves. Its own watchdog on VISION_HEARTBEAT is the only way to notice.
     assert all(s == frozen for s in samples)
