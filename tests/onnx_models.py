@@ -9,6 +9,16 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
+def save_graph(graph: onnx.GraphProto, path: Path) -> Path:
+    """Check `graph` as an opset-18, IR-9 model and save it at `path` (its folder created)."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def brightness_model(path: Path, width: int = 224, height: int = 224, threshold: float = 0.0) -> Path:
     """logits = [0, mean(input) - threshold]: 'defect' when the normalised image is brighter than `threshold`.
     heatmap = 8x8 average pool of channel mean. Same tensor names as the demo model."""
@@ -29,12 +39,7 @@ def brightness_model(path: Path, width: int = 224, height: int = 224, threshold:
         helper.make_node("Concat", ["zero", "z"], ["logits"], axis=1),
     ]
     graph = helper.make_graph(nodes, "brightness", [x], [logits, heat], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def slow_model(path: Path, matmuls: int = 40, width: int = 224, height: int = 224,
@@ -126,12 +131,7 @@ def odd_output_model(path: Path, kind: str, width: int = 224, height: int = 224)
     else:
         raise ValueError(kind)
     graph = helper.make_graph(nodes, f"odd_{kind}", [x], [logits, heat], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def anomalib_model(path: Path, width: int = 64, height: int = 64, poison: str = "") -> Path:
@@ -178,9 +178,4 @@ def anomalib_model(path: Path, width: int = 64, height: int = 64, poison: str = 
         helper.make_node("Greater", ["anomaly_map", "half"], ["pred_mask"]),
     ]
     graph = helper.make_graph(nodes, "anomalib_like", [x], outs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -20,6 +19,7 @@ from inspectd.errors import ConfigError
 from inspectd.preprocess.cpu import CpuPreprocessor
 from inspectd.types import Frame
 from tests.conftest import ROOT, write_station
+from tests.onnx_models import save_graph
 
 RAW = {"scale": 1.0, "mean": [0.0], "std": [1.0]}
 
@@ -37,12 +37,7 @@ def uint8_brightness_model(path: Path, size: int = 224) -> Path:
              helper.make_node("Concat", ["zero", "z"], ["logits"], axis=1)]
     inits = [numpy_helper.from_array(np.array([100.0], np.float32), "thr"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
-    model = helper.make_model(helper.make_graph(nodes, "u8", [x], [logits], initializer=inits),
-                              opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(helper.make_graph(nodes, "u8", [x], [logits], initializer=inits), path)
 
 
 def test_uint8_tensor_is_the_resized_pixels() -> None:
