@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import subprocess
 import sys
 from itertools import product as pairs
@@ -26,6 +25,7 @@ from inspectd.errors import ConfigError
 from inspectd.types import Findings, Frame, Outcome
 from tests.conftest import ROOT
 from tests.onnx_models import anomalib_model
+from tests.test_run import journal_rows
 
 SIZE = 64
 MARKS = {"part_02.png": (8, 40), "part_05.png": (44, 12), "part_07.png": (30, 30), "part_10.png": (50, 50)}
@@ -79,15 +79,6 @@ def station(tmp_path: Path, model: Path, images: Path, recipe: dict | None = Non
 def run_daemon(st: Path, parts: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(st), "--max-parts",
                            str(parts)], capture_output=True, text=True, cwd=ROOT, timeout=120)
-
-
-def rows(path: Path) -> list[sqlite3.Row]:
-    db = sqlite3.connect(path)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM verdicts ORDER BY seq").fetchall()
-    finally:
-        db.close()
 
 
 # -- recipes -----------------------------------------------------------------------------------------------
@@ -159,7 +150,7 @@ def test_anomalib_export_runs_through_the_daemon(tmp_path: Path) -> None:
     st = station(tmp_path, anomalib_model(tmp_path / "model.onnx"), images)
     r = run_daemon(st, 12)
     assert r.returncode == 0, r.stderr[-2000:]
-    got = rows(tmp_path / "journal.sqlite")
+    got = journal_rows(tmp_path / "journal.sqlite")
     assert len(got) == 12
     assert [row["verdict"] for row in got] == [row["truth"] for row in got]  # marks rejected, plain parts pass
     for row in got:
@@ -194,7 +185,7 @@ def test_non_finite_anomaly_score_is_never_a_pass(tmp_path: Path) -> None:
     st = station(tmp_path, anomalib_model(tmp_path / "inf.onnx", poison="marked"), images)
     r = run_daemon(st, 12)
     assert r.returncode == 0, r.stderr[-2000:]
-    got = rows(tmp_path / "journal.sqlite")
+    got = journal_rows(tmp_path / "journal.sqlite")
     assert len(got) == 12
     for row in got:
         if Path(row["source_ref"] or "").name in MARKS or row["truth"] == "reject":
@@ -265,7 +256,7 @@ def test_demo_anomaly_station_through_the_daemon(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(st))
     r = run_daemon(path, 24)
     assert r.returncode == 0, r.stderr[-2000:]
-    got = rows(tmp_path / "journal.sqlite")
+    got = journal_rows(tmp_path / "journal.sqlite")
     assert len(got) == 24 and all(row["verdict"] in ("pass", "reject") for row in got)
     assert sum(row["verdict"] == row["truth"] for row in got) >= 22
     threshold = yaml.safe_load((DEMO_ANOMALY / "products" / "disc-anomaly.yaml").read_text())["rules"][0]
