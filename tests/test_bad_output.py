@@ -163,12 +163,19 @@ def test_run_max_parts_with_a_nan_model_exits_with_every_part_journaled(tmp_path
     assert stopped["parts_in"] == stopped["verdicts"] == stopped["journaled"] == n
 
 
-def test_start_refuses_a_nan_model_with_the_model_exit_code(tmp_path: Path) -> None:
-    st = write_station(tmp_path, {"camera": {"bank": 4}}, model=odd_output_model(tmp_path / "nan.onnx", "nan"))
+def _refused_start(st: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """`inspectd run` on `st`, which must refuse to start with the model exit code (3): the run and its one
+    `cannot_start` event."""
     r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(st)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == ExitCode.MODEL == 3, r.stderr[-2000:]
     [event] = [json.loads(line) for line in r.stdout.splitlines() if '"cannot_start"' in line]
+    return r, event
+
+
+def test_start_refuses_a_nan_model_with_the_model_exit_code(tmp_path: Path) -> None:
+    st = write_station(tmp_path, {"camera": {"bank": 4}}, model=odd_output_model(tmp_path / "nan.onnx", "nan"))
+    r, event = _refused_start(st)
     assert event["error"].startswith("product 'disc-a': model nan.onnx: self-check on an all-zero input: output "
                                      "'logits' has 1 non-finite of 2 values")
     assert '"ready"' not in r.stdout and "Traceback" not in r.stderr
@@ -182,10 +189,7 @@ def test_golden_image_answered_with_nan_is_a_model_error(tmp_path: Path) -> None
     st = write_station(tmp_path, {"camera": {"bank": 4}},
                        {"golden": [{"image": "golden/00_bright.png", "expect": "reject"}]},
                        model=odd_output_model(tmp_path / "nan_when_bright.onnx", "nan_when_bright"))
-    r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(st)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == ExitCode.MODEL, r.stderr[-2000:]
-    [event] = [json.loads(line) for line in r.stdout.splitlines() if '"cannot_start"' in line]
+    _, event = _refused_start(st)
     assert event["error"].startswith("product 'disc-a': model nan_when_bright.onnx: golden image 00_bright.png: "
                                      "output 'logits' has 1 non-finite")
 
@@ -195,10 +199,7 @@ def test_warm_up_frame_answered_with_nan_is_a_model_error(tmp_path: Path) -> Non
     images = replay_folder(tmp_path / "images", [235, 20])
     st = write_station(tmp_path, {"camera": {"type": "replay", "folder": str(images), "loop": True}},
                        model=odd_output_model(tmp_path / "nan_when_bright.onnx", "nan_when_bright"))
-    r = subprocess.run([sys.executable, "-m", "inspectd.cli", "run", "--config", str(st)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == ExitCode.MODEL, r.stderr[-2000:]
-    [event] = [json.loads(line) for line in r.stdout.splitlines() if '"cannot_start"' in line]
+    r, event = _refused_start(st)
     assert event["error"].startswith("product 'disc-a': model nan_when_bright.onnx: warm-up on a camera frame: "
                                      "output 'logits' has 1 non-finite")
     assert '"ready"' not in r.stdout
