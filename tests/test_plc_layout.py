@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from hypothesis import given
@@ -13,6 +15,7 @@ from snap7.util import get_bool, get_dint, get_real, get_word
 from inspectd.plc.config import ControlBits, LayoutConfig, ModbusServerConfig
 from inspectd.plc.layout import A_WORDS, B_WORDS, Layout, PlcInputs, VisionOutputs, bytes_to_words, words_to_bytes
 
+T = TypeVar("T")
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
 f32 = st.floats(width=32, allow_nan=False)
@@ -23,20 +26,22 @@ outputs = st.builds(VisionOutputs, *(st.booleans() for _ in range(13)), vision_h
                     inspection_ms=u16, results_pending=u16)
 
 
+def _round_trips(encode: Callable[[T], list[int]], decode: Callable[[list[int]], T], value: T, n_words: int) -> None:
+    words = encode(value)
+    assert len(words) == n_words and all(0 <= w <= 0xFFFF for w in words)
+    assert decode(words) == value
+
+
 @given(inputs, orders, orders)
 def test_block_a_round_trip(a: PlcInputs, wo: str, bo: str) -> None:
     lay = Layout(LayoutConfig(word_order=wo, byte_order=bo))
-    words = lay.encode_a(a)
-    assert len(words) == A_WORDS and all(0 <= w <= 0xFFFF for w in words)
-    assert lay.decode_a(words) == a
+    _round_trips(lay.encode_a, lay.decode_a, a, A_WORDS)
 
 
 @given(outputs, orders, orders)
 def test_block_b_round_trip(b: VisionOutputs, wo: str, bo: str) -> None:
     lay = Layout(LayoutConfig(word_order=wo, byte_order=bo))
-    words = lay.encode_b(b)
-    assert len(words) == B_WORDS and all(0 <= w <= 0xFFFF for w in words)
-    assert lay.decode_b(words) == b
+    _round_trips(lay.encode_b, lay.decode_b, b, B_WORDS)
 
 
 def test_default_layout_matches_documented_table() -> None:
