@@ -12,7 +12,7 @@ import pytest
 
 from inspectd.engines.compare import CompareReport, SpeedCheck, model_batch
 from inspectd.engines.manifest import atomic_write
-from inspectd.errors import ExitCode
+from inspectd.errors import ExitCode, ModelError
 from tests.engine_fixtures import parts_dataset, write_product
 from tests.test_engine_cli import _run  # the engine subcommands parsed as inspectd parses them
 
@@ -121,3 +121,27 @@ def test_eval_recall_by_class_from_the_folder_layout(data, tmp_path, capsys) -> 
     assert set(by_kind) == {"scratch", "spot"}
     assert by_kind["spot"]["parts"] == (len(rejects) + 1) // 2 and by_kind["scratch"]["parts"] == len(rejects) // 2
     assert "recall by kind: scratch" in capsys.readouterr().out
+
+
+def test_two_runtimes_for_compare_are_closed_also_when_the_second_model_cannot_load(data, tmp_path,
+                                                                                    monkeypatch) -> None:
+    from inspectd.config.load import load_product
+    from inspectd.engines import compare
+
+    opened = []
+    real = compare.runtime_for_model
+
+    def recording(product, model):  # type: ignore[no-untyped-def]
+        opened.append(real(product, model))
+        return opened[-1]
+
+    monkeypatch.setattr(compare, "runtime_for_model", recording)
+    product = load_product(data["product"])
+    with compare.runtimes_for_models(product, data["model"], data["model"]) as (ra, rb):
+        assert not ra.closed and not rb.closed
+    assert [rt.closed for rt in opened] == [True, True]
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load model"), \
+            compare.runtimes_for_models(product, data["model"], tmp_path / "broken.onnx"):
+        pytest.fail("the second model loaded")
+    assert len(opened) == 3 and opened[2].closed

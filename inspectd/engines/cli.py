@@ -88,7 +88,7 @@ def add_build_engine_parser(sub) -> None:
 # -- quantize -----------------------------------------------------------------------------------------------
 def cmd_quantize(args: argparse.Namespace) -> int:
     from inspectd.engines.calibrate import CalibrationSet
-    from inspectd.engines.compare import model_batch, runtime_for_model, speed_check
+    from inspectd.engines.compare import model_batch, runtimes_for_models, speed_check
     from inspectd.engines.quantize import quantize_qdq
 
     product = _product(args.product)
@@ -105,12 +105,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(quantize_qdq(src, out, data, args.method, args.percentile).summary())
     if args.check:  # what INT8 buys here: the same verdicts? faster? (on this machine's ONNX Runtime CPU)
         frames = data.frames[:args.check]
-        ra, rb = runtime_for_model(product, src), runtime_for_model(product, out)
-        try:
+        with runtimes_for_models(product, src, out) as (ra, rb):
             check = speed_check(ra, rb, frames, (f"{src.name} (fp32)", f"{out.name} (int8)"))
-        finally:
-            ra.close()
-            rb.close()
         print(check.summary())
     return 0
 
@@ -150,17 +146,13 @@ def add_convert_fp16_parser(sub) -> None:
 
 # -- compare ------------------------------------------------------------------------------------------------
 def cmd_compare(args: argparse.Namespace) -> int:
-    from inspectd.engines.compare import compare, runtime_for_model
+    from inspectd.engines.compare import compare, runtimes_for_models
     from inspectd.engines.images import labelled_frames
 
     product = _product(args.product)
     frames = labelled_frames(args.images, limit=args.limit)
-    ra, rb = runtime_for_model(product, args.a), runtime_for_model(product, args.b)
-    try:
+    with runtimes_for_models(product, args.a, args.b) as (ra, rb):
         report = compare(ra, rb, frames, (args.a.name, args.b.name))
-    finally:
-        ra.close()
-        rb.close()
     print(report.table(show=args.show or None))
     return 0 if report.agreement >= args.min_agreement else int(ExitCode.FAILURE)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def runtime_for_model(product: ProductConfig, model: Path, threads: int = 1) -> 
     backend = make_backend_for(p, threads)
     backend.load()
     return ProductRuntime(p, CpuPreprocessor(p.preprocess, p.model.input, ring=2), backend, Postprocessor(p))
+
+
+@contextlib.contextmanager
+def runtimes_for_models(product: ProductConfig, a: Path, b: Path) -> Iterator[tuple[ProductRuntime, ProductRuntime]]:
+    """Runtimes for two models, both closed on the way out (the first also when the second fails to load)."""
+    ra = runtime_for_model(product, a)
+    try:
+        rb = runtime_for_model(product, b)
+        try:
+            yield ra, rb
+        finally:
+            rb.close()
+    finally:
+        ra.close()
 
 
 @dataclass
