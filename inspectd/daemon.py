@@ -317,6 +317,9 @@ class Daemon:
             rt, self._pending = self._pending, None
         if rt is not None and self.source is not None and self.pipeline is not None:
             self.source.apply_features(rt.product.camera_features)
+            # larger frames may have grown the source's frame memory (GenICam frame pool): GPU preprocessing
+            # pins the new block (nothing to do when unchanged)
+            rt.preprocess.pin_host_buffers(self.source.host_buffers())
             self.pipeline.switch(rt)
             if self.plc is not None:
                 self.plc.set_active_recipe(rt.product.plc_id)  # ACTIVE_RECIPE: what judges the next part

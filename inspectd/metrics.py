@@ -242,6 +242,8 @@ CAMERA_COUNTERS = {
     "reconnects": "reconnections after a loss",
     "reconnect_failures": "failed reconnection attempts",
     "feature_errors": "camera feature writes that failed or did not read back",
+    "pool_full": "frames copied into fresh memory because every frame-pool slot was still held",
+    "pool_misfit": "frames copied into fresh memory because they were larger than a frame-pool slot",
 }
 
 

@@ -87,12 +87,22 @@ class GenICamConfig(Model):
     wait_for_camera: bool = Field(False, description="start without the camera and connect in the background "
                                   "(triggers get camera_lost verdicts meanwhile) instead of failing to start")
     num_buffers: int = Field(8, ge=2, le=256, description="GenTL buffers announced to the stream")
+    frame_pool: int | None = Field(
+        None, ge=0, le=1024, description="frames held at once in the source's frame pool (long-lived, page-locked "
+        "by GPU preprocessing: frames go to the GPU without a second copy). Beyond, a frame is copied into fresh "
+        "memory (counted: inspectd_camera_pool_full_total). null: num_buffers + 24 (32 by default: the "
+        "pipeline's parts in flight, 3 x queue_depth + 4 = 10 by default, frames the hardware trigger holds for "
+        "parts, the console's latest frame, rejects waiting for the archive writer); 0: no pool")
     lost_after_timeouts: int = Field(3, ge=1, le=1000, description="triggered modes: consecutive grab timeouts "
                                      "that declare the camera lost (a failed register probe declares it at once)")
     free_run_stall_s: float = Field(5.0, gt=0, description="free-run: no frame for this long declares the camera "
                                     "lost even while it answers register reads; keep it above the frame period")
     reconnect_min_s: float = Field(0.5, gt=0, description="first wait between reconnection attempts")
     reconnect_max_s: float = Field(10.0, gt=0, description="longest wait between reconnection attempts")
+
+    @property
+    def pool_slots(self) -> int:
+        return self.num_buffers + 24 if self.frame_pool is None else self.frame_pool
 
     @model_validator(mode="after")
     def _one_identity(self) -> GenICamConfig:

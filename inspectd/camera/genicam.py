@@ -25,6 +25,7 @@ import numpy as np
 import structlog
 
 from inspectd.camera.config import GenICamConfig
+from inspectd.camera.frame_pool import FramePool
 from inspectd.camera.genicam_features import FeatureError, FeatureResult, FeatureValue, apply_features, problems
 from inspectd.camera.genicam_stats import AcquisitionStats, FrameAccounting
 from inspectd.camera.genicam_trigger import MODES, trigger_features
@@ -57,6 +58,7 @@ class GenICamSource:
         self.cfg = cfg
         self.stats = AcquisitionStats()
         self._accounting = FrameAccounting(self.stats)
+        self._pool = FramePool(cfg.pool_slots)  # where each frame is copied out of the GenTL buffer
         self._lock = threading.RLock()  # guards every call into harvesters
         self._h: Any = None
         self._ia: Any = None
@@ -109,22 +111,25 @@ class GenICamSource:
         return self._connected.is_set()
 
     def host_buffers(self) -> list[np.ndarray]:
-        return []  # frames live in the producer's announced buffers (registering those: not done yet)
+        """The frame pool's block: every frame that found a free slot is a view of it. It changes only when a
+        product switch (or reconnect) asks for larger frames than the pool holds: pin it again after
+        apply_features. The producer's own GenTL buffers are not announced: frames are copied out of them at once
+        so they go back to the stream (a frame held downstream would otherwise starve it)."""
+        return self._pool.host_buffers()
 
     def sample(self) -> Frame | None:
-        """A black frame of the camera's current Width/Height/PixelFormat (warm-up needs the geometry only)."""
+        """A black frame of the camera's current Width/Height/PixelFormat (warm-up needs the geometry only). Fresh
+        memory, not a pool slot: the daemon keeps it for later warm-ups."""
         if not self._connected.is_set():
             return None
         with self._lock:
             if self._ia is None:
                 return None
-            nm = self._ia.remote_device.node_map
-            w, h, fmt = int(nm.Width.value), int(nm.Height.value), str(nm.PixelFormat.value)
-        if fmt not in PIXEL_FORMATS:
+            geometry = _geometry(self._ia.remote_device.node_map)
+        if geometry is None:
             return None
-        shape = (h, w, 3) if fmt in COLOUR else (h, w)
-        image = np.zeros(shape, np.uint16 if pixel_bits(fmt) > 8 else np.uint8)
-        return Frame(image=image, pixel_format=fmt, t_grab=time.monotonic())
+        shape, dtype, fmt = geometry
+        return Frame(image=np.zeros(shape, dtype), pixel_format=fmt, t_grab=time.monotonic())
 
     def wait_connected(self, timeout: float) -> bool:
         """For tools and tests: block until connected or `timeout` passes."""
@@ -158,11 +163,23 @@ class GenICamSource:
         if buf is None:
             return None
         try:
-            frame, frame_id, ts = self._dev.buffer_to_frame(buf, self.device.get("serial", ""))
+            frame, frame_id, ts = self._dev.buffer_to_frame(buf, self.device.get("serial", ""), self._copy_out)
         finally:
             buf.queue()  # a buffer not handed back starves the stream after num_buffers frames
         self._accounting.seen(frame_id, ts)
         return frame
+
+    def _copy_out(self, image: np.ndarray) -> np.ndarray:
+        """The one copy of a frame out of the GenTL buffer: into a frame-pool slot, else (counted) fresh memory."""
+        out = self._pool.take(image)
+        if out is None:
+            if image.nbytes > self._pool.slot_bytes:
+                self.stats.pool_misfit += 1
+            else:
+                self.stats.pool_full += 1
+            out = image.copy()
+            out.setflags(write=False)
+        return out
 
     def apply_features(self, features: Mapping[str, FeatureValue]) -> None:
         """Set a product's camera features (stream stopped meanwhile: Width, PixelFormat... are locked while it
@@ -175,6 +192,7 @@ class GenICamSource:
             try:
                 self._dev.stop_streams(self._ia)
                 results = self._configure(self._ia)
+                self._size_pool(self._ia)
                 self._ia.start()
                 self._accounting.restart()
                 self._mode.discard_waiting()  # taken with the old product's settings
@@ -202,6 +220,22 @@ class GenICamSource:
             log.error("camera_feature_problem", problem=p)
         return results
 
+    def _size_pool(self, ia: Any) -> None:
+        """Stream stopped: make the frame pool's slots hold the frames the camera is now set to deliver."""
+        try:
+            nm = ia.remote_device.node_map
+            need = int(nm.PayloadSize.value) if hasattr(nm, "PayloadSize") else 0
+            geometry = _geometry(nm)
+        except Exception as e:  # frames then go to fresh memory, counted as pool_misfit
+            log.warning("camera_frame_pool_not_sized", error=f"{type(e).__name__}: {e}")
+            return
+        if geometry is not None:
+            shape, dtype, _ = geometry
+            need = max(need, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        if self._pool.reserve(need):
+            log.info("camera_frame_pool", slots=self._pool.slots, slot_bytes=self._pool.slot_bytes,
+                     mb=round(self._pool.slots * self._pool.slot_bytes / 2**20, 1))
+
     def _connect(self, initial: bool) -> None:
         # Under the lock throughout, so a product switch during a reconnect is either seen by _configure or
         # waits for it. grab/fire/pump check `connected` before taking the lock: a reconnect never blocks them.
@@ -215,6 +249,7 @@ class GenICamSource:
                 bad = problems(results)
                 if bad and initial:
                     raise FeatureError(bad)  # wrong station config: let the daemon refuse to start
+                self._size_pool(ia)
                 ia.start()
             except Exception:
                 dev.teardown(ia, h)
@@ -287,3 +322,12 @@ class GenICamSource:
                     self._closing.wait(backoff)
                     backoff = min(backoff * 2, self.cfg.reconnect_max_s)
 
+
+
+def _geometry(node_map: Any) -> tuple[tuple[int, ...], type[np.unsignedinteger], str] | None:
+    """Shape, dtype and pixel format of the frames the camera is set to deliver; None for a format inspectd
+    does not take."""
+    w, h, fmt = int(node_map.Width.value), int(node_map.Height.value), str(node_map.PixelFormat.value)
+    if fmt not in PIXEL_FORMATS:
+        return None
+    return ((h, w, 3) if fmt in COLOUR else (h, w)), (np.uint16 if pixel_bits(fmt) > 8 else np.uint8), fmt

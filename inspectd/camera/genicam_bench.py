@@ -52,7 +52,7 @@ def acquisition_overhead(src: GenICamSource, seconds: float = 5.0, timeout: floa
                 if buf is None:
                     break
                 try:
-                    src._dev.buffer_to_frame(buf, "")
+                    src._dev.buffer_to_frame(buf, "", src._copy_out)  # into the frame pool, as grab does
                 finally:
                     buf.queue()
                 fetch_s.append(t1 - t0)

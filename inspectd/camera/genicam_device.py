@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +168,9 @@ def teardown(ia: ImageAcquirer | None, h: Harvester | None) -> None:
             log.warning("harvester_reset_failed", error=f"{type(e).__name__}: {e}")
 
 
-def buffer_to_frame(buf: Any, serial: str) -> tuple[Frame, int, int]:
-    """Copy the image out of a GenTL buffer (the one copy), so the buffer can go back to the stream at once.
+def buffer_to_frame(buf: Any, serial: str, copy: Callable[[np.ndarray], np.ndarray]) -> tuple[Frame, int, int]:
+    """Copy the image out of a GenTL buffer (the one copy, made by `copy`: into the source's frame pool), so the
+    buffer can go back to the stream at once. `copy` returns a read-only array that owns, or leases, its memory.
 
     Returns the frame, the camera's frame id and its timestamp in ns (0 where the producer gives none).
     """
@@ -177,8 +178,7 @@ def buffer_to_frame(buf: Any, serial: str) -> tuple[Frame, int, int]:
     h, w, n = int(comp.height), int(comp.width), int(comp.num_components_per_pixel)
     fmt = str(comp.data_format)
     shape = (h, w) if n == 1 else (h, w, n)
-    image = np.array(comp.data[: h * w * n].reshape(shape), copy=True)
-    image.setflags(write=False)
+    image = copy(comp.data[: h * w * n].reshape(shape))
     frame_id = int(buf.frame_id)
     try:
         ts = int(buf.timestamp_ns)

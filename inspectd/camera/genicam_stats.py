@@ -22,6 +22,8 @@ class AcquisitionStats:
     reconnects: int = 0  # successful reconnections after a loss
     reconnect_failures: int = 0
     feature_errors: int = 0  # feature writes that failed or did not read back
+    pool_full: int = 0  # frames copied into fresh memory: every frame-pool slot was still held
+    pool_misfit: int = 0  # frames copied into fresh memory: larger than a pool slot (or no pool)
     last_frame_id: int = -1
     last_camera_ts_ns: int = 0
 

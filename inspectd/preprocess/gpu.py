@@ -91,15 +91,45 @@ def _driver_check(rc: int, what: str) -> None:
 _CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED = 712
 
 
-def _driver_pin(addr: int, nbytes: int) -> bool:
-    """cuMemHostRegister(PORTABLE): page-lock memory a source owns so H2D copies DMA straight from it. False when
-    it was already registered (another product's preprocessor pinned the same frames): usable, not ours to free."""
-    rc = _libcuda().cuMemHostRegister_v2(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes),
-                                         ctypes.c_uint(_CU_MEMHOSTREGISTER_PORTABLE))
-    if rc == _CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED:
-        return False
-    _driver_check(rc, "cuMemHostRegister")
-    return True
+class _HostPins:
+    """Page-locking of memory a source owns (cuMemHostRegister, PORTABLE | DEVICEMAP), counted per block.
+
+    Registration belongs to the process, not to a preprocessor: every product's preprocessor (and those a reload
+    builds) pins the same source block. The last one to let go unregisters it, never one that others still copy
+    from. Hence one table per process, like the driver's own. A block registered outside inspectd
+    (ALREADY_REGISTERED at first use) is used and never unregistered. Callers hold a reference to the block
+    while they count as its users, so it is never freed while registered.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users: dict[tuple[int, int], list[int]] = {}  # (address, nbytes) -> [users, 1 if we registered it]
+
+    def acquire(self, addr: int, nbytes: int) -> None:
+        """Context current."""
+        with self._lock:
+            entry = self._users.get((addr, nbytes))
+            if entry is None:
+                flags = _CU_MEMHOSTREGISTER_PORTABLE | _CU_MEMHOSTREGISTER_DEVICEMAP
+                rc = _libcuda().cuMemHostRegister_v2(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes),
+                                                     ctypes.c_uint(flags))
+                if rc != _CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED:
+                    _driver_check(rc, "cuMemHostRegister")
+                entry = self._users[(addr, nbytes)] = [0, int(rc == 0)]
+            entry[0] += 1
+
+    def release(self, addr: int, nbytes: int) -> None:
+        """Context current; the caller has no copy or kernel from the block in flight."""
+        with self._lock:
+            entry = self._users[(addr, nbytes)]
+            entry[0] -= 1
+            if entry[0] == 0:
+                del self._users[(addr, nbytes)]
+                if entry[1]:
+                    _driver_check(_libcuda().cuMemHostUnregister(ctypes.c_void_p(addr)), "cuMemHostUnregister")
+
+
+_PINS = _HostPins()
 
 
 def _driver_h2d_async(dst: int, src: int, nbytes: int, stream: Any) -> None:
@@ -108,14 +138,10 @@ def _driver_h2d_async(dst: int, src: int, nbytes: int, stream: Any) -> None:
                                                   ctypes.c_void_p(stream.handle)), "cuMemcpyHtoDAsync")
 
 
-def _driver_register(addr: int, nbytes: int) -> int:
-    """cuMemHostRegister(DEVICEMAP) in the current context; returns the device address of `addr`."""
-    lib = _libcuda()
-    flags = _CU_MEMHOSTREGISTER_PORTABLE | _CU_MEMHOSTREGISTER_DEVICEMAP
-    _driver_check(lib.cuMemHostRegister_v2(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes), ctypes.c_uint(flags)),
-                  "cuMemHostRegister")
+def _driver_device_ptr(addr: int) -> int:
+    """The device address of registered (DEVICEMAP) host memory at `addr`, in the current context."""
     dptr = ctypes.c_uint64()
-    _driver_check(lib.cuMemHostGetDevicePointer_v2(ctypes.byref(dptr), ctypes.c_void_p(addr), ctypes.c_uint(0)),
+    _driver_check(_libcuda().cuMemHostGetDevicePointer_v2(ctypes.byref(dptr), ctypes.c_void_p(addr), ctypes.c_uint(0)),
                   "cuMemHostGetDevicePointer")
     return int(dptr.value)
 
@@ -164,9 +190,10 @@ class DeviceInput:
     """A staged frame whose kernel has not run yet; the consumer says where and on which stream."""
 
     def __init__(self, owner: GpuPreprocessor, kernel: Kernel, slot: _Slot | None, generation: int,
-                 src_ptr: int, pitch: int) -> None:
+                 src_ptr: int, pitch: int, source: np.ndarray | None = None) -> None:
         self._owner, self.kernel, self._slot, self._gen = owner, kernel, slot, generation
         self._src_ptr, self._pitch = src_ptr, pitch
+        self._source = source  # mapped source memory the kernel reads in place: kept until this is dropped
         self.shape, self.dtype, self.nbytes = kernel.out_shape, kernel.out_dtype, kernel.out_nbytes
 
     def enqueue_into(self, dst_ptr: int, stream: Any = None) -> None:
@@ -213,7 +240,8 @@ class GpuPreprocessor:
         self._slot_bytes = 0
         self._next_slot = 0
         self._registered: list[tuple[int, int, int, Any]] = []  # (host addr, nbytes, device ptr, keepalive)
-        self._pinned: list[tuple[int, int, bool, Any]] = []  # source memory H2D reads directly: (addr, n, ours, keep)
+        self._pinned: list[tuple[int, int, Any]] = []  # source memory H2D reads directly: (addr, nbytes, keepalive)
+        self._pin_lock = threading.Lock()  # a block is let go only between two frames' copies from pinned memory
         self.staging_copies = 0  # frames that went through the host staging copy (not in pinned source memory)
         self._lock = threading.Lock()  # __call__ may come from a preprocess thread and a golden check at once
         with self.current():
@@ -270,28 +298,44 @@ class GpuPreprocessor:
         register_host_memory fails on current numpy, 'Cannot set the NumPy array base more than once'.)"""
         if not buf.flags.c_contiguous:
             raise ValueError("register_host_buffer needs a C-contiguous buffer")
+        key = (buf.ctypes.data, buf.nbytes)
+        if any((addr, n) == key for addr, n, _, _ in self._registered):
+            return
         with self.current():
-            dptr = _driver_register(buf.ctypes.data, buf.nbytes)
-        self._registered.append((buf.ctypes.data, buf.nbytes, dptr, buf))
+            _PINS.acquire(*key)
+            dptr = _driver_device_ptr(key[0])
+        self._registered.append((*key, dptr, buf))
 
     def pin_host_buffers(self, buffers: Sequence[np.ndarray]) -> None:
-        """Frames that are views into these (a source's own, long-lived memory) skip the staging copy: on a
-        discrete GPU the H2D reads them in place (page-locked here); on Jetson ("mapped") the kernel does."""
-        for buf in buffers:
-            if not buf.flags.c_contiguous or buf.nbytes == 0:
-                continue
-            if self.staging == "mapped":
+        """A source's long-lived memory, as it is now: frames that are views into it skip the staging copy (on a
+        discrete GPU the H2D reads them in place, page-locked here; on Jetson, "mapped", the kernel does).
+
+        Call again when the source's memory changed (the GenICam frame pool grows at a product switch): blocks no
+        longer announced are let go (unpinned by the last preprocessor using them, then freed with their last
+        frame); frames still in them just take the staging copy. Mapped registrations are kept until close:
+        a staged frame's kernel may still read one in place."""
+        wanted = {(b.ctypes.data, b.nbytes): b for b in buffers if b.flags.c_contiguous and b.nbytes}
+        if self.staging == "mapped":
+            for buf in wanted.values():
                 self.register_host_buffer(buf)
-                continue
-            with self.current():
-                ours = _driver_pin(buf.ctypes.data, buf.nbytes)
-            self._pinned.append((buf.ctypes.data, buf.nbytes, ours, buf))
+            return
+        with self._pin_lock, self.current():  # stage() has no copy from a pinned block in flight outside this lock
+            keep = []
+            for addr, n, buf in self._pinned:
+                if wanted.pop((addr, n), None) is None:
+                    _PINS.release(addr, n)
+                else:
+                    keep.append((addr, n, buf))
+            for (addr, n), buf in wanted.items():
+                _PINS.acquire(addr, n)
+                keep.append((addr, n, buf))
+            self._pinned = keep
 
     def _pinned_slab(self, slab: np.ndarray) -> bool:
         if not self._pinned or not slab.flags.c_contiguous:
             return False
         addr = slab.ctypes.data
-        return any(base <= addr and addr + slab.nbytes <= base + size for base, size, _, _ in self._pinned)
+        return any(base <= addr and addr + slab.nbytes <= base + size for base, size, _ in self._pinned)
 
     def _mapped_ptr(self, slab: np.ndarray) -> int | None:
         if not self._registered or not slab.flags.c_contiguous:
@@ -312,7 +356,7 @@ class GpuPreprocessor:
         pitch = int(np.prod(frame.image.shape[1:]))
         direct = self._mapped_ptr(slab)
         if direct is not None:
-            return DeviceInput(self, kernel, None, 0, direct, pitch)
+            return DeviceInput(self, kernel, None, 0, direct, pitch, source=slab)
         with self._lock, self.current():
             self._ensure_slots(slab.nbytes)
             slot = self._slots[self._next_slot]
@@ -324,14 +368,20 @@ class GpuPreprocessor:
             else:
                 slot.h2d_done.synchronize()  # the last H2D from this page-locked buffer has finished
                 self._copy_stream.wait_for_event(slot.kernel_done)  # ... and the last kernel left its device copy
-            if self.staging == "copy" and self._pinned_slab(slab):  # DMA straight from the source's memory
-                _driver_h2d_async(int(slot.dev), slab.ctypes.data, slab.nbytes, self._copy_stream)
-            else:
-                self.staging_copies += 1
-                dst = slot.host[:slab.nbytes].view(slab.dtype).reshape(slab.shape)
-                np.copyto(dst, slab)
-                if self.staging == "copy":
-                    _cuda.memcpy_htod_async(slot.dev, slot.host[:slab.nbytes], self._copy_stream)
+            with self._pin_lock:
+                if self.staging == "copy" and self._pinned_slab(slab):  # DMA straight from the source's memory
+                    _driver_h2d_async(int(slot.dev), slab.ctypes.data, slab.nbytes, self._copy_stream)
+                    slot.h2d_done.record(self._copy_stream)
+                    # Read before returning: the source may refill this memory as soon as the frame is dropped
+                    # (a GenICam frame-pool slot). The preprocess thread waits the H2D (the kernel waits for it
+                    # anyway); the copy still overlaps the previous part's inference on the engine stream.
+                    slot.h2d_done.synchronize()
+                    return DeviceInput(self, kernel, slot, slot.generation, slot.src_ptr, pitch)
+            self.staging_copies += 1
+            dst = slot.host[:slab.nbytes].view(slab.dtype).reshape(slab.shape)
+            np.copyto(dst, slab)
+            if self.staging == "copy":
+                _cuda.memcpy_htod_async(slot.dev, slot.host[:slab.nbytes], self._copy_stream)
             slot.h2d_done.record(self._copy_stream)
             return DeviceInput(self, kernel, slot, slot.generation, slot.src_ptr, pitch)
 
@@ -359,13 +409,13 @@ class GpuPreprocessor:
         with self.current():
             self._copy_stream.synchronize()
             self._stream.synchronize()
-            for addr, *_ in self._registered:
-                _driver_check(_libcuda().cuMemHostUnregister(ctypes.c_void_p(addr)), "cuMemHostUnregister")
+            for addr, n, *_ in self._registered:
+                _PINS.release(addr, n)
             self._registered.clear()
-            for addr, _, ours, _ in self._pinned:
-                if ours:  # another product's preprocessor may still DMA from it: that only gets slower, never wrong
-                    _libcuda().cuMemHostUnregister(ctypes.c_void_p(addr))
-            self._pinned.clear()
+            with self._pin_lock:
+                for addr, n, _ in self._pinned:
+                    _PINS.release(addr, n)  # unpinned when no other product's preprocessor uses it
+                self._pinned.clear()
             self._slots, self._kernels, self._out_ring, self._out_dev = [], {}, [], None
         self._ctx.detach()
 
