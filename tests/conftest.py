@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from tests.onnx_models import brightness_model
+from tests.supervise_harness import DaemonProcess, NotifySocket
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "demo"
@@ -46,3 +48,23 @@ def write_station(folder: Path, station: dict[str, Any] | None = None, product: 
 @pytest.fixture
 def station_file(tmp_path: Path) -> Path:
     return write_station(tmp_path, {"camera": {"bank": 8}})
+
+
+@pytest.fixture
+def supervised(tmp_path: Path) -> Iterator[Callable[..., tuple[NotifySocket, DaemonProcess]]]:
+    """supervised(station, abstract=False, **DaemonProcess options): a NOTIFY_SOCKET in tmp_path and the daemon
+    reporting to it, as under systemd. After the test each daemon is killed if it still runs and each socket
+    closed."""
+    sockets: list[NotifySocket] = []
+    daemons: list[DaemonProcess] = []
+
+    def start(station: Path, abstract: bool = False, **daemon: Any) -> tuple[NotifySocket, DaemonProcess]:
+        sockets.append(NotifySocket(tmp_path, abstract=abstract))
+        daemons.append(DaemonProcess(station, sockets[-1], **daemon))
+        return sockets[-1], daemons[-1]
+
+    yield start
+    for d in daemons:
+        d.kill()
+    for n in sockets:
+        n.close()

@@ -21,7 +21,7 @@ from inspectd.daemon import Daemon, Options
 from inspectd.pipeline.runtime import ProductRuntime
 from tests.conftest import ROOT, write_station
 from tests.onnx_models import brightness_model, odd_output_model
-from tests.supervise_harness import START_S, DaemonProcess, NotifySocket, journal_rows, parts_in_status
+from tests.supervise_harness import START_S, journal_rows, parts_in_status
 from tests.test_metrics import wait_for
 
 
@@ -97,39 +97,34 @@ def test_a_reload_that_raises_anything_keeps_the_old_config_and_runtimes(tmp_pat
     assert d.exit_code == 0 and d.pipeline.stats.stage_errors == 0  # type: ignore[union-attr]
 
 
-def test_sighup_to_a_nan_model_is_refused_and_the_old_model_keeps_judging(tmp_path: Path) -> None:
+def test_sighup_to_a_nan_model_is_refused_and_the_old_model_keeps_judging(tmp_path: Path, supervised) -> None:
     good = brightness_model(tmp_path / "good.onnx")
     nan = odd_output_model(tmp_path / "nan.onnx", "nan")
     station = write_station(tmp_path, {"camera": {"bank": 8}}, model=good)
     product = tmp_path / "products" / "disc-a.yaml"
     recipe = product.read_text()
-    notify = NotifySocket(tmp_path)
-    daemon = DaemonProcess(station, notify, watchdog_usec=4_000_000)
-    try:
-        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
-        ready = daemon.wait_event("ready", 10)
-        assert ready is not None
-        product.write_text(recipe.replace(str(good), str(nan)))
-        mark = len(notify.messages)
-        daemon.signal(signal.SIGHUP)
-        rejected = daemon.wait_event("reload_rejected", 60)
-        assert rejected is not None, daemon.stderr()[-2000:]
-        assert rejected["problems"] == ["product 'disc-a': model nan.onnx: self-check on an all-zero input: output "
-                                        "'logits' has 1 non-finite of 2 values (nan=1, inf=0)"]
-        assert rejected["level"] == "error"
-        t_rejected = time.time()
-        seen = notify.wait_for(lambda m: parts_in_status(m) > parts_in_status(notify.messages[mark - 1]) + 5,
-                               30, daemon.alive, since=mark)
-        assert seen is not None  # still inspecting
-        product.write_text(recipe)  # back to the good model: applies
-        daemon.signal(signal.SIGHUP)
-        assert daemon.wait_event("reloaded", 60) is not None
-        assert daemon.wait_event("runtime_closed", 30) is not None  # the first model, once its parts drained
-        daemon.signal(signal.SIGTERM)
-        rc = daemon.wait(30)
-    finally:
-        daemon.kill()
-        notify.close()
+    notify, daemon = supervised(station, watchdog_usec=4_000_000)
+    assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
+    ready = daemon.wait_event("ready", 10)
+    assert ready is not None
+    product.write_text(recipe.replace(str(good), str(nan)))
+    mark = len(notify.messages)
+    daemon.signal(signal.SIGHUP)
+    rejected = daemon.wait_event("reload_rejected", 60)
+    assert rejected is not None, daemon.stderr()[-2000:]
+    assert rejected["problems"] == ["product 'disc-a': model nan.onnx: self-check on an all-zero input: output "
+                                    "'logits' has 1 non-finite of 2 values (nan=1, inf=0)"]
+    assert rejected["level"] == "error"
+    t_rejected = time.time()
+    seen = notify.wait_for(lambda m: parts_in_status(m) > parts_in_status(notify.messages[mark - 1]) + 5,
+                           30, daemon.alive, since=mark)
+    assert seen is not None  # still inspecting
+    product.write_text(recipe)  # back to the good model: applies
+    daemon.signal(signal.SIGHUP)
+    assert daemon.wait_event("reloaded", 60) is not None
+    assert daemon.wait_event("runtime_closed", 30) is not None  # the first model, once its parts drained
+    daemon.signal(signal.SIGTERM)
+    rc = daemon.wait(30)
     assert rc == 0, daemon.stderr()[-3000:]
     rows = journal_rows(tmp_path / "journal.sqlite")
     after = [r for r in rows if r["t_verdict"] > t_rejected]

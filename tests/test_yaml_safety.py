@@ -17,7 +17,7 @@ from inspectd.config.yamlfile import MAX_ALIAS_VALUES
 from inspectd.errors import ConfigError
 from tests.conftest import ROOT, write_station
 from tests.onnx_models import brightness_model
-from tests.supervise_harness import START_S, DaemonProcess, NotifySocket, journal_rows, parts_in_status
+from tests.supervise_harness import START_S, journal_rows, parts_in_status
 
 # Nine levels of nine aliases: 9**9 = 387 million values once expanded, from a file of ~600 bytes.
 BOMB = "lol:\n  a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -133,14 +133,13 @@ def vm_kb(pid: int, key: str) -> int:
     raise AssertionError(key)
 
 
-def test_sighup_with_a_latin1_recipe_and_an_alias_bomb_keeps_the_old_config(tmp_path: Path) -> None:
+def test_sighup_with_a_latin1_recipe_and_an_alias_bomb_keeps_the_old_config(tmp_path: Path, supervised) -> None:
     """The issue's cases: a Latin-1 recipe crashed the running daemon on SIGHUP (UnicodeDecodeError), an alias
     bomb grew it to 2.4 GB. Now each is a rejected reload, the line keeps inspecting on the old recipe."""
     station = write_station(tmp_path, {"camera": {"bank": 8}})
     product = tmp_path / "products" / "disc-a.yaml"
     good = product.read_text()
-    notify = NotifySocket(tmp_path)
-    daemon = DaemonProcess(station, notify, watchdog_usec=4_000_000)
+    notify, daemon = supervised(station, watchdog_usec=4_000_000)
 
     def reload_rejected(n: int) -> dict:
         mark = len(notify.messages)
@@ -153,34 +152,30 @@ def test_sighup_with_a_latin1_recipe_and_an_alias_bomb_keeps_the_old_config(tmp_
         assert serving is not None and "product=disc-a" in (serving.get("STATUS") or "")
         return rejected
 
-    try:
-        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
-        assert notify.wait_for(lambda m: parts_in_status(m) > 0, 30, daemon.alive, since=0)
-        hwm_before = vm_kb(daemon.pid, "VmHWM")
+    assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
+    assert notify.wait_for(lambda m: parts_in_status(m) > 0, 30, daemon.alive, since=0)
+    hwm_before = vm_kb(daemon.pid, "VmHWM")
 
-        product.write_bytes(good.replace("name: disc-a", "name: disc-\xe4").encode("latin-1"))
-        rejected = reload_rejected(0)
-        assert rejected["problems"] == [f"{product}:{line_of(product, 'disc-')}: name: byte 0xe4 at column 12 is "
-                                        "not UTF-8: save the file as UTF-8 (any character, umlauts too, is fine "
-                                        "in UTF-8)"]
+    product.write_bytes(good.replace("name: disc-a", "name: disc-\xe4").encode("latin-1"))
+    rejected = reload_rejected(0)
+    assert rejected["problems"] == [f"{product}:{line_of(product, 'disc-')}: name: byte 0xe4 at column 12 is "
+                                    "not UTF-8: save the file as UTF-8 (any character, umlauts too, is fine "
+                                    "in UTF-8)"]
 
-        product.write_text(good + BOMB)
-        rejected = reload_rejected(1)
-        assert rejected["problems"] == [f"{product}:{line_of(product, '  i: &i')}: lol.i: aliases (*name) expand "
-                                        f"to more than {MAX_ALIAS_VALUES} values: write the values out instead"]
-        grown_mb = (vm_kb(daemon.pid, "VmHWM") - hwm_before) / 1024
-        assert grown_mb < 100, grown_mb
+    product.write_text(good + BOMB)
+    rejected = reload_rejected(1)
+    assert rejected["problems"] == [f"{product}:{line_of(product, '  i: &i')}: lol.i: aliases (*name) expand "
+                                    f"to more than {MAX_ALIAS_VALUES} values: write the values out instead"]
+    grown_mb = (vm_kb(daemon.pid, "VmHWM") - hwm_before) / 1024
+    assert grown_mb < 100, grown_mb
 
-        product.write_text(good.replace("failsafe: reject", "failsafe: pass"))  # a valid change still applies
-        mark = len(notify.messages)
-        daemon.signal(signal.SIGHUP)
-        assert daemon.wait_event("reloaded", 60) is not None, daemon.stderr()[-2000:]
-        assert notify.wait_for(lambda m: m.has("READY"), 30, daemon.alive, since=mark)
-        daemon.signal(signal.SIGTERM)
-        rc = daemon.wait(30)
-    finally:
-        daemon.kill()
-        notify.close()
+    product.write_text(good.replace("failsafe: reject", "failsafe: pass"))  # a valid change still applies
+    mark = len(notify.messages)
+    daemon.signal(signal.SIGHUP)
+    assert daemon.wait_event("reloaded", 60) is not None, daemon.stderr()[-2000:]
+    assert notify.wait_for(lambda m: m.has("READY"), 30, daemon.alive, since=mark)
+    daemon.signal(signal.SIGTERM)
+    rc = daemon.wait(30)
     assert rc == 0, daemon.stderr()[-3000:]
     assert daemon.events("reload_failed") == []  # each was a config error, none an unexpected exception
     rows = journal_rows(tmp_path / "journal.sqlite")
