@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.supervise_harness import ROOT, DaemonProcess, NotifySocket, journal_rows
+from tests.supervise_harness import ROOT, journal_rows
 from tests.test_supervise_systemd import NEEDS, SYSTEMD, UserManager, manager  # noqa: F401  (fixture)
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -71,7 +71,7 @@ def test_install_config_keeps_every_path_resolvable(tmp_path: Path) -> None:
         load_config(tmp_path / "cp" / "station.yaml")
 
 
-def test_status_after_a_reload_names_the_new_product(tmp_path: Path) -> None:
+def test_status_after_a_reload_names_the_new_product(tmp_path: Path, supervised) -> None:
     """READY=1 after a reload carries STATUS: it names the product the reload switched to, not the old one."""
     station = _installed(tmp_path / "etc", tmp_path / "state", 0)
     doc = yaml.safe_load(station.read_text())
@@ -79,21 +79,16 @@ def test_status_after_a_reload_names_the_new_product(tmp_path: Path) -> None:
     station.write_text(yaml.safe_dump(doc, sort_keys=False))
     b = (tmp_path / "etc" / "products" / "disc-a.yaml").read_text().replace("name: disc-a", "name: disc-b")
     (tmp_path / "etc" / "products" / "disc-b.yaml").write_text(b.replace("plc_id: 1", "plc_id: 2"))
-    notify = NotifySocket(tmp_path)
-    daemon = DaemonProcess(station, notify)
-    try:
-        assert notify.wait_for(lambda m: m.has("READY"), 90, daemon.alive, since=0), daemon.stderr()[-2000:]
-        station.write_text(station.read_text().replace("product: disc-a", "product: disc-b"))
-        mark = len(notify.messages)
-        daemon.signal(signal.SIGHUP)
-        ready = notify.wait_for(lambda m: m.has("READY"), 60, daemon.alive, since=mark)
-        assert ready is not None, daemon.stderr()[-2000:]
-        assert (ready.get("STATUS") or "").startswith("product=disc-b "), ready.get("STATUS")
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait(30) == 0
-    finally:
-        daemon.kill()
-        notify.close()
+    notify, daemon = supervised(station)
+    assert notify.wait_for(lambda m: m.has("READY"), 90, daemon.alive, since=0), daemon.stderr()[-2000:]
+    station.write_text(station.read_text().replace("product: disc-a", "product: disc-b"))
+    mark = len(notify.messages)
+    daemon.signal(signal.SIGHUP)
+    ready = notify.wait_for(lambda m: m.has("READY"), 60, daemon.alive, since=mark)
+    assert ready is not None, daemon.stderr()[-2000:]
+    assert (ready.get("STATUS") or "").startswith("product=disc-b "), ready.get("STATUS")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
 
 
 @pytest.mark.slow

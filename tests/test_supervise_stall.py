@@ -21,7 +21,7 @@ import numpy as np
 from inspectd.errors import ExitCode
 from inspectd.infer.onnxruntime import OnnxRuntimeBackend
 from tests.conftest import write_station
-from tests.supervise_harness import START_S, DaemonProcess, NotifySocket, journal_rows
+from tests.supervise_harness import START_S, journal_rows
 
 HANG_ENV = "INSPECTD_TEST_HANG_FILE"
 
@@ -42,24 +42,20 @@ def must_hang(flag: Path) -> bool:
     return owner in ("", str(os.getpid()))
 
 
-def test_hung_stage_stops_keepalives_and_exits_with_stall_code(tmp_path: Path) -> None:
+def test_hung_stage_stops_keepalives_and_exits_with_stall_code(tmp_path: Path, supervised) -> None:
     stall_s = 4.0
     station = write_station(tmp_path, {"camera": {"bank": 8}, "watchdog": {"stall_s": stall_s}})
     hang = tmp_path / "hang"
-    notify = NotifySocket(tmp_path)
     # WatchdogSec above stall_s, as in the unit: the internal watchdog must act first, with its own code.
-    daemon = DaemonProcess(station, notify, watchdog_usec=int(2 * stall_s * 1e6), module="tests.test_supervise_stall",
-                           env={HANG_ENV: str(hang)})
-    try:
-        assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
-        assert notify.wait_for(lambda m: m.has("WATCHDOG"), 5, daemon.alive), "no keep-alive while parts flow"
+    notify, daemon = supervised(station, watchdog_usec=int(2 * stall_s * 1e6), module="tests.test_supervise_stall",
+                                      env={HANG_ENV: str(hang)})
+    assert notify.wait_for(lambda m: m.has("READY"), START_S, daemon.alive, since=0), daemon.stderr()
+    assert notify.wait_for(lambda m: m.has("WATCHDOG"), 5, daemon.alive), "no keep-alive while parts flow"
 
-        hang.touch()
-        t_hang = time.monotonic()
-        rc = daemon.wait(stall_s + 30)
-        notify.settle()
-    finally:
-        daemon.kill()
+    hang.touch()
+    t_hang = time.monotonic()
+    rc = daemon.wait(stall_s + 30)
+    notify.settle()
 
     assert rc == ExitCode.STALL
     # Keep-alives stopped once infer held its part past flow_s (1 s here), well before the exit.
