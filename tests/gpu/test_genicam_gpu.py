@@ -42,7 +42,13 @@ def _tensor(pre, frame: Frame) -> np.ndarray:
 def test_genicam_frames_go_to_the_gpu_from_the_pinned_frame_pool(deliver: str) -> None:
     provision.harvesters_importable()
     cti = provision.tlsimu()
-    from tests.test_genicam_source import source
+    from inspectd.camera.genicam import GenICamConfig, GenICamSource
+
+    def source(cti, **kw) -> GenICamSource:
+        s = GenICamSource(GenICamConfig(type="genicam", producers=[cti], use_env_path=False,
+                                        serial="SN_InterfaceA_0", **kw))
+        s.open()
+        return s
 
     pp = Preprocess(resize="stretch", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     spec = InputSpec(width=224, height=224, channels=3)
