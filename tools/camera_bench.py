@@ -8,7 +8,8 @@ TLSimu in free-run delivers as fast as it can draw (5 MP Mono8 by default here).
   GenICamSource.grab (copy, accounting); the simulator draws on the same CPU, so a copy costs rate,
 - `grab_ms`: median wall time of grab at that rate (waiting for the frame included),
 - `fetch_ready_ms`: harvesters' try_fetch of a buffer already waiting (its per-frame Python work),
-- `copy_requeue_ms`: the one copy out of the GenTL buffer plus handing the buffer back,
+- `copy_requeue_ms`: the one copy out of the GenTL buffer (into a frame-pool slot; `--frame-pool 0`: into fresh
+  memory, the path before the pool) plus handing the buffer back,
 - `overhead_per_frame_ms`: the two together: acquisition cost per frame once the frame is in host memory.
 Prints one JSON object. Needs the [genicam] extra; tests/genicam/provision.py fetches TLSimu.
 """
@@ -72,13 +73,15 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=2048)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--buffers", type=int, default=8)
+    ap.add_argument("--frame-pool", type=int, default=None,
+                    help="camera.frame_pool: slots the copy out of the GenTL buffer goes into (0: fresh copies)")
     args = ap.parse_args()
     cfg = GenICamConfig(type="genicam", producers=[args.producer], use_env_path=False, serial=args.serial,
-                        trigger="free_run", num_buffers=args.buffers,
+                        trigger="free_run", num_buffers=args.buffers, frame_pool=args.frame_pool,
                         features={"Width": args.width, "Height": args.height})
     raw = bench_raw(cfg, args.seconds)
     ours = bench_source(cfg, args.seconds)
-    out = {"producer": args.producer.name, "width": args.width, "height": args.height,
+    out = {"producer": args.producer.name, "width": args.width, "height": args.height, "frame_pool": cfg.pool_slots,
            "megapixels": args.width * args.height / 1e6, "machine": platform.machine(), **raw, **ours}
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}))
     return 0
