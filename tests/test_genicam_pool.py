@@ -166,3 +166,33 @@ def test_pool_counters_are_exported(tlsimu: Path) -> None:
     finally:
         s.close()
     assert got["inspectd_camera_pool_full"] == 1 and got["inspectd_camera_pool_misfit"] == 0
+
+
+def test_the_pool_outlives_a_cable_pull_and_reconnect() -> None:
+    """Reconnecting re-creates the acquirer and the producer's buffers, not the pool: same block (GPU preprocessing
+    keeps its pin), and a frame taken before the loss is untouched by the frames after it."""
+    provision.harvesters_importable()
+    shim, ctl = provision.fault_shim()
+    control = provision.ShimControl(ctl)
+    control.clear()
+    s = source(shim, serial=MONO_SN, trigger="software", frame_pool=2, reconnect_min_s=0.1, reconnect_max_s=0.4,
+               features={"Width": 64, "Height": 48})
+    try:
+        (block,) = s.host_buffers()
+        held = shot(s)
+        before = held.image.copy()
+        control.set(provision.ShimControl.CABLE_PULLED)
+        s.fire()
+        assert s.grab(0.5) is None and not s.connected
+        control.clear()
+        assert s.wait_connected(10)
+        assert s.stats.reconnects == 1 and s.host_buffers()[0].ctypes.data == block.ctypes.data
+        for _ in range(4):
+            f = shot(s)
+            assert np.shares_memory(f.image, block) and not np.shares_memory(f.image, held.image)
+            check(f)
+            del f
+        np.testing.assert_array_equal(held.image, before)
+    finally:
+        s.close()
+        control.clear()
