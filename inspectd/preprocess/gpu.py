@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import structlog
 
 from inspectd.config.schema import InputSpec, Preprocess, ProductConfig
 from inspectd.errors import BackendUnavailable
@@ -52,6 +53,8 @@ except Exception as exc:  # ImportError, or a pycuda built against a libcuda tha
     _cuda = None
     SourceModule = None
     _cuda_import_error = f"{type(exc).__name__}: {exc}"
+
+log = structlog.get_logger("inspectd.preprocess.gpu")
 
 Staging = Literal["auto", "copy", "mapped"]
 Deliver = Literal["host", "device"]
@@ -320,16 +323,17 @@ class GpuPreprocessor:
                 self.register_host_buffer(buf)
             return
         with self._pin_lock, self.current():  # stage() has no copy from a pinned block in flight outside this lock
-            keep = []
-            for addr, n, buf in self._pinned:
-                if wanted.pop((addr, n), None) is None:
-                    _PINS.release(addr, n)
-                else:
-                    keep.append((addr, n, buf))
+            for entry in list(self._pinned):
+                if wanted.pop(entry[:2], None) is None:
+                    _PINS.release(*entry[:2])
+                    self._pinned.remove(entry)
             for (addr, n), buf in wanted.items():
-                _PINS.acquire(addr, n)
-                keep.append((addr, n, buf))
-            self._pinned = keep
+                try:
+                    _PINS.acquire(addr, n)
+                except RuntimeError as e:  # only slower: its frames take the staging copy
+                    log.warning("host_buffer_not_pinned", mb=round(n / 2**20, 1), error=str(e))
+                    continue
+                self._pinned.append((addr, n, buf))
 
     def _pinned_slab(self, slab: np.ndarray) -> bool:
         if not self._pinned or not slab.flags.c_contiguous:
