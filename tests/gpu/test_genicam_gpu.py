@@ -6,11 +6,14 @@ the pool; pinned again, new frames skip staging too, while a frame still held in
 old block is let go, no longer page-locked by anyone).
 
 Skipped (with the reason) without pycuda and a CUDA device, without harvesters/genicam, or without TLSimu
-(fetched into .cache/genicam/ by tests/genicam/provision.py). On the GPU machine (no network) see the README,
-"Cameras (GenICam)": harvesters + genicam wheels from .whl-gen/, TLSimu from .whl-gen/producers/.
+(fetched into .cache/genicam/ by tests/genicam/provision.py, which needs network). On the GPU machine (none):
+`bash tests/gpu/device_ort.sh tests` with .whl-gen/ carried (harvesters + genicam wheels, producers/TLSimu.cti;
+its header says what goes in it).
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
@@ -21,7 +24,24 @@ from inspectd.types import Frame
 from tests.genicam import provision
 from tests.gpu.test_gpu_preprocess import REASON, allowed
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"needs CUDA: {REASON}")]
+
+def _camera_reason() -> str | None:
+    """Checked without provision's downloads: the GPU machine has no network (device_ort.sh installs .whl-gen)."""
+    site = provision.CACHE / "site"
+    if site.is_dir() and str(site) not in sys.path:
+        sys.path.append(str(site))
+    try:
+        import harvesters.core  # noqa: F401
+    except Exception as exc:
+        return f"harvesters not importable ({exc}): install the [genicam] extra or .whl-gen"
+    if not (provision.CACHE / "producers" / "TLSimu.cti").is_file():
+        return "TLSimu.cti not in .cache/genicam/producers (tests/genicam/provision.py fetches it; or .whl-gen)"
+    return None
+
+
+CAMERA = _camera_reason() if REASON is None else None
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"needs CUDA: {REASON}"),
+              pytest.mark.skipif(CAMERA is not None, reason=f"needs the simulated camera: {CAMERA}")]
 
 if REASON is None:
     from inspectd.preprocess.gpu import _PINS, GpuPreprocessor
@@ -40,7 +60,6 @@ def _tensor(pre, frame: Frame) -> np.ndarray:
 
 @pytest.mark.parametrize("deliver", ["host", "device"])
 def test_genicam_frames_go_to_the_gpu_from_the_pinned_frame_pool(deliver: str) -> None:
-    provision.harvesters_importable()
     cti = provision.tlsimu()
     from inspectd.camera.genicam import GenICamConfig, GenICamSource
 
