@@ -180,8 +180,8 @@ class Archive:
     def submit(self, verdict: Verdict, part: Part | None = None) -> None:
         if not self.wanted(verdict):
             return
-        # A reference, not a copy: sources hand out frames that own their pixels (GenICam copies out of the
-        # driver's buffer), so the hot path pays nothing for the archive.
+        # A reference, not a copy: a source's frame stays valid while referenced (GenICam: its frame-pool slot is
+        # lent until the last reference goes, this one included), so the hot path pays nothing for the archive.
         frame = part.frame if part is not None else None
         findings = part.findings if part is not None else None
         runtime = part.runtime if part is not None else None
