@@ -17,6 +17,7 @@ import yaml
 from inspectd.config.load import load_config
 from inspectd.daemon import Daemon, Options
 from tests.conftest import write_station
+from tests.waiting import wait_until
 
 TOKEN = "s3cret-operator-token"
 
@@ -76,10 +77,4 @@ def post(url: str, body: dict[str, Any], token: str | None = None, who: str = "t
 
 
 def wait_for(check: Any, timeout: float = 60.0, what: str = "condition") -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, timeout, what, every=0.1)

@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from inspectd.journal import COLUMNS, INSERT, Journal, named_row, open_db
 from inspectd.types import Outcome, Verdict
 from tests.tmpfs import mounted_tmpfs
+from tests.waiting import wait_until
 
 
 def verdict(seq: int, score: float = 0.1, product: str = "disc-a", outcome: Outcome = Outcome.PASS) -> Verdict:
@@ -36,15 +37,6 @@ def rows(path: Path, table: str = "verdicts") -> list[dict]:
         return [dict(r) for r in db.execute(f"SELECT * FROM {table} ORDER BY id")]
     finally:
         db.close()
-
-
-def wait_for(cond, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 @pytest.fixture
@@ -105,13 +97,13 @@ def test_full_disk_rows_wait_in_the_backlog_then_all_land(tmpfs: Path) -> None:
     journal.start()
     for seq in range(1, 51):
         journal.submit(verdict(seq))
-    assert wait_for(lambda: journal.written == 50)
+    wait_until(lambda: journal.written == 50, 30)
     filler = fill(tmpfs)
     with capture_logs() as logs:
         for seq in range(51, 451):
             journal.submit(verdict(seq))
         assert changed.wait(30) and health[-1][0] is False and "disk_full" in health[-1][1]
-        assert wait_for(lambda: journal.pending == 0)
+        wait_until(lambda: journal.pending == 0, 30)
         assert not journal.healthy and journal.backlog > 0 and journal.dropped == 0
         changed.clear()
         filler.unlink()  # someone frees space: the backlog is written, nothing was lost
@@ -129,12 +121,12 @@ def test_a_full_backlog_loses_the_oldest_rows_counted(tmpfs: Path) -> None:
     journal = Journal(path, batch=16, backlog=100, retry_s=(0.05, 0.2))
     journal.start()
     journal.submit(verdict(1))
-    assert wait_for(lambda: journal.written == 1)
+    wait_until(lambda: journal.written == 1, 30)
     filler = fill(tmpfs)
     with capture_logs() as logs:
         for seq in range(2, 302):
             journal.submit(verdict(seq))
-        assert wait_for(lambda: journal.pending == 0 and journal.dropped == 200)
+        wait_until(lambda: journal.pending == 0 and journal.dropped == 200, 30)
     filler.unlink()
     journal.close()
     assert journal.dropped_by["backlog_full"] == 200
@@ -203,7 +195,7 @@ def test_verdicts_dropped_from_a_full_queue_are_journaled_from_the_ahead_log(tmp
     other = sqlite3.connect(str(path), timeout=0)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: ours waits in SQLite's busy handler
     journal.submit(verdict(1))
-    assert wait_for(lambda: journal.pending == 0)  # taken; the writer is now blocked on the lock
+    wait_until(lambda: journal.pending == 0, 30)  # taken; the writer is now blocked on the lock
     for seq in range(2, 302):
         journal.submit(verdict(seq))
     assert journal.dropped_by["queue_full"] == 200 and journal.pending == 100

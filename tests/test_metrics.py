@@ -18,6 +18,7 @@ from inspectd.config.load import load_config
 from inspectd.daemon import Daemon, Options
 from inspectd.metrics import Metrics, latency_buckets
 from tests.conftest import write_station
+from tests.waiting import wait_until
 
 PARTS = 40
 
@@ -36,13 +37,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
-
-
-def wait_for(cond, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_latency_buckets_resolve_p99_near_the_budget() -> None:
@@ -80,7 +74,7 @@ def test_scrape_while_running_matches_journal(daemon: Daemon) -> None:
         seen.append(sum(v for (n, _), v in s.items() if n == "inspectd_parts_total"))
         time.sleep(0.1)
     assert seen == sorted(seen) and len(seen) > 3
-    wait_for(lambda: daemon.metrics.pending == 0)
+    wait_until(lambda: daemon.metrics.pending == 0, 30)
     status, body = get(base + "/metrics")
     s = samples(body.decode())
 
@@ -151,7 +145,7 @@ def test_readyz_waits_for_the_plc(tmp_path: Path) -> None:
         status, body = get(base + "/readyz")
         assert status == 503 and json.loads(body)["checks"] == {"camera": True, "backend": True, "golden": True,
                                                                 "plc": False, "journal": True}
-        wait_for(lambda: d.plc.stats.connect_failures > 0, timeout=10)
+        wait_until(lambda: d.plc.stats.connect_failures > 0, 10)
         s = samples(get(base + "/metrics")[1].decode())
         assert s[("inspectd_plc_configured", ())] == 1.0 and s[("inspectd_plc_connected", ())] == 0.0
         assert s[("inspectd_plc_connect_failures_total", ())] >= 1
@@ -173,7 +167,7 @@ def test_scrape_does_not_wait_for_a_slow_sensor(tmp_path: Path) -> None:
         t0 = time.monotonic()
         status, _ = get(f"http://127.0.0.1:{m.server.port}/metrics")
         assert status == 200 and time.monotonic() - t0 < 2.5  # not the sensor's 3 s
-        wait_for(lambda: m.sensors.polls == 1, timeout=10)
+        wait_until(lambda: m.sensors.polls == 1, 10)
         s = samples(get(f"http://127.0.0.1:{m.server.port}/metrics")[1].decode())
         assert s[("inspectd_temperature_celsius", (("sensor", "gpu0"),))] == 50.0
         assert s[("inspectd_clock_hz", (("device", "gpu0/sm"),))] == 1e9
@@ -205,7 +199,7 @@ def test_deadline_misses_match_the_journal(tmp_path: Path) -> None:
     d = Daemon(load_config(path), Options(handle_signals=False, max_parts=20))
     try:
         d.start()
-        wait_for(lambda: d.journal.written == 20 and d.metrics.pending == 0)
+        wait_until(lambda: d.journal.written == 20 and d.metrics.pending == 0, 30)
         s = samples(get(f"http://127.0.0.1:{d.metrics.server.port}/metrics")[1].decode())
     finally:
         d.shutdown()

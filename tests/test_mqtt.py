@@ -27,6 +27,7 @@ from inspectd.outputs.mqtt import verdict_message
 from tests.conftest import write_station
 from tests.mqtt_peers import Mosquitto, Recorder, TlsFiles, make_test_ca
 from tests.supervise_harness import START_S, DaemonProcess, journal_rows
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -119,11 +120,8 @@ def _rows(tmp_path: Path) -> int:
         db.close()
 
 
-def _wait(pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def _wait(pred: Callable[[], object], timeout: float, what: str) -> None:
+    wait_until(pred, timeout, what, every=0.05)
 
 
 def _all_journaled_arrived(tmp_path: Path, rec: Recorder, timeout: float = 60) -> tuple[list[dict], list[dict]]:

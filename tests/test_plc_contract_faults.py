@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -18,16 +17,8 @@ from inspectd.plc.layout import ErrorCode
 from tests.genicam import provision
 from tests.onnx_models import slow_model
 from tests.test_plc_contract import WatchedIO, journal, plc_station, run_daemon
+from tests.waiting import wait_until
 from tools.plc_sim import ModbusPlcIO, PlcSim
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not within {timeout} s")
 
 
 def run_plc(tmp_path: Path, model: Path, parts: int, budget_ms: float = 1000, **over) -> tuple[WatchedIO, PlcSim]:
@@ -93,14 +84,14 @@ def test_camera_lost_raises_error_code_1_and_drops_ready_until_it_is_back(tmp_pa
         runner = threading.Thread(target=sim.run, args=(1_000_000,), kwargs={"timeout_s": 120}, daemon=True)
         runner.start()
         report = sim.report
-        wait_for(lambda: len(report.results) >= 5, 60, "5 results with the camera plugged")
+        wait_until(lambda: len(report.results) >= 5, 60, "5 results with the camera plugged")
         control.set(provision.ShimControl.CABLE_PULLED)
-        wait_for(lambda: ErrorCode.CAMERA in io.seen.error_codes, 30, "ERROR_CODE 1 at the PLC")
+        wait_until(lambda: ErrorCode.CAMERA in io.seen.error_codes, 30, "ERROR_CODE 1 at the PLC")
         pulled_at = len(report.triggered)
         time.sleep(1.0)  # READY stays low while the camera is away: the PLC triggers nothing
         assert len(report.triggered) <= pulled_at + 1
         control.clear()  # replugged
-        wait_for(lambda: len(report.results) >= pulled_at + 5, 60, "5 more results after the replug")
+        wait_until(lambda: len(report.results) >= pulled_at + 5, 60, "5 more results after the replug")
     finally:
         if sim is not None:
             sim.stop.set()

@@ -25,6 +25,7 @@ from inspectd.plc.layout import ErrorCode, Layout, VisionOutputs
 from tests.onnx_models import slow_model
 from tests.plc.peers import Peer, free_port, lmb_server, s7_server, wait_port
 from tests.test_plc_contract import WatchedIO, plc_station
+from tests.waiting import wait_until
 from tools.plc_sim import ModbusPlcIO, PlcIO, PlcSim, S7PlcIO
 
 S7_LAYOUT = LayoutConfig(block_a=0, block_b=10)
@@ -34,16 +35,6 @@ def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
     inspectd = Path(sys.executable).with_name("inspectd")
     return subprocess.Popen([str(inspectd), "run", "--config", str(config)], stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    tail = log.read_text()[-3000:] if log is not None else ""
-    raise AssertionError(f"{what} not within {timeout} s\n{tail}")
 
 
 def transport(kind: str, tmp_path: Path) -> tuple[dict, Callable[[], PlcIO], LayoutConfig, Peer | None, int]:
@@ -111,7 +102,8 @@ def test_sigterm_under_load_owes_no_result(tmp_path: Path, kind: str,
         sim = PlcSim(io, st.layout, seed=11)
         runner = threading.Thread(target=sim.run, args=(1_000_000,), kwargs={"timeout_s": 120}, daemon=True)
         runner.start()
-        wait_for(lambda: len(sim.report.results) >= 30, 90, "30 results at the PLC", log)
+        wait_until(lambda: len(sim.report.results) >= 30, 90, "30 results at the PLC",
+                   detail=lambda: log.read_text()[-3000:])
         daemon.send_signal(signal.SIGTERM)  # under load: parts in flight, triggers queued, results buffered
         assert daemon.wait(30) == 0, log.read_text()[-3000:]
         time.sleep(0.5)  # the PLC's scans after the daemon went away change nothing

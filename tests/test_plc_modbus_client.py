@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from inspectd.plc.link import TransportLink
 from inspectd.plc.registry import make_plc_link
 from tests.plc.faults import run_through
 from tests.plc.peers import Capture, Peer, free_port, lmb_server, pymodbus_server
+from tests.waiting import wait_until
 from tools.plc_sim import REJ_REFUSED, REJ_VISION_LOST, ModbusPlcIO, PlcSim, Responder
 
 
@@ -43,11 +44,8 @@ def _link(port: int, recipes: set[int] | None = None) -> TransportLink:
     return link
 
 
-def _wait(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.005)
+def _wait(pred: Callable[[], object], timeout: float) -> None:
+    wait_until(pred, timeout, every=0.005)
 
 
 def _check(rep, resp: Responder, link: TransportLink) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from inspectd.plc.layout import ErrorCode, Layout, PlcInputs
 from inspectd.plc.link import TransportLink
 from inspectd.plc.registry import make_plc_link
 from tests.plc.peers import Capture, free_port, wait_port
+from tests.waiting import wait_until
 from tools.plc_sim import ModbusPlcIO, PlcSim, Responder
 
 LAY = Layout()
@@ -75,13 +76,8 @@ def _read_b(c: ModbusTcpClient):  # -> VisionOutputs
     return LAY.decode_b(c.read_holding_registers(100, count=20, device_id=1).registers)
 
 
-def _wait(pred, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.002)
-    raise AssertionError("condition not reached in time")
+def _wait(pred: Callable[[], object], timeout: float = 2.0) -> None:
+    wait_until(pred, timeout, every=0.002)
 
 
 def test_safe_state_at_start_ready_when_healthy_and_safe_state_on_stop() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from inspectd.plc.link import TransportLink
 from inspectd.plc.registry import make_plc_link
 from tests.plc.faults import run_through
 from tests.plc.peers import Capture, Peer, free_port, s7_server
+from tests.waiting import wait_until
 from tools.plc_sim import REJ_REFUSED, REJ_VISION_LOST, PlcSim, Responder, S7PlcIO
 
 S7_LAYOUT = LayoutConfig(block_a=0, block_b=10)  # the S7Config default: DBB0..19 and DBB20..59
@@ -59,11 +60,8 @@ def test_handshake(plc: Peer) -> None:
     assert rep.seq_gaps == 0 and link.stats.write_errors == 0
 
 
-def _wait(pred, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.005)
+def _wait(pred: Callable[[], object], timeout: float = 3.0) -> None:
+    wait_until(pred, timeout, every=0.005)
 
 
 def test_plc_program_with_bit_access_and_the_wire(native_plc: Peer, tmp_path: Path) -> None:
