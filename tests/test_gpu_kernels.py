@@ -42,6 +42,7 @@ CASES = [
     ("RGB8", 640, 480, (0, 0, 0, 0), "resize_crop", 224, 224, 3, "rgb"),
     ("BayerRG8", 1280, 1024, (0, 0, 0, 0), "resize_crop", 224, 224, 3, "bgr"),
     ("Mono12", 640, 480, (0, 0, 0, 0), "bilinear", 160, 120, 1, "mono"),
+    ("BayerRG8", 802, 601, (2, 2, 0, 0), "area", 224, 224, 3, "rgb"),  # rows not 16-byte aligned: byte loads
 ]
 
 
@@ -172,7 +173,8 @@ def test_kernel_source_bakes_the_chain(case: tuple, dtype: str, variant: str) ->
     assert grid[1] == plan.out_h
     if variant == "separable":  # every output column has a block, every block's footprint fits its buffer
         assert grid[0] * gk.SEP_COLUMNS >= plan.out_w and block == (gk.SEP_THREADS, 1, 1)
-        assert f"#define SPAN_MAX {gk.span_max(plan, tx)}" in src and gk.pick_variant(plan, tx) == "separable"
+        assert f"#define SPAN_MAX {gk.span_max(plan, tx)}" in src
+        assert gk.pick_variant(plan, tx, ty) == ("bayer" if plan.pixel_format in BAYER else "separable")
     else:
         assert grid[0] * 32 >= plan.out_w and block == (32, gk.row_split(ty), 1)
 
@@ -185,7 +187,8 @@ def test_vec16_only_for_aligned_mono8_and_reads_within_the_row() -> None:
         pitch = frame.image.strides[0]
         applies = gk.vec16_applies(plan, tx, pitch)
         assert applies == (case[0] == "Mono8" and pitch % 16 == 0)
-        assert gk.pick_variant(plan, tx, pitch) == ("vec16" if applies else "separable")
+        other = "bayer" if case[0] in BAYER else "separable"
+        assert gk.pick_variant(plan, tx, ty, pitch) == ("vec16" if applies else other)
         if applies:
             a0 = (plan.roi[0] + int(tx.idx[0, 0])) & ~15
             assert a0 + gk.vec16_span(plan, tx) <= pitch  # whole 16-byte loads never cross the row end
@@ -254,3 +257,89 @@ def test_pillow_filters_antialias_and_centre_crop_geometry() -> None:
     assert (plan.scaled_w, plan.scaled_h, plan.crop_x, plan.crop_y) == (341, 256, 58, 16)
     tx, ty = gk.resize_taps(plan)
     assert tx.idx.shape[0] == 224 and ty.idx.shape[0] == 224
+
+
+def test_bayer_tables_are_the_clamped_taps_merged() -> None:
+    """The bayer kernel's row table (centre rows, merged weights) is the same linear map as the resize taps read
+    through OpenCV's border clamp; its column taps are the clamped ones."""
+    rng = np.random.default_rng(3)
+    for case in [c for c in CASES if c[0] in BAYER]:
+        pp, spec, frame = chain(case)
+        plan = make_plan(pp, spec, frame.image.shape[1], frame.image.shape[0], frame.pixel_format)
+        tx, ty = gk.resize_taps(plan)
+        bx, by = gk.taps_for(plan, "bayer")
+        _, _, w, h = plan.roi
+        v = rng.normal(size=h)
+        want = (ty.w * v[np.clip(ty.idx, 1, h - 2)]).sum(1)
+        assert np.allclose((by.w * v[by.idx]).sum(1), want, atol=1e-5)
+        assert np.all(np.diff(by.idx, axis=1) >= 0) and by.idx.min() >= 1 and by.idx.max() <= h - 2
+        assert np.array_equal(bx.idx, np.clip(tx.idx, 1, w - 2)) and np.array_equal(bx.w, tx.w)
+
+
+def test_bayer_tile_holds_every_blocks_footprint_and_halo() -> None:
+    for case in [c for c in CASES if c[0] in BAYER]:
+        pp, spec, frame = chain(case)
+        plan = make_plan(pp, spec, frame.image.shape[1], frame.image.shape[0], frame.pixel_format)
+        tx, ty = gk.taps_for(plan, "bayer")
+        cw = gk.bayer_columns(plan, tx, ty)
+        assert cw is not None and gk.pick_variant(plan, *gk.resize_taps(plan)) == "bayer"
+        rows, words, span = gk.bayer_tile(plan, tx, ty, cw)
+        assert 4 * (rows * words + gk.accumulated_channels(plan) * span) <= gk.SMEM_LIMIT
+        assert rows >= int((ty.idx[:, -1] - ty.idx[:, 0]).max()) + 3  # centre rows and the rows above/below
+        x = plan.roi[0]
+        threads = gk.launch_shape(plan, 1, "bayer", tx, ty)[1][0]
+        for ox0 in range(0, plan.out_w, cw):
+            fx = [ox - plan.pad_x for ox in range(ox0, ox0 + cw) if 0 <= ox - plan.pad_x < plan.fit_w]
+            if not fx:
+                continue
+            c_first, c_last = int(tx.idx[fx[0], 0]), int(tx.idx[fx[-1], -1])
+            assert c_first == tx.idx[fx].min() and c_last == tx.idx[fx].max()
+            a0 = (x + c_first - 1) & ~15
+            assert ((x + c_last + 17) & ~15) - a0 <= 4 * (words - 8)  # the vectors, with the halo byte each side
+            assert c_last + 1 - c_first <= span
+            assert (x + c_last - a0) // 4 - (x + c_first - a0) // 4 < threads  # one word per thread
+
+
+def _lanes(row: np.ndarray, t: int) -> tuple[np.ndarray, ...]:
+    """lanes_at of the bayer kernel in numpy (uint32 words of a raw row)."""
+    m16 = np.uint32(0x00FF00FF)
+    c, prev, nxt = row[t], row[t - 1], row[t + 1]
+    e, o = c & m16, (c >> np.uint32(8)) & m16
+    left = ((c << np.uint32(8)) | (prev >> np.uint32(24))) & m16  # __funnelshift_l(prev, c, 8)
+    right = ((c >> np.uint32(16)) | (nxt << np.uint32(16))) & m16  # __funnelshift_r(c, next, 16)
+    return e, o, left, right
+
+
+def test_bayer_lane_arithmetic_is_opencvs_integer_rounding() -> None:
+    """The 16-bit-lane demosaic sums (avg2/avg4 on two sites per word) equal the per-site integer formulas, for
+    every byte value pattern drawn, including 255s (no carry crosses a lane)."""
+    rng = np.random.default_rng(11)
+    m16 = np.uint32(0x00FF00FF)
+    for trial in range(200):
+        raw = rng.integers(0, 256, (3, 12), dtype=np.uint8) if trial else np.full((3, 12), 255, np.uint8)
+        words = raw.view("<u4").astype(np.uint32)  # 3 rows x 3 words
+        n, c, s = (_lanes(words[r], 1) for r in range(3))
+        b = raw.astype(np.int64)
+
+        def lane(v: np.uint32, i: int) -> int:
+            return int((v >> np.uint32(16 * i)) & np.uint32(0xFFFF))
+
+        def avg2(a: np.uint32, bb: np.uint32) -> np.uint32:
+            return ((a + bb + np.uint32(0x00010001)) >> np.uint32(1)) & m16
+
+        def avg4(a: np.uint32, bb: np.uint32, cc: np.uint32, d: np.uint32) -> np.uint32:
+            return ((a + bb + cc + d + np.uint32(0x00020002)) >> np.uint32(2)) & m16
+
+        for i in range(2):  # even site at byte 4 + 2i, odd site at byte 5 + 2i
+            xe, xo = 4 + 2 * i, 5 + 2 * i
+            cross_e = (b[0, xe] + b[2, xe] + b[1, xe - 1] + b[1, xe + 1] + 2) >> 2
+            diag_e = (b[0, xe - 1] + b[0, xe + 1] + b[2, xe - 1] + b[2, xe + 1] + 2) >> 2
+            cross_o = (b[0, xo] + b[2, xo] + b[1, xo - 1] + b[1, xo + 1] + 2) >> 2
+            diag_o = (b[0, xo - 1] + b[0, xo + 1] + b[2, xo - 1] + b[2, xo + 1] + 2) >> 2
+            assert lane(avg4(n[0], s[0], c[2], c[1]), i) == cross_e
+            assert lane(avg4(n[2], n[1], s[2], s[1]), i) == diag_e
+            assert lane(avg4(n[1], s[1], c[0], c[3]), i) == cross_o
+            assert lane(avg4(n[0], n[3], s[0], s[3]), i) == diag_o
+            assert lane(avg2(c[2], c[1]), i) == (b[1, xe - 1] + b[1, xe + 1] + 1) >> 1  # hz at an even site
+            assert lane(avg2(c[0], c[3]), i) == (b[1, xo - 1] + b[1, xo + 1] + 1) >> 1  # hz at an odd site
+            assert lane(avg2(n[0], s[0]), i) == (b[0, xe] + b[2, xe] + 1) >> 1  # vt

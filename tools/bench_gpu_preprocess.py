@@ -14,7 +14,9 @@ For each camera format -> 224x224x3 float32 (area downscale, ImageNet mean/std):
   pinned     the same with the frames in page-locked source memory (pin_host_buffers): H2D straight from it.
   cpu        CpuPreprocessor (OpenCV, all cores and 1 thread) on the same frames; median.
 Bandwidth: kernel bytes (ROI read once + output written once) / kernel time, against the device-to-device
-copy rate measured here on a 1 GiB buffer (bytes read + written). `bound` = bytes / that rate.
+copy rate measured here on a 1 GiB buffer (bytes read + written). `bound` = bytes / that rate. A launch this small
+never reaches it (launch and drain, one wave); `floor` = the same bytes through a trivial kernel (16-byte loads of
+the frame, one store per output element), timed like the others: what any kernel of this size costs here.
 """
 
 from __future__ import annotations
@@ -89,6 +91,34 @@ def batch_ms(cuda, fn, n: int, stream, blocker: Blocker) -> tuple[float, float]:
     return statistics.median(out), statistics.median(host)
 
 
+FLOOR_SRC = r"""
+extern "C" __global__ void read_floor(const uint4* __restrict__ src, int nvec, float* __restrict__ dst, int nout) {
+    unsigned int acc = 0;  // every byte of the frame read once, every output element written once
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < nvec; i += gridDim.x * blockDim.x) {
+        const uint4 q = __ldg(src + i);
+        acc += q.x ^ q.y ^ q.z ^ q.w;
+    }
+    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < nout; o += gridDim.x * blockDim.x) dst[o] = (float)acc;
+}
+"""
+
+
+def floor_ms(cuda, frames: list, nbytes: int, dst, nout: int, iters: int, stream, blocker: Blocker) -> float:
+    """The read+write floor: FLOOR_SRC over the same rotating frames; a block per 4 KiB, at least 4 per SM."""
+    from pycuda.compiler import SourceModule
+
+    fn = SourceModule(FLOOR_SRC, no_extern_c=True, options=["-O3"]).get_function("read_floor")
+    sms = cuda.Context.get_device().get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
+    grid = max(4 * sms, nbytes // (4 << 10))
+
+    def launch(i: int) -> None:
+        fn(frames[i % ROTATE], np.int32(nbytes // 16), dst, np.int32(nout), block=(256, 1, 1), grid=(grid, 1),
+           stream=stream)
+
+    batch_ms(cuda, launch, iters, stream, blocker)
+    return batch_ms(cuda, launch, iters, stream, blocker)[0]
+
+
 def sm_clock_mhz() -> str:
     try:
         return subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm", "--format=csv,noheader"], capture_output=True,
@@ -125,6 +155,8 @@ def bench_case(cuda, fmt: str, w: int, h: int, iters: int, variants: list[tuple[
         for variant, r in variants:
             if variant == "vec16" and not gk.vec16_applies(plan, gk.resize_taps(plan)[0], w):
                 continue
+            if variant == "bayer" and gk.bayer_columns(plan, *gk.resize_taps(plan)) is None:
+                continue
             k = Kernel(plan, rows=r, variant=variant)
             # correctness of this variant on frame 0 before timing it (poisoned output)
             cuda.memset_d8(dst, 0xFF, k.out_nbytes)
@@ -149,6 +181,7 @@ def bench_case(cuda, fmt: str, w: int, h: int, iters: int, variants: list[tuple[
                             "kernel_single_ms": statistics.median(event_ms(cuda, rotating, iters, stream)),
                             "sm_clock_after_warmup": clock, "err_levels": err, "bytes": in_bytes + out_bytes})
         best = min(results, key=lambda x: x["kernel_ms"])
+        floor = floor_ms(cuda, dev_frames, in_bytes, dst, 3 * 224 * 224, iters, stream, blocker)
         staging = cuda.pagelocked_empty(in_bytes, np.uint8)
         h2d = event_ms(cuda, lambda i: cuda.memcpy_htod_async(dev_frames[i % ROTATE], staging, stream), iters,
                        stream)
@@ -194,6 +227,8 @@ def bench_case(cuda, fmt: str, w: int, h: int, iters: int, variants: list[tuple[
         res["gbps"] = res["bytes"] / (res["kernel_ms"] * 1e-3) / 1e9
         res["bound_ms"] = res["bytes"] / ceiling * 1e3
         res["x_bound"] = res["kernel_ms"] / res["bound_ms"]
+        res["floor_ms"] = floor
+        res["x_floor"] = res["kernel_ms"] / floor
         res["speedup_kernel"] = res["cpu_ms_all_cores"] / res["kernel_ms"]
         res["pinned_x_h2d"] = res["pinned_e2e_ms"] / res["h2d_ms"]  # target <= 1.5
         res["speedup_h2d_kernel"] = res["cpu_ms_all_cores"] / (res["kernel_ms"] + res["h2d_ms"])
@@ -207,8 +242,9 @@ def _regs(k: Kernel) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--variants", default="vec16,separable,gather:1,gather:4",
-                    help="kernels to time: vec16 (Mono8 only), separable, gather:ROWS (threads per output pixel)")
+    ap.add_argument("--variants", default="vec16,bayer,separable,gather:1,gather:4",
+                    help="kernels to time: vec16 (Mono8 only), bayer (Bayer only), separable, gather:ROWS (threads "
+                         "per output pixel)")
     ap.add_argument("--json", type=Path, help="write all figures here")
     args = ap.parse_args(argv)
     dev = require_cuda(0)
@@ -235,17 +271,20 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1))
     cols = [("variant", 11, "s"), ("kernel", 9, ".4f"), ("kern.L2", 9, ".4f"), ("single", 8, ".4f"),
-            ("GB/s", 7, ".0f"), ("x bound", 8, ".2f"), ("h2d", 8, ".3f"), ("stage", 8, ".3f"), ("gpu e2e", 9, ".3f"),
+            ("GB/s", 7, ".0f"), ("x bound", 8, ".2f"), ("floor", 8, ".4f"), ("x floor", 8, ".2f"),
+            ("h2d", 8, ".3f"), ("stage", 8, ".3f"), ("gpu e2e", 9, ".3f"),
             ("pinned", 8, ".3f"), ("x h2d", 7, ".2f"),
             ("cpu(all)", 9, ".3f"), ("cpu(1)", 8, ".2f"), ("x cpu", 7, ".0f")]
-    keys = ["name", "kernel_ms", "kernel_l2_ms", "kernel_single_ms", "gbps", "x_bound", "h2d_ms", "stage_ms",
+    keys = ["name", "kernel_ms", "kernel_l2_ms", "kernel_single_ms", "gbps", "x_bound", "floor_ms", "x_floor",
+            "h2d_ms", "stage_ms",
             "gpu_e2e_ms", "pinned_e2e_ms", "pinned_x_h2d", "cpu_ms_all_cores", "cpu_ms_1_thread", "speedup_kernel"]
     print(f"\n{'frame -> 224x224x3 f32':<24}" + "".join(f"{c:>{wd}}" for c, wd, _ in cols))
     for r in out["cases"]:
         r["name"] = (f"gather/{r['rows']}" if r["variant"] == "gather" else r["variant"]) + ("*" if r["best"] else "")
         cells = "".join(f"{r[k]:>{wd}{f}}" for k, (_, wd, f) in zip(keys, cols, strict=True))
         print(f"{r['format'] + ' ' + r['frame']:<24}" + cells)
-    print("times in ms (medians); * fastest kernel of the case; x cpu = cpu(all cores) / kernel; pinned = gpu e2e "
+    print("times in ms (medians); * fastest kernel of the case; floor = the same bytes through a trivial kernel; "
+          "x cpu = cpu(all cores) / kernel; pinned = gpu e2e "
           "with the frame in page-locked source memory (no staging copy); x h2d = pinned / h2d")
     return 0
 

@@ -156,7 +156,8 @@ class Kernel:
                  pitch_bytes: int | None = None) -> None:
         self.plan = plan
         tx, ty = gk.resize_taps(plan)
-        self.variant = variant or gk.pick_variant(plan, tx, pitch_bytes)
+        self.variant = variant or gk.pick_variant(plan, tx, ty, pitch_bytes)
+        tx, ty = gk.taps_for(plan, self.variant)
         self.rows = rows or gk.row_split(ty)
         self.source = gk.kernel_source(plan, tx, ty, self.rows, self.variant)
         self.module = SourceModule(self.source, no_extern_c=True, options=["-O3"])
@@ -164,7 +165,7 @@ class Kernel:
         self.fn.prepare("PiPPPPP")
         self._tables = [_cuda.to_device(np.ascontiguousarray(a)) for a in (tx.idx, tx.w, ty.idx, ty.w)]
         self._table_ptrs = [int(t) for t in self._tables]
-        self.grid, self.block = gk.launch_shape(plan, self.rows, self.variant, tx)
+        self.grid, self.block = gk.launch_shape(plan, self.rows, self.variant, tx, ty)
         self.out_dtype = np.dtype(np.float16 if plan.dtype == "float16" else np.float32)
         self.out_shape = (1, plan.channels, plan.out_h, plan.out_w)
         self.out_nbytes = int(np.prod(self.out_shape)) * self.out_dtype.itemsize

@@ -17,8 +17,9 @@ Resize weights reproduce OpenCV's cv2.resize (the CPU reference) geometry:
 Differences from the CPU path are then only OpenCV's rounding of its uint8/uint16 intermediate (the resized
 image); the GPU keeps the exact float average (see tolerance_levels and tests/gpu).
 
-Three layouts compute the same function (pick_variant chooses; tools/bench_gpu_preprocess.py times them):
-vec16 (aligned Mono8, 16-byte row loads), separable (vertical then horizontal pass through shared memory, any
+Four layouts compute the same function (pick_variant chooses; tools/bench_gpu_preprocess.py times them):
+vec16 (aligned Mono8, 16-byte row loads), bayer (Bayer mosaics: the raw footprint tile in shared memory, demosaiced
+down each column with a register window), separable (vertical then horizontal pass through shared memory, any
 format), gather (one output pixel per thread group; fallback for footprints too wide for shared memory).
 """
 
@@ -179,9 +180,13 @@ _TEMPLATE = r"""
 #define VEC_T {vec_t}   // vec16: threads per block
 #define VEC_SPAN {vec_span}  // vec16: shared floats, the footprint in whole 16-byte vectors
 #define NC {nc}         // channels accumulated (1 for a mono source replicated to 3 outputs)
+#define BAY_T {bay_t}   // bayer: threads per block
+#define BAY_CW {bay_cw}   // bayer: output columns per block
+#define BAY_ROWS {bay_rows}  // bayer: most raw rows one block reads (footprint + demosaic halo)
+#define BAY_WP {bay_words}  // bayer: shared 32-bit words per raw row
 
 __device__ __forceinline__ float ld(const SRC_T* __restrict__ p) {{ return (float)__ldg(p); }}
-
+{helpers}
 // Colour of one ROI pixel (cx, cy) into v[0..NC-1], in the model's channel order.
 __device__ __forceinline__ void pixel(const SRC_T* __restrict__ src, int pitch, int cx, int cy, float* v) {{
 {pixel_body}
@@ -359,7 +364,162 @@ extern "C" __global__ void __launch_bounds__(VEC_T)
 }}
 """
 
+# Bayer: one block per (output row, BAY_CW output columns). The footprint's raw rows, with the demosaic's one-pixel
+# halo, are read once into shared memory (16-byte loads where rows are aligned). Each thread then walks one 32-bit
+# word (4 sites) down those rows with a 3-row register window and demosaics the 4 sites at once in 16-bit lanes
+# (even bytes in one word, odd in another: OpenCV's integer rounding exactly), summing each colour in those lanes
+# while the row weight stays the same (area: all but the footprint's edge rows) and in float when it changes.
+# A warp's branch on the row's mosaic phase is uniform (every thread is on the same row), so it never diverges.
+# The horizontal pass is the separable kernel's. Each source byte leaves memory about once.
+_BAYER = r"""
+#define M16 0x00FF00FFu  // a byte per 16-bit lane
+__device__ __forceinline__ unsigned avg2(unsigned a, unsigned b) {{ return ((a + b + 0x00010001u) >> 1) & M16; }}
+__device__ __forceinline__ unsigned avg4(unsigned a, unsigned b, unsigned c, unsigned d) {{
+    return ((a + b + c + d + 0x00020002u) >> 2) & M16;
+}}
+// One raw row around word t: even bytes (e), odd bytes (o), the odd byte left of each even one (l), the even
+// byte right of each odd one (r); one byte per 16-bit lane.
+struct Lanes {{ unsigned e, o, l, r; }};
+__device__ __forceinline__ Lanes lanes_at(const unsigned* row) {{
+    const unsigned c = row[0];
+    Lanes x;
+    x.e = __byte_perm(c, 0u, 0x4240);  // bytes 0, 2 (selector 4: a zero byte)
+    x.o = __byte_perm(c, 0u, 0x4341);  // bytes 1, 3
+    x.l = __funnelshift_l(row[-1], c, 8) & M16;  // bytes -1, 1
+    x.r = __funnelshift_r(c, row[1], 16) & M16;  // bytes 2, 4
+    return x;
+}}
+
+extern "C" __global__ void __launch_bounds__(BAY_T)
+{name}(const unsigned char* __restrict__ src, int pitch, OUT_T* __restrict__ dst,
+       const int* __restrict__ ix, const float* __restrict__ wx,
+       const int* __restrict__ iy, const float* __restrict__ wy)
+{{
+    __shared__ __align__(16) unsigned raw[BAY_ROWS * BAY_WP];  // 4 pad words, the tile, 4 pad words per row
+    __shared__ float cols[NC][SPAN_MAX];  // column sums per demosaic centre column
+    const int oy = blockIdx.y, fy = oy - PAD_Y, ox0 = blockIdx.x * BAY_CW;
+    const int fx0 = max(ox0 - PAD_X, 0), fx1 = min(ox0 + BAY_CW - PAD_X, FIT_W);  // fit columns in this block
+    const bool rows_in = fy >= 0 && fy < FIT_H && fx0 < fx1;
+    int c_first = 0, c_last = 0, r_base = 0, nrows = 0, a0 = 0;
+    if (rows_in) {{  // bayer_taps: centre columns/rows (clamped as OpenCV's border), ascending, rows merged
+        c_first = __ldg(ix + fx0 * KX);
+        c_last = __ldg(ix + (fx1 - 1) * KX + KX - 1);
+        r_base = __ldg(iy + fy * KY) - 1;
+        nrows = __ldg(iy + fy * KY + KY - 1) + 2 - r_base;
+        const unsigned char* row0 = src + (size_t)r_base * pitch;
+        if ((((size_t)src | (size_t)pitch) & 15) == 0) {{  // whole 16-byte vectors (rows end on one: never past)
+            a0 = (ROI_X + c_first - 1) & ~15;
+            const int nvec = ((ROI_X + c_last + 17) & ~15) - a0 >> 4;
+            for (int k = threadIdx.x >> 5; k < nrows; k += BAY_T >> 5)  // a warp per row
+                for (int v = threadIdx.x & 31; v < nvec; v += 32)
+                    reinterpret_cast<uint4*>(raw + k * BAY_WP + 4)[v] =
+                        __ldg(reinterpret_cast<const uint4*>(row0 + (size_t)k * pitch + a0) + v);
+        }} else {{  // e.g. a registered camera buffer with an odd pitch: bytes
+            a0 = (ROI_X + c_first - 1) & ~3;
+            const int nb = ROI_X + c_last + 2 - a0;
+            unsigned char* bytes = reinterpret_cast<unsigned char*>(raw);
+            for (int k = threadIdx.x >> 5; k < nrows; k += BAY_T >> 5)
+                for (int b = threadIdx.x & 31; b < nb; b += 32)
+                    bytes[(k * BAY_WP + 4) * 4 + b] = __ldg(row0 + (size_t)k * pitch + a0 + b);
+        }}
+    }}
+    __syncthreads();
+    if (rows_in) {{
+        const int t_lo = (ROI_X + c_first - a0) >> 2, t_hi = (ROI_X + c_last - a0) >> 2;
+        for (int t = t_lo + threadIdx.x; t <= t_hi; t += BAY_T) {{
+            const unsigned* row = raw + 4 + t;
+            Lanes n = lanes_at(row), c = lanes_at(row + BAY_WP);
+            unsigned se[NC], so[NC];  // lane sums since the last flush
+            float col[NC][4];  // bytes 0..3 of the word
+            #pragma unroll
+            for (int ch = 0; ch < NC; ++ch) {{
+                se[ch] = so[ch] = 0u;
+                col[ch][0] = col[ch][1] = col[ch][2] = col[ch][3] = 0.f;
+            }}
+            float wcur = 0.f;
+            int run = 0;
+            #pragma unroll 3  // the window's three rows rotate through registers instead of being moved
+            for (int k = 1; k < nrows - 1; ++k) {{
+                const Lanes s = lanes_at(row + (k + 1) * BAY_WP);
+                const float wk = __ldg(wy + fy * KY + k - 1);  // the same for the whole block: one broadcast
+                if (wk != wcur || run == 256) {{  // flush: lanes hold at most 256 rows of bytes
+                    #pragma unroll
+                    for (int ch = 0; ch < NC; ++ch) {{
+                        col[ch][0] = fmaf(wcur, (float)(se[ch] & 0xffffu), col[ch][0]);
+                        col[ch][1] = fmaf(wcur, (float)(so[ch] & 0xffffu), col[ch][1]);
+                        col[ch][2] = fmaf(wcur, (float)(se[ch] >> 16), col[ch][2]);
+                        col[ch][3] = fmaf(wcur, (float)(so[ch] >> 16), col[ch][3]);
+                        se[ch] = so[ch] = 0u;
+                    }}
+                    wcur = wk;
+                    run = 0;
+                }}
+                if (wk != 0.f) {{
+                    const int py = ((r_base + k) & 1) ^ RY;  // 0: a red row, 1: a blue row (same for the block)
+                    unsigned re, ge, be, ro, go, bo;
+                    if (RX == py) {{  // even bytes red/blue sites, odd bytes green
+                        const unsigned cross = avg4(n.e, s.e, c.l, c.o), diag = avg4(n.l, n.o, s.l, s.o);
+                        const unsigned hz = avg2(c.e, c.r), vt = avg2(n.o, s.o);
+                        ge = cross; go = c.o;
+                        if (py == 0) {{ re = c.e; be = diag; ro = hz; bo = vt; }}
+                        else {{ be = c.e; re = diag; ro = vt; bo = hz; }}
+                    }} else {{  // even bytes green, odd bytes red/blue sites
+                        const unsigned cross = avg4(n.o, s.o, c.e, c.r), diag = avg4(n.e, n.r, s.e, s.r);
+                        const unsigned hz = avg2(c.l, c.o), vt = avg2(n.e, s.e);
+                        ge = c.e; go = cross;
+                        if (py == 0) {{ re = hz; be = vt; ro = c.o; bo = diag; }}
+                        else {{ re = vt; be = hz; bo = c.o; ro = diag; }}
+                    }}
+{lane_out}
+                    ++run;
+                }}
+                n = c; c = s;
+            }}
+            #pragma unroll
+            for (int ch = 0; ch < NC; ++ch) {{
+                col[ch][0] = fmaf(wcur, (float)(se[ch] & 0xffffu), col[ch][0]);
+                col[ch][1] = fmaf(wcur, (float)(so[ch] & 0xffffu), col[ch][1]);
+                col[ch][2] = fmaf(wcur, (float)(se[ch] >> 16), col[ch][2]);
+                col[ch][3] = fmaf(wcur, (float)(so[ch] >> 16), col[ch][3]);
+            }}
+            #pragma unroll
+            for (int j = 0; j < 4; ++j) {{
+                const int cx = a0 + 4 * t + j - ROI_X;  // the ROI column of byte j
+                if (cx >= c_first && cx <= c_last) {{
+                    #pragma unroll
+                    for (int ch = 0; ch < NC; ++ch) cols[ch][cx - c_first] = col[ch][j];
+                }}
+            }}
+        }}
+    }}
+    __syncthreads();
+    const int plane = OUT_W * OUT_H;
+    for (int j = threadIdx.x; j < BAY_CW; j += BAY_T) {{
+        const int ox = ox0 + j;
+        if (ox >= OUT_W) break;
+        const int fx = ox - PAD_X;
+        const bool inside = rows_in && fx >= fx0 && fx < fx1;
+        float acc[NC];
+        #pragma unroll
+        for (int ch = 0; ch < NC; ++ch) acc[ch] = 0.f;
+        if (inside) {{
+            #pragma unroll
+            for (int kx = 0; kx < KX; ++kx) {{
+                const float wt = __ldg(wx + fx * KX + kx);
+                const int s = __ldg(ix + fx * KX + kx) - c_first;
+                #pragma unroll
+                for (int ch = 0; ch < NC; ++ch) acc[ch] += wt * cols[ch][s];
+            }}
+        }}
+        const int o = oy * OUT_W + ox;
+{store}
+    }}
+}}
+"""
+
+
 SEP_COLUMNS, SEP_THREADS = 32, 128
+BAY_COLUMNS = 32
 SMEM_LIMIT = 48 * 1024  # static shared memory per block without opting in
 
 
@@ -389,29 +549,92 @@ def span_max(plan: Plan, taps_x: Taps, cw: int = SEP_COLUMNS) -> int:
     return best
 
 
-def pick_variant(plan: Plan, taps_x: Taps, pitch_bytes: int | None = None) -> str:
-    """vec16 for aligned Mono8; separable where its column sums fit in shared memory (all usual chains);
-    else gather. (Measured on an H100: tools/bench_gpu_preprocess.py, README "GPU preprocessing".)"""
+def bayer_taps(plan: Plan, taps_x: Taps, taps_y: Taps) -> tuple[Taps, Taps]:
+    """The bayer kernel's tables: taps moved onto the demosaic centres OpenCV's border uses (clamped one pixel
+    inwards), and per output row the consecutive centre rows with their merged weights (0 where none)."""
+    _, _, w, h = plan.roi
+    cx = np.clip(taps_x.idx, 1, w - 2)
+    cy = np.clip(taps_y.idx, 1, h - 2)
+    rows: list[list[tuple[int, float]]] = []
+    for idx, wt in zip(cy, taps_y.w, strict=True):
+        lo = int(idx.min())
+        merged = np.zeros(int(idx.max()) + 1 - lo, np.float64)
+        np.add.at(merged, idx - lo, wt.astype(np.float64))
+        rows.append([(lo + k, float(m)) for k, m in enumerate(merged)])
+    return Taps(cx.astype(np.int32), taps_x.w), _pack(rows, h)
+
+
+def taps_for(plan: Plan, variant: str) -> tuple[Taps, Taps]:
+    """(x taps, y taps) as the variant's kernel reads them."""
+    tx, ty = resize_taps(plan)
+    return bayer_taps(plan, tx, ty) if variant == "bayer" else (tx, ty)
+
+
+def bayer_tile(plan: Plan, taps_x: Taps, taps_y: Taps, cw: int) -> tuple[int, int, int]:
+    """(rows, 32-bit words per row, centre columns) the bayer kernel's largest block holds: footprint rows with the
+    demosaic halo; the tile row in whole 16-byte vectors from its aligned-down start, plus 4 pad words each side;
+    the columns whose sums it keeps."""
+    x, _, w, h = plan.roi
+    cy = np.clip(taps_y.idx, 1, h - 2)
+    rows = int((cy.max(1) - cy.min(1)).max()) + 3
+    words = span = 4
+    for ox0 in range(0, plan.out_w, cw):
+        fx0, fx1 = max(ox0 - plan.pad_x, 0), min(ox0 + cw - plan.pad_x, plan.fit_w)
+        if fx0 < fx1:
+            c_first = min(max(int(taps_x.idx[fx0, 0]), 1), w - 2)
+            c_last = min(max(int(taps_x.idx[fx1 - 1, -1]), 1), w - 2)
+            a0, a1 = (x + c_first - 1) & ~15, (x + c_last + 17) & ~15
+            words = max(words, (a1 - a0) // 4 + 8)
+            span = max(span, c_last + 1 - c_first)
+    return rows, words, span
+
+
+def bayer_threads(plan: Plan, taps_x: Taps, taps_y: Taps, cw: int) -> int:
+    """A thread per word of centre columns in the widest block (whole warps, 64..256): none idles down the rows."""
+    span = bayer_tile(plan, taps_x, taps_y, cw)[2]
+    return min(256, max(64, -(-(span // 4 + 2) // 32) * 32))
+
+
+def bayer_columns(plan: Plan, taps_x: Taps, taps_y: Taps) -> int | None:
+    """Output columns per block of the bayer kernel: the most (up to BAY_COLUMNS) whose tile fits in shared memory;
+    None where even 4 do not (a downscale too steep: the gather kernel takes it)."""
+    if plan.pixel_format not in BAYER or min(plan.roi[2:]) < 3:
+        return None
+    cw = BAY_COLUMNS
+    while cw >= 4:
+        rows, words, span = bayer_tile(plan, taps_x, taps_y, cw)
+        if 4 * (rows * words + accumulated_channels(plan) * span) <= SMEM_LIMIT:
+            return cw
+        cw //= 2
+    return None
+
+
+def pick_variant(plan: Plan, taps_x: Taps, taps_y: Taps, pitch_bytes: int | None = None) -> str:
+    """vec16 for aligned Mono8; bayer for Bayer mosaics; separable where its column sums fit in shared memory (all
+    usual chains); else gather. (Measured: tools/bench_gpu_preprocess.py, README "GPU preprocessing".)"""
     if vec16_applies(plan, taps_x, pitch_bytes):
         return "vec16"
+    if bayer_columns(plan, taps_x, taps_y) is not None:
+        return "bayer"
     fits = accumulated_channels(plan) * span_max(plan, taps_x) * 4 <= SMEM_LIMIT
     return "separable" if fits else "gather"
 
 
-def _bayer_body(pixel_format: str, color: str, channels: int) -> str:
+def _demosaic_helpers(pixel_format: str, color: str, channels: int) -> str:
+    """Device functions of the bilinear demosaic (OpenCV's integer rounding), shared by every layout."""
     rx, ry = BAYER_RED_AT[pixel_format]
-    # OpenCV fills the outermost row/column with its neighbour's result: clamp the centre inwards.
-    lines = [
-        "    cx = min(max(cx, 1), ROI_W - 2); cy = min(max(cy, 1), ROI_H - 2);",
-        "    const SRC_T* p = src + cy * pitch + ROI_X + cx;",
-        "    const int c0 = (int)__ldg(p);",
-        "    const int n = (int)__ldg(p - pitch), s = (int)__ldg(p + pitch);",
-        "    const int w = (int)__ldg(p - 1), e = (int)__ldg(p + 1);",
-        f"    const int px = (cx & 1) ^ {rx}, py = (cy & 1) ^ {ry};",
+    return "\n".join([
+        f"#define RX {rx}",
+        f"#define RY {ry}",
+        "// OpenCV fills the outermost row/column with its neighbour's result: centres are clamped inwards.",
+        "__device__ __forceinline__ int clampc(int x) { return min(max(x, 1), ROI_W - 2); }",
+        "__device__ __forceinline__ int clampr(int y) { return min(max(y, 1), ROI_H - 2); }",
+        "// Colour of a site from its 3x3 neighbourhood (centre c0; px, py: its column/row parity against red).",
+        "__device__ __forceinline__ void demosaic(int c0, int n, int s, int w, int e, int nw, int ne, int sw, "
+        "int se, int px, int py, float* v) {",
         "    int r, g, b;",
         "    if (px == py) {  // red or blue site: green from the cross, the other colour from the diagonals",
-        "        const int diag = ((int)__ldg(p - pitch - 1) + (int)__ldg(p - pitch + 1)",
-        "                        + (int)__ldg(p + pitch - 1) + (int)__ldg(p + pitch + 1) + 2) >> 2;",
+        "        const int diag = (nw + ne + sw + se + 2) >> 2;",
         "        g = (n + s + w + e + 2) >> 2;",
         "        if (px == 0) { r = c0; b = diag; } else { b = c0; r = diag; }",
         "    } else {  // green site: red/blue from the row or column neighbours",
@@ -419,8 +642,20 @@ def _bayer_body(pixel_format: str, color: str, channels: int) -> str:
         "        g = c0;",
         "        if (py == 0) { r = hz; b = vt; } else { r = vt; b = hz; }",
         "    }",
-    ]
-    return "\n".join([*lines, _colour_out("r", "g", "b", color, channels)])
+        _colour_out("r", "g", "b", color, channels),
+        "}",
+        "",
+    ])
+
+
+def _bayer_body() -> str:
+    return "\n".join([
+        "    cx = clampc(cx); cy = clampr(cy);",
+        "    const SRC_T* p = src + cy * pitch + ROI_X + cx;",
+        "    demosaic((int)__ldg(p), (int)__ldg(p - pitch), (int)__ldg(p + pitch), (int)__ldg(p - 1),",
+        "             (int)__ldg(p + 1), (int)__ldg(p - pitch - 1), (int)__ldg(p - pitch + 1),",
+        "             (int)__ldg(p + pitch - 1), (int)__ldg(p + pitch + 1), (cx & 1) ^ RX, (cy & 1) ^ RY, v);",
+    ])
 
 
 def _colour_out(r: str, g: str, b: str, color: str, channels: int) -> str:
@@ -431,12 +666,28 @@ def _colour_out(r: str, g: str, b: str, color: str, channels: int) -> str:
     return f"    v[0] = (float){first}; v[1] = (float){g}; v[2] = (float){last};"
 
 
+def _lane_out(plan: Plan) -> str:
+    """The bayer kernel's per-row sums: each colour's even and odd lanes into se/so, in the model's order."""
+    pad = " " * 20
+    if accumulated_channels(plan) == 1:
+        half = 1 << (GRAY_SHIFT - 1)
+
+        def gray(sfx: str) -> str:
+            lo = f"((r{sfx} & 0xffffu) * {GRAY_R}u + (g{sfx} & 0xffffu) * {GRAY_G}u + (b{sfx} & 0xffffu) * {GRAY_B}u"
+            hi = f"((r{sfx} >> 16) * {GRAY_R}u + (g{sfx} >> 16) * {GRAY_G}u + (b{sfx} >> 16) * {GRAY_B}u"
+            return f"({lo} + {half}u) >> {GRAY_SHIFT}) | ({hi} + {half}u) >> {GRAY_SHIFT} << 16)"
+
+        return f"{pad}se[0] += {gray('e')};\n{pad}so[0] += {gray('o')};"
+    order = "rgb" if plan.color == "rgb" else "bgr"
+    return "\n".join(f"{pad}se[{i}] += {c}e; so[{i}] += {c}o;" for i, c in enumerate(order))
+
+
 def _pixel_body(plan: Plan) -> str:
     fmt = plan.pixel_format
     if fmt in MONO:
         return "    v[0] = ld(src + cy * pitch + ROI_X + cx);"
     if fmt in BAYER:
-        return _bayer_body(fmt, plan.color, plan.channels)
+        return _bayer_body()
     assert fmt in COLOUR
     first, last = ("r", "b") if fmt == "RGB8" else ("b", "r")
     return "\n".join([
@@ -466,8 +717,11 @@ def kernel_source(plan: Plan, taps_x: Taps, taps_y: Taps, rows: int | None = Non
     """CUDA C++ for `plan`'s fused kernel: everything per chain is a compile-time constant."""
     nc = accumulated_channels(plan)
     rows = rows if rows is not None else row_split(taps_y)
-    variant = variant or pick_variant(plan, taps_x)
-    body = {"separable": _SEPARABLE, "gather": _GATHER, "vec16": _VEC16}[variant]
+    variant = variant or pick_variant(plan, taps_x, taps_y)
+    body = {"separable": _SEPARABLE, "gather": _GATHER, "vec16": _VEC16, "bayer": _BAYER}[variant]
+    bay_cw = bayer_columns(plan, taps_x, taps_y) or BAY_COLUMNS
+    bay_rows, bay_words, bay_span = bayer_tile(plan, taps_x, taps_y, bay_cw) if variant == "bayer" else (1, 16, 1)
+    helpers = _demosaic_helpers(plan.pixel_format, plan.color, plan.channels) if plan.pixel_format in BAYER else ""
     out_t = "__half" if plan.dtype == "float16" else "float"
     cvt = "__float2half_rn" if plan.dtype == "float16" else ""
     store = []
@@ -482,22 +736,30 @@ def kernel_source(plan: Plan, taps_x: Taps, taps_y: Taps, rows: int | None = Non
         chain=chain, src_t="unsigned short" if plan.pixel_format in MONO[1:] else "unsigned char", out_t=out_t,
         roi_x=x, roi_w=w, roi_h=h, out_w=plan.out_w, out_h=plan.out_h, fit_w=plan.fit_w, fit_h=plan.fit_h,
         pad_x=plan.pad_x, pad_y=plan.pad_y, kx=taps_x.k, ky=taps_y.k, rows=rows, nc=nc,
-        cw=SEP_COLUMNS, sep_t=SEP_THREADS, span_max=span_max(plan, taps_x),
+        cw=SEP_COLUMNS, sep_t=SEP_THREADS, span_max=bay_span if variant == "bayer" else span_max(plan, taps_x),
+        bay_t=bayer_threads(plan, taps_x, taps_y, bay_cw), bay_cw=bay_cw, bay_rows=bay_rows, bay_words=bay_words,
+        helpers=helpers,
         vec_t=vec16_threads(plan, taps_x), vec_span=vec16_span(plan, taps_x),
         pixel_body=_pixel_body(plan),
         kernel=body.format(name=kernel_name(plan),
-                           store="\n".join(("" if variant == "gather" else "    ") + ln for ln in store)),
+                           store="\n".join(("" if variant == "gather" else "    ") + ln for ln in store),
+                           lane_out=_lane_out(plan) if variant == "bayer" else ""),
     )
 
 
-def launch_shape(plan: Plan, source_rows: int, variant: str = "gather", taps_x: Taps | None = None
-                 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+def launch_shape(plan: Plan, source_rows: int, variant: str = "gather", taps_x: Taps | None = None,
+                 taps_y: Taps | None = None) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(grid, block) for kernel_source's layouts, one block row per output row. gather: 32 output columns x
     `source_rows` threads per block; separable: SEP_COLUMNS output columns, SEP_THREADS threads; vec16: the
-    whole row, vec16_threads threads."""
+    whole row, vec16_threads threads; bayer: bayer_columns output columns, bayer_threads threads."""
     if variant == "vec16":
         assert taps_x is not None
         return (1, plan.out_h, 1), (vec16_threads(plan, taps_x), 1, 1)
+    if variant == "bayer":
+        assert taps_x is not None and taps_y is not None
+        cw = bayer_columns(plan, taps_x, taps_y)
+        assert cw is not None, "bayer kernel does not apply to this chain"
+        return (-(-plan.out_w // cw), plan.out_h, 1), (bayer_threads(plan, taps_x, taps_y, cw), 1, 1)
     if variant == "separable":
         return (-(-plan.out_w // SEP_COLUMNS), plan.out_h, 1), (SEP_THREADS, 1, 1)
     return (-(-plan.out_w // 32), plan.out_h, 1), (32, source_rows, 1)

@@ -53,17 +53,20 @@ def allowed(plan, ref: np.ndarray, dtype: str) -> np.ndarray:
     return gk.tolerance_levels(plan) * gain + 1e-6 + fp
 
 
-@pytest.mark.parametrize("variant", ["separable", "gather", "vec16"])
+@pytest.mark.parametrize("variant", ["separable", "gather", "vec16", "bayer"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_gpu_matches_opencv_reference(case: tuple, dtype: str, variant: str) -> None:
     pp, spec, frame = chain(case, dtype)
-    if variant == "vec16":
+    if variant in ("vec16", "bayer"):
         from inspectd.preprocess.plan import make_plan
 
         plan = make_plan(pp, spec, frame.image.shape[1], frame.image.shape[0], frame.pixel_format)
-        if not gk.vec16_applies(plan, gk.resize_taps(plan)[0], frame.image.strides[0]):
+        tx, ty = gk.resize_taps(plan)
+        if variant == "vec16" and not gk.vec16_applies(plan, tx, frame.image.strides[0]):
             pytest.skip("vec16 is for Mono8 frames with 16-byte aligned rows")
+        if variant == "bayer" and gk.bayer_columns(plan, tx, ty) is None:
+            pytest.skip("the bayer kernel is for Bayer mosaics")
     cpu = CpuPreprocessor(pp, spec, ring=1)
     gpu = GpuPreprocessor(pp, spec, ring=2, deliver="host", variant=variant)
     try:
