@@ -81,6 +81,8 @@ class DeviceRunner:
 
         self._session, self._stream = session, stream
         self._run_options = quiet_runs(ort)
+        if stream is not None:  # run() ends with its own sync of our stream, after the output copies are queued
+            self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
         spec = product.model.input
         inp = next(i for i in session.get_inputs() if i.name == spec.name)
         self._in_dtype = _NP.get(inp.type, np.float32)

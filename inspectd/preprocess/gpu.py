@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -82,8 +83,11 @@ def require_cuda(device: int = 0) -> Any:
 _CU_MEMHOSTREGISTER_PORTABLE, _CU_MEMHOSTREGISTER_DEVICEMAP = 0x01, 0x02
 
 
+@functools.cache
 def _libcuda() -> ctypes.CDLL:
-    return ctypes.CDLL("libcuda.so.1")  # already loaded by pycuda: this only looks it up
+    """The driver pycuda already loaded (one per process, as the driver is): looked up once, because constructing a
+    CDLL per call cost ~15 us of the per-frame H2D path."""
+    return ctypes.CDLL("libcuda.so.1")
 
 
 def _driver_check(rc: int, what: str) -> None:
@@ -336,18 +340,12 @@ class GpuPreprocessor:
                     continue
                 self._pinned.append((addr, n, buf))
 
-    def _pinned_slab(self, slab: np.ndarray) -> bool:
-        if not self._pinned or not slab.flags.c_contiguous:
-            return False
-        addr = slab.ctypes.data
-        return any(base <= addr and addr + slab.nbytes <= base + size for base, size, _ in self._pinned)
+    def _pinned_slab(self, addr: int, nbytes: int) -> bool:
+        return any(base <= addr and addr + nbytes <= base + size for base, size, _ in self._pinned)
 
-    def _mapped_ptr(self, slab: np.ndarray) -> int | None:
-        if not self._registered or not slab.flags.c_contiguous:
-            return None
-        addr = slab.ctypes.data
+    def _mapped_ptr(self, addr: int, nbytes: int) -> int | None:
         for base, size, dptr, _ in self._registered:
-            if base <= addr and addr + slab.nbytes <= base + size:
+            if base <= addr and addr + nbytes <= base + size:
                 return dptr + (addr - base)
         return None
 
@@ -358,15 +356,24 @@ class GpuPreprocessor:
         kernel = self.kernel_for(frame)
         _, y, _, h = kernel.plan.roi
         slab = frame.image[y:y + h]  # whole rows: one contiguous copy; the kernel offsets the ROI columns
-        pitch = int(np.prod(frame.image.shape[1:]))
-        direct = self._mapped_ptr(slab)
-        if direct is not None:
-            return DeviceInput(self, kernel, None, 0, direct, pitch, source=slab)
-        with self._lock, self.current():
-            self._ensure_slots(slab.nbytes)
-            slot = self._slots[self._next_slot]
-            self._next_slot = (self._next_slot + 1) % len(self._slots)
-        with self.current(), slot.lock:
+        shape = frame.image.shape
+        pitch = shape[1] * (shape[2] if len(shape) > 2 else 1)
+        # the address once (ndarray.ctypes costs ~2 us), only for memory that may be pinned or mapped
+        addr = slab.ctypes.data if (self._pinned or self._registered) and slab.flags.c_contiguous else None
+        if addr is not None and self._registered:
+            direct = self._mapped_ptr(addr, slab.nbytes)
+            if direct is not None:
+                return DeviceInput(self, kernel, None, 0, direct, pitch, source=slab)
+        with self.current():  # one push per frame: a context push/pop pair is a few us
+            with self._lock:
+                self._ensure_slots(slab.nbytes)
+                slot = self._slots[self._next_slot]
+                self._next_slot = (self._next_slot + 1) % len(self._slots)
+            return self._stage_into(slot, kernel, slab, addr, pitch)
+
+    def _stage_into(self, slot: _Slot, kernel: Kernel, slab: np.ndarray, addr: int | None,
+                    pitch: int) -> DeviceInput:
+        with slot.lock:
             slot.generation += 1
             if self.staging == "mapped":
                 slot.kernel_done.synchronize()  # the last kernel reads this memory in place
@@ -374,8 +381,8 @@ class GpuPreprocessor:
                 slot.h2d_done.synchronize()  # the last H2D from this page-locked buffer has finished
                 self._copy_stream.wait_for_event(slot.kernel_done)  # ... and the last kernel left its device copy
             with self._pin_lock:
-                if self.staging == "copy" and self._pinned_slab(slab):  # DMA straight from the source's memory
-                    _driver_h2d_async(int(slot.dev), slab.ctypes.data, slab.nbytes, self._copy_stream)
+                if self.staging == "copy" and addr is not None and self._pinned_slab(addr, slab.nbytes):
+                    _driver_h2d_async(int(slot.dev), addr, slab.nbytes, self._copy_stream)  # straight from the source
                     slot.h2d_done.record(self._copy_stream)
                     # Read before returning: the source may refill this memory as soon as the frame is dropped
                     # (a GenICam frame-pool slot). The preprocess thread waits the H2D (the kernel waits for it
