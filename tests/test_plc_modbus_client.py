@@ -12,8 +12,8 @@ import pytest
 
 from inspectd.plc.config import HandshakeConfig, LayoutConfig, ModbusClientConfig
 from inspectd.plc.link import TransportLink
-from inspectd.plc.registry import make_plc_link
 from tests.plc.faults import run_through
+from tests.plc.links import started_link
 from tests.plc.peers import Capture, Peer, free_port, lmb_server, pymodbus_server
 from tests.waiting import wait_until
 from tools.plc_sim import REJ_REFUSED, REJ_VISION_LOST, ModbusPlcIO, PlcSim, Responder
@@ -37,9 +37,7 @@ def any_plc(request: pytest.FixtureRequest) -> Iterator[Peer]:
 def _link(port: int, recipes: set[int] | None = None) -> TransportLink:
     cfg = ModbusClientConfig(type="modbus_client", host="127.0.0.1", port=port, poll_ms=2, timeout_ms=250,
                              backoff_max_ms=400, handshake=HandshakeConfig(plc_heartbeat_ms=0))
-    link = make_plc_link(cfg, on_recipe=lambda n: n in (recipes or set()))
-    assert isinstance(link, TransportLink)
-    link.start()
+    link = started_link(cfg, on_recipe=lambda n: n in (recipes or set()))
     link.set_ready(True)
     return link
 
@@ -183,11 +181,9 @@ def test_a_running_line_is_polled_fast_an_idle_one_slowly(kind: str) -> None:
                   handshake=HandshakeConfig(plc_heartbeat_ms=0))
     cfg = (ModbusClientConfig(type="modbus_client", **common) if kind == "libmodbus"  # type: ignore[arg-type]
            else S7Config(type="s7", **common))  # type: ignore[arg-type]
-    link = make_plc_link(cfg, on_recipe=lambda n: True)
-    assert isinstance(link, TransportLink)
+    link = started_link(cfg)
     lay = cfg.layout
     reads = [0]
-    link.start()
     link.set_ready(True)
     resp = Responder(link, seed=4).start()
     io = S7PlcIO("127.0.0.1", port, lay) if kind == "s7_native" else ModbusPlcIO("127.0.0.1", port, lay)

@@ -24,6 +24,7 @@ from inspectd.plc.config import HandshakeConfig, LayoutConfig, ModbusServerConfi
 from inspectd.plc.layout import ErrorCode, Layout, PlcInputs
 from inspectd.plc.link import TransportLink
 from inspectd.plc.registry import make_plc_link
+from tests.plc.links import started_link
 from tests.plc.peers import Capture, free_port, wait_port
 from tests.waiting import wait_until
 from tools.plc_sim import ModbusPlcIO, PlcSim, Responder
@@ -50,9 +51,7 @@ def _server(port: int, server: dict[str, Any] | None = None, **hs: object) -> Mo
 def _started(cfg: ModbusServerConfig, **callbacks: Any) -> TransportLink:
     """The link for `cfg` (recipes accepted unless `on_recipe` says otherwise), started and listening; the caller
     stops it."""
-    link = make_plc_link(cfg, **{"on_recipe": lambda n: True, **callbacks})
-    assert isinstance(link, TransportLink)
-    link.start()
+    link = started_link(cfg, **callbacks)
     wait_port(cfg.port)
     return link
 

@@ -12,8 +12,8 @@ from snap7.util import get_bool, get_dint, get_word, set_bool
 
 from inspectd.plc.config import HandshakeConfig, LayoutConfig, S7Config
 from inspectd.plc.link import TransportLink
-from inspectd.plc.registry import make_plc_link
 from tests.plc.faults import run_through
+from tests.plc.links import started_link
 from tests.plc.peers import Capture, Peer, free_port, s7_server
 from tests.waiting import wait_until
 from tools.plc_sim import REJ_REFUSED, REJ_VISION_LOST, PlcSim, Responder, S7PlcIO
@@ -38,9 +38,7 @@ def native_plc() -> Iterator[Peer]:
 def _link(port: int, recipes: set[int] | None = None) -> TransportLink:
     cfg = S7Config(type="s7", host="127.0.0.1", port=port, db=100, poll_ms=2, timeout_ms=300, backoff_max_ms=400,
                    handshake=HandshakeConfig(plc_heartbeat_ms=0))
-    link = make_plc_link(cfg, on_recipe=lambda n: n in (recipes or set()))
-    assert isinstance(link, TransportLink)
-    link.start()
+    link = started_link(cfg, on_recipe=lambda n: n in (recipes or set()))
     link.set_ready(True)
     return link
 
