@@ -252,6 +252,7 @@ class GpuPreprocessor:
         self._pin_lock = threading.Lock()  # a block is let go only between two frames' copies from pinned memory
         self.staging_copies = 0  # frames that went through the host staging copy (not in pinned source memory)
         self._lock = threading.Lock()  # __call__ may come from a preprocess thread and a golden check at once
+        self._closed = False
         with self.current():
             self._copy_stream = _cuda.Stream()
             self._stream = _cuda.Stream()
@@ -418,6 +419,11 @@ class GpuPreprocessor:
         return out
 
     def close(self) -> None:
+        """Idempotent: ProductRuntime.close closes its preprocessor, which a test may have closed already (a second
+        push of the released primary context fails once nothing else in the process retains it)."""
+        if self._closed:
+            return
+        self._closed = True
         with self.current():
             self._copy_stream.synchronize()
             self._stream.synchronize()
