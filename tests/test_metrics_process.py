@@ -4,7 +4,6 @@ cleanly, and what was scraped agrees with the journal it leaves behind."""
 from __future__ import annotations
 
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,13 +11,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT, write_station
+from tests.ports import free_port
 from tests.test_metrics import get, samples
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_scrape_running_process_then_sigterm(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from inspectd.config.load import load_config
 from inspectd.daemon import Daemon, Options
 from inspectd.outputs.opcua import check_password, hash_password
 from tests.conftest import write_station
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +29,8 @@ VARIABLES = {"PartsTotal", "RejectsTotal", "FailsafesTotal", "LastVerdict", "Las
              "ActiveRecipe", "ActiveRecipeNo", "Ready", "Online", "LastReason"}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(tmp_path: Path, opcua: dict) -> tuple[Daemon, threading.Thread, str]:
-    endpoint = f"opc.tcp://127.0.0.1:{_port()}/inspectd/"
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/inspectd/"
     station = write_station(tmp_path, {"name": "line2", "camera": {"bank": 4, "rate_hz": 50},
                                        "log": {"every_part": False},
                                        "opcua": {"endpoint": endpoint, "pki_dir": str(tmp_path / "pki"), **opcua}})

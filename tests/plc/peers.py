@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,27 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port as free_port  # re-exported with wait_port: the PLC tests import them from here
+from tests.ports import wait_port
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "plc"
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    """Readiness by TCP connect (a peer that prints 'listening' first could still race the bind)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 class Peer:
