@@ -42,6 +42,11 @@ class Collector:
             self.done.set()
 
 
+def cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -68,9 +73,11 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
     col = Collector(parts + warmup)
     pipe = Pipeline(st, source, rt, sinks=[col])
     pipe.set_max_parts(parts + warmup)
+    cpu0 = cpu_s()
     pipe.start()
     if not col.done.wait(timeout=600):
         print(f"bench: only {len(col.verdicts)} of {parts + warmup} verdicts within 600 s", file=sys.stderr)
+    cpu = cpu_s() - cpu0
     pipe.stop()
     source.close()
     ordered = sorted(col.verdicts, key=lambda v: v.seq)
@@ -83,6 +90,8 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
         xs = [v.stage_ms[name] for v in measured if name in v.stage_ms]
         stages[name] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "max": max(xs) if xs else float("nan")}
     e2e = [v.latency_ms for v in measured]
+    # the pipeline's own share of each part's latency: hand-offs, wake-ups, waiting for the GIL or a stage
+    over = [v.latency_ms - sum(v.stage_ms.values()) for v in measured]
     bound = 1e3 / max(s["p50"] for s in stages.values())
     fps = len(measured) / span
     ok = [v for v in measured if v.truth is not None and v.outcome is not Outcome.FAILSAFE]
@@ -94,6 +103,10 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
         "e2e_ms": {"p50": pct(e2e, 50), "p99": pct(e2e, 99), "p999": pct(e2e, 99.9), "max": max(e2e)},
         "stages": stages,
         "added_latency_p99_ms": pct(e2e, 99) - sum(s["p50"] for s in stages.values()),
+        "overhead_ms": {"p50": pct(over, 50), "p99": pct(over, 99)},
+        # CPU time of the whole process (every thread, inference included) per part, warm-up parts included:
+        # on a shared machine it moves far less than latency does, so it compares pipeline changes best
+        "cpu_ms_per_part": cpu * 1e3 / max(1, len(col.verdicts)),
         "failsafes": sum(v.outcome is Outcome.FAILSAFE for v in measured),
         "accuracy_vs_truth": acc,
         "parts": len(measured),

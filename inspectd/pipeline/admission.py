@@ -9,15 +9,16 @@ never causes an `overflow` fail-safe; READY simply stays low while the pipeline 
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable
+
+from inspectd.pipeline.handoff import Handoff, Slots
 
 FILL = 0.8  # admit while the expected trigger-to-verdict time is within this share of the budget
 
 
 class Admission:
-    def __init__(self, first_queue: queue.Queue, slots: threading.Semaphore | None,
+    def __init__(self, first_queue: Handoff, slots: Slots | None,
                  estimate: Callable[[int], tuple[float, int]], budget_s: float) -> None:
         """`estimate(extra)`: (expected seconds, parts ahead) for a part triggered now behind `extra` triggers
         that are reserved but not yet parts."""

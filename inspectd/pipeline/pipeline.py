@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import structlog
 from inspectd.camera.base import Finite, Source
 from inspectd.config.schema import StationConfig
 from inspectd.pipeline.admission import Admission
+from inspectd.pipeline.handoff import Handoff, Slots
 from inspectd.pipeline.health import FaultMonitor
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.pipeline.stages import AcquireStage, DecideStage, InferStage, PreprocessStage
@@ -57,13 +57,13 @@ class Pipeline:
         self.timing = CycleTiming.of(station)
         depth = station.pipeline.queue_depth
         limit = station.pipeline.max_in_flight
-        self.slots = threading.BoundedSemaphore(limit) if limit else None
+        self.slots = Slots(limit) if limit else None
         self._slot_parts: set[int] = set()  # id() of parts holding an in-flight slot (refused ones hold none)
         if self.slots is not None:
             self.bus.on_settled = self._release_slot
-        q_pre: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
-        q_inf: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
-        q_dec: queue.Queue[Part | None] = queue.Queue(maxsize=depth)
+        q_pre: Handoff[Part | None] = Handoff(depth)
+        q_inf: Handoff[Part | None] = Handoff(depth)
+        q_dec: Handoff[Part | None] = Handoff(depth)
         self.queues = {"preprocess": q_pre, "infer": q_inf, "decide": q_dec}
         # PipelineConfig.parts_inside counts these queues and the four stage threads: keep them in step
         assert len(self.queues) * depth + 4 == station.pipeline.parts_inside

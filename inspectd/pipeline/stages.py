@@ -18,6 +18,7 @@ import structlog
 
 from inspectd.camera.base import Source
 from inspectd.decide import decide
+from inspectd.pipeline.handoff import Handoff, Slots
 from inspectd.pipeline.runtime import ProductRuntime
 from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.verdicts import VerdictBus
@@ -33,7 +34,7 @@ POLL_S = 0.1  # how often an idle stage looks up (and beats its stamp)
 class Stage(threading.Thread):
     """A worker thread between two bounded queues."""
 
-    def __init__(self, inq: queue.Queue, outq: queue.Queue | None, bus: VerdictBus, stamp: StageStamp) -> None:
+    def __init__(self, inq: Handoff, outq: Handoff | None, bus: VerdictBus, stamp: StageStamp) -> None:
         super().__init__(name=stamp.name, daemon=True)
         self.inq, self.outq, self.bus, self.stamp = inq, outq, bus, stamp
         self.errors = 0  # parts this stage raised on (logged with their traceback at powers of two)
@@ -162,10 +163,10 @@ class DecideStage(Stage):
 class AcquireStage(threading.Thread):
     """Turns triggers into parts: grabs the frame, starts the part's deadline, applies the overflow policy."""
 
-    def __init__(self, *, source: Source, outq: queue.Queue, bus: VerdictBus, stamp: StageStamp,
+    def __init__(self, *, source: Source, outq: Handoff, bus: VerdictBus, stamp: StageStamp,
                  new_part: Callable[[float, int | None], Part],
                  triggers: Callable[[float], Trigger | None] | None, overflow: str, grab_timeout: float,
-                 slots: threading.Semaphore | None = None, fire: bool = True,
+                 slots: Slots | None = None, fire: bool = True,
                  pace: Callable[[], float] | None = None, admitted: Callable[[], None] | None = None,
                  before_part: Callable[[], None] | None = None, waits: bool = False) -> None:
         """`new_part` registers the part in verdict order and with the deadline keeper. `admitted`: called once

@@ -116,9 +116,18 @@ class DeadlineKeeper:
 
     def watch(self, part: Part) -> None:
         with self._cv:
+            self._prune()
             heapq.heappush(self._heap, (part.deadline, part.seq, part))
             if self._heap[0][2] is part:
                 self._cv.notify()
+
+    def _prune(self) -> None:
+        """Under the lock: drop the settled parts at the head. Parts settle about in deadline order, so this keeps
+        the heap to the parts in flight: a settled part (its frame, its tensors) is not held until its deadline,
+        and `open_parts` (READY's estimate, asked per trigger) scans a few parts, not a cycle's worth."""
+        heap = self._heap
+        while heap and heap[0][2].settled:
+            heapq.heappop(heap)
 
     @property
     def open_parts(self) -> int:
