@@ -8,9 +8,11 @@ Modbus peer on 127.0.0.1 (pymodbus' client playing the PLC program of tools/plc_
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,17 @@ def run_daemon(path: Path, port: int) -> tuple[Daemon, threading.Thread]:
     return d, t
 
 
+@contextlib.contextmanager
+def daemon_serving(path: Path, port: int) -> Iterator[Daemon]:
+    """run_daemon, then on the way out its ordered stop (joined for up to 60 s)."""
+    d, t = run_daemon(path, port)
+    try:
+        yield d
+    finally:
+        d.request_stop()
+        t.join(60)
+
+
 def journal(tmp_path: Path) -> list[tuple[int, str, str, str]]:
     """(part_id, product, verdict, reason) in journal (seq) order."""
     with sqlite3.connect(tmp_path / "journal.sqlite") as db:
@@ -116,14 +129,10 @@ def test_burst_against_a_slower_pipeline_results_in_trigger_order(tmp_path: Path
     plc = {"type": "modbus_server", "port": free_port(), "handshake": {"plc_heartbeat_ms": 0, "buffer_depth": 32}}
     path, port = plc_station(tmp_path, budget_ms=3000, model=slow_model(tmp_path / "slow.onnx", matmuls=80),
                              plc=plc)
-    d, t = run_daemon(path, port)
-    try:
+    with daemon_serving(path, port) as d:
         io = WatchedIO(ModbusPlcIO("127.0.0.1", port, LayoutConfig()))
         rep = PlcSim(io, seed=3).run(40, timeout_s=180)
         io.close()
-    finally:
-        d.request_stop()
-        t.join(60)
     seen, rows = io.seen, journal(tmp_path)
     assert len(rep.triggered) == 40 and seen.triggered == rep.triggered
     assert seen.acked == rep.triggered, "a trigger sent on READY was not acknowledged"
@@ -141,15 +150,11 @@ def test_recipe_load_applies_between_the_triggers_before_and_after_it(tmp_path: 
     # an in-flight limit: triggers wait for a slot, so some triggered before LOAD_RECIPE are not yet parts
     path, port = plc_station(tmp_path, budget_ms=1000, model=slow_model(tmp_path / "slow.onnx", matmuls=20),
                              pipeline={"max_in_flight": 3})
-    d, t = run_daemon(path, port)
-    try:
+    with daemon_serving(path, port):
         io = WatchedIO(ModbusPlcIO("127.0.0.1", port, LayoutConfig()))
         # LOAD_RECIPE while parts triggered before it are still queued or inspected (slow model, full pipeline)
         rep = PlcSim(io, seed=5, recipes={15: 2, 30: 1, 45: 2}).run(60, timeout_s=180)
         io.close()
-    finally:
-        d.request_stop()
-        t.join(60)
     seen, rows = io.seen, journal(tmp_path)
     assert rep.recipe == {2: True, 1: True}  # RECIPE_ACK with ACTIVE_RECIPE == RECIPE_NO
     assert [n for n, _ in seen.loads] == [2, 1, 2]

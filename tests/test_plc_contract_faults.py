@@ -16,22 +16,18 @@ from inspectd.plc.config import LayoutConfig
 from inspectd.plc.layout import ErrorCode
 from tests.genicam import provision
 from tests.onnx_models import slow_model
-from tests.test_plc_contract import WatchedIO, journal, plc_station, run_daemon
+from tests.test_plc_contract import WatchedIO, daemon_serving, journal, plc_station, run_daemon
 from tests.waiting import wait_until
 from tools.plc_sim import ModbusPlcIO, PlcSim
 
 
 def run_plc(tmp_path: Path, model: Path, parts: int, budget_ms: float = 1000, **over) -> tuple[WatchedIO, PlcSim]:
     path, port = plc_station(tmp_path, budget_ms=budget_ms, model=model, **over)
-    d, t = run_daemon(path, port)
-    try:
+    with daemon_serving(path, port):
         io = WatchedIO(ModbusPlcIO("127.0.0.1", port, LayoutConfig()))
         sim = PlcSim(io, seed=7)
         sim.run(parts, timeout_s=60)
         io.close()
-    finally:
-        d.request_stop()
-        t.join(60)
     return io, sim
 
 
