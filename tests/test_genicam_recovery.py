@@ -21,9 +21,10 @@ from inspectd.config.load import load_config
 from inspectd.errors import CameraError
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import build_runtime
-from inspectd.types import Outcome, Part, Trigger, Verdict
+from inspectd.types import Outcome, Trigger
 from tests.conftest import write_station
 from tests.genicam import provision
+from tests.test_pipeline import Collect
 
 SERIAL = "SN_InterfaceA_0"
 
@@ -44,20 +45,6 @@ def open_source(cti: Path, **kw) -> GenICamSource:
     s = GenICamSource(cfg)
     s.open()
     return s
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.verdicts: list[Verdict] = []
-
-    def submit(self, verdict: Verdict, part: Part | None = None) -> None:
-        self.verdicts.append(verdict)
-
-    def wait(self, n: int, timeout: float = 30) -> list[Verdict]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and len(self.verdicts) < n:
-            time.sleep(0.01)
-        return list(self.verdicts)
 
 
 def test_cable_pull_and_replug_through_the_pipeline(tmp_path: Path, shim) -> None:
@@ -98,7 +85,7 @@ def test_cable_pull_and_replug_through_the_pipeline(tmp_path: Path, shim) -> Non
         control.clear()  # replugged
         assert src.wait_connected(10), "camera did not come back"
         run_triggers(15)
-        verdicts = col.wait(45)
+        verdicts = list(col.wait(45))  # as they stood when the wait ended
     finally:
         pipe.stop()
         src.close()
