@@ -12,7 +12,8 @@ from inspectd.config.load import load_config
 from inspectd.daemon import Daemon, Options
 from inspectd.supervise.liveness import Liveness
 from tests.conftest import write_station
-from tests.test_metrics import get, wait_for
+from tests.test_metrics import get
+from tests.waiting import wait_until
 
 
 class FakeClock:
@@ -57,16 +58,16 @@ def test_healthz_fails_while_the_main_loop_hangs(tmp_path: Path):
     runner = threading.Thread(target=daemon.run, name="daemon-main")
     runner.start()
     try:
-        wait_for(lambda: daemon.metrics is not None and daemon.metrics.server is not None and
-                 daemon.pipeline is not None)
+        wait_until(lambda: daemon.metrics is not None and daemon.metrics.server is not None and
+                   daemon.pipeline is not None, 30)
         base = f"http://127.0.0.1:{daemon.metrics.server.port}"
-        wait_for(lambda: get(base + "/healthz")[0] == 200)
+        wait_until(lambda: get(base + "/healthz")[0] == 200, 30)
         body = json.loads(get(base + "/healthz")[1])
         assert body["status"] == "alive" and 0 <= body["loop_age_s"] < body["loop_limit_s"]
 
         daemon.request_reload()  # the loop enters the step and stays there
         assert entered.wait(30)
-        wait_for(lambda: get(base + "/healthz")[0] == 503)
+        wait_until(lambda: get(base + "/healthz")[0] == 503, 30)
         status, raw = get(base + "/healthz")
         body = json.loads(raw)
         assert status == 503 and body["status"] == "overdue" and body["loop_age_s"] > 0.5
@@ -76,7 +77,7 @@ def test_healthz_fails_while_the_main_loop_hangs(tmp_path: Path):
         assert age > 0.5
 
         release.set()
-        wait_for(lambda: get(base + "/healthz")[0] == 200)
+        wait_until(lambda: get(base + "/healthz")[0] == 200, 30)
     finally:
         release.set()
         daemon.request_stop()
@@ -92,9 +93,9 @@ def test_readyz_backend_fails_when_a_stage_thread_is_gone(tmp_path: Path):
     try:
         daemon.start()
         base = f"http://127.0.0.1:{daemon.metrics.server.port}"
-        wait_for(lambda: get(base + "/readyz")[0] == 200)
+        wait_until(lambda: get(base + "/readyz")[0] == 200, 30)
         daemon.pipeline.queues["infer"].put(None)  # the stop sentinel: the infer and decide threads end
-        wait_for(lambda: not daemon.pipeline.infer.is_alive())
+        wait_until(lambda: not daemon.pipeline.infer.is_alive(), 30)
         status, raw = get(base + "/readyz")
         assert status == 503 and json.loads(raw)["checks"]["backend"] is False
         assert json.loads(raw)["checks"]["camera"] is True

@@ -23,8 +23,9 @@ from inspectd.errors import ExitCode
 from inspectd.plc.layout import ErrorCode
 from tests.conftest import write_station
 from tests.supervise_harness import ROOT
-from tests.test_journal_integrity import fill, wait_for
+from tests.test_journal_integrity import fill
 from tests.tmpfs import mounted_tmpfs
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -53,11 +54,11 @@ def test_disk_fills_while_inspecting_no_row_lost_and_the_policy_holds(disk: Path
     d.start()
     try:
         assert d.journal is not None and d.pipeline is not None
-        assert wait_for(lambda: d.journal.written >= 50)
+        wait_until(lambda: d.journal.written >= 50, 30)
         filler = fill(disk)
-        assert wait_for(lambda: not d.journal.healthy)
+        wait_until(lambda: not d.journal.healthy, 30)
         failing_from = d.pipeline.stats.verdicts_total
-        assert wait_for(lambda: d.pipeline.stats.verdicts_total >= failing_from + 100)
+        wait_until(lambda: d.pipeline.stats.verdicts_total >= failing_from + 100, 30)
         ready = readyz(d)
         assert ready["ready"] is False and ready["checks"]["journal"] is False
         # What the PLC link's health probe reads: READY drops with ERROR_CODE 8 only where parts are fail-safed.
@@ -65,9 +66,9 @@ def test_disk_fills_while_inspecting_no_row_lost_and_the_policy_holds(disk: Path
         assert d._journal_code() == (ErrorCode.JOURNAL if policy == "failsafe" else 0)
         assert d._fault_code() != 0 if policy == "failsafe" else d._fault_code() != ErrorCode.JOURNAL
         filler.unlink()
-        assert wait_for(lambda: d.journal.healthy)
+        wait_until(lambda: d.journal.healthy, 30)
         healthy_from = d.pipeline.stats.verdicts_total
-        assert wait_for(lambda: d.pipeline.stats.verdicts_total >= healthy_from + 20)
+        wait_until(lambda: d.pipeline.stats.verdicts_total >= healthy_from + 20, 30)
         assert readyz(d)["ready"] is True and d._journal_code() == 0
     finally:
         d.shutdown()
@@ -103,7 +104,7 @@ def test_archive_on_the_journal_disk_leaves_the_journal_room(disk: Path, tmp_pat
         d.start()
         try:
             assert d.pipeline is not None and d.journal is not None
-            assert wait_for(lambda: d.journal.written >= parts, 120)
+            wait_until(lambda: d.journal.written >= parts, 120)
         finally:
             d.shutdown()
     rows = sqlite3.connect(str(disk / "journal.sqlite")).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]

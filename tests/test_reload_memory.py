@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_metrics import wait_for
 from tests.test_reload_safety import reload_and_wait, running
+from tests.waiting import wait_until
 
 sys.path.insert(0, str(ROOT / "tools"))
 
@@ -91,11 +91,11 @@ def test_a_retired_runtime_and_its_session_are_garbage_once_closed(tmp_path: Pat
             reload_and_wait(d, i)
             n = d.pipeline.stats.verdicts_total  # type: ignore[union-attr]
             # parts after the switch replace any stage's last reference to a part of the old runtime
-            wait_for(lambda n=n: d.pipeline is not None and d.pipeline.stats.verdicts_total > n + 5, 30)
-        wait_for(lambda: not d._retired, 30)
+            wait_until(lambda n=n: d.pipeline is not None and d.pipeline.stats.verdicts_total > n + 5, 30)
+        wait_until(lambda: not d._retired, 30)
         for rt_ref, session_ref in refs:
-            wait_for(lambda rt_ref=rt_ref, session_ref=session_ref:
-                     gc.collect() >= 0 and rt_ref() is None and session_ref() is None, 30)
+            wait_until(lambda rt_ref=rt_ref, session_ref=session_ref:
+                       gc.collect() >= 0 and rt_ref() is None and session_ref() is None, 30)
     finally:
         d.request_stop()
         t.join(60)

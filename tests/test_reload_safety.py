@@ -22,7 +22,7 @@ from inspectd.pipeline.runtime import ProductRuntime
 from tests.conftest import ROOT, write_station
 from tests.onnx_models import brightness_model, odd_output_model
 from tests.supervise_harness import START_S, journal_rows, parts_in_status
-from tests.test_metrics import wait_for
+from tests.waiting import wait_until
 
 
 def running(tmp_path: Path, **station) -> tuple[Daemon, threading.Thread]:
@@ -32,13 +32,13 @@ def running(tmp_path: Path, **station) -> tuple[Daemon, threading.Thread]:
     d = Daemon(load_config(write_station(tmp_path, over)), Options(handle_signals=False))
     t = threading.Thread(target=d.run, name="daemon-main")
     t.start()
-    wait_for(lambda: d.pipeline is not None and d.pipeline.stats.verdicts_total > 5, 60)
+    wait_until(lambda: d.pipeline is not None and d.pipeline.stats.verdicts_total > 5, 60)
     return d, t
 
 
 def reload_and_wait(d: Daemon, applied: int) -> None:
     d.request_reload()
-    wait_for(lambda: d.reloads["applied"] + d.reloads["rejected"] >= applied, 60)
+    wait_until(lambda: d.reloads["applied"] + d.reloads["rejected"] >= applied, 60)
 
 
 def test_reloads_under_load_close_each_old_runtime_once_its_parts_have_drained(tmp_path: Path) -> None:
@@ -51,10 +51,10 @@ def test_reloads_under_load_close_each_old_runtime_once_its_parts_have_drained(t
             assert d.reloads == {"applied": i, "rejected": 0}
             assert d.runtimes["disc-a"] is not old
             retired.append(old)
-            wait_for(lambda old=old: old.closed, 30)  # closed once drained, by the main loop, while parts keep flowing
+            wait_until(lambda old=old: old.closed, 30)  # closed once drained, by the main loop, parts still flowing
             assert d.pipeline is not None and not d.pipeline.uses(old)
             n = d.pipeline.stats.verdicts_total
-            wait_for(lambda n=n: d.pipeline is not None and d.pipeline.stats.verdicts_total > n + 3, 30)
+            wait_until(lambda n=n: d.pipeline is not None and d.pipeline.stats.verdicts_total > n + 3, 30)
     finally:
         d.request_stop()
         t.join(60)
@@ -86,7 +86,7 @@ def test_a_reload_that_raises_anything_keeps_the_old_config_and_runtimes(tmp_pat
         assert d.reloads == {"applied": 0, "rejected": 1}
         assert d.config is before_cfg and d.runtimes["disc-a"] is before_rt and not before_rt.closed
         n = d.pipeline.stats.verdicts_total  # type: ignore[union-attr]
-        wait_for(lambda: d.pipeline is not None and d.pipeline.stats.verdicts_total > n + 5, 30)
+        wait_until(lambda: d.pipeline is not None and d.pipeline.stats.verdicts_total > n + 5, 30)
         assert t.is_alive()
         monkeypatch.undo()
         reload_and_wait(d, 2)  # and a good reload still applies
@@ -135,6 +135,20 @@ def test_sighup_to_a_nan_model_is_refused_and_the_old_model_keeps_judging(tmp_pa
     # was closed when it was refused (never retired), so nothing leaks
 
 
+def _wait_mapped(proc: subprocess.Popen[str], name: str, timeout: float = 30) -> None:
+    """Until a file whose path contains `name` is mapped into the starting daemon (it is that far into start-up),
+    polled closely; or until it exits or `timeout` passes (the test's own checks then say what went wrong)."""
+    maps = Path(f"/proc/{proc.pid}/maps")
+    end = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < end:
+        try:
+            if name in maps.read_text():
+                return
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        time.sleep(0.001)
+
+
 def test_no_signal_during_start_up_kills_the_daemon(tmp_path: Path) -> None:
     """SIGHUPs from the moment the interpreter has loaded numpy (the old code installed its handlers only after
     loading the whole config, and died of the default action: status 129) until READY; then SIGTERM."""
@@ -144,17 +158,9 @@ def test_no_signal_during_start_up_kills_the_daemon(tmp_path: Path) -> None:
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
     reader.start()
-    maps = Path(f"/proc/{proc.pid}/maps")
     sent = 0
     try:
-        end = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < end:  # numpy mapped: well into the imports
-            try:
-                if "_multiarray_umath" in maps.read_text():
-                    break
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-            time.sleep(0.001)
+        _wait_mapped(proc, "_multiarray_umath")  # numpy mapped: well into the imports
         end = time.monotonic() + START_S
         while proc.poll() is None and time.monotonic() < end and not any('"event": "ready"' in ln for ln in out):
             proc.send_signal(signal.SIGHUP)
@@ -184,16 +190,8 @@ def test_sigterm_while_models_load_stops_cleanly(tmp_path: Path, sig: signal.Sig
     station = write_station(tmp_path, {"camera": {"bank": 8}})
     proc = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "run", "--config", str(station)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    maps = Path(f"/proc/{proc.pid}/maps")
     try:
-        end = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < end:
-            try:
-                if "onnxruntime" in maps.read_text():  # the model is loading
-                    break
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-            time.sleep(0.001)
+        _wait_mapped(proc, "onnxruntime")  # the model is loading
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:
