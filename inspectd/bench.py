@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -34,10 +35,13 @@ class Collector:
     def __init__(self, n: int) -> None:
         self.n = n
         self.verdicts: list[Verdict] = []
+        self.stage_t: dict[int, dict[str, tuple[float, float]]] = {}  # seq -> each stage's (start, end), monotonic
         self.done = threading.Event()
 
     def submit(self, verdict: Verdict, part: Part | None = None) -> None:
         self.verdicts.append(verdict)
+        if part is not None:
+            self.stage_t[verdict.seq] = dict(part.stage_t)  # not the part: its frame would stay alive
         if len(self.verdicts) >= self.n:
             self.done.set()
 
@@ -62,6 +66,34 @@ def bench_config(cfg: Config, in_flight: int) -> Config:
     pipeline = st.pipeline.model_copy(update={"max_in_flight": in_flight, "overflow": "block"})
     station = st.model_copy(update={"camera": camera, "pipeline": pipeline})
     return Config(station, cfg.products, cfg.station_path, cfg.product_paths)
+
+
+HOPS = (("grab", "preprocess"), ("preprocess", "infer"), ("infer", "decide"))
+
+
+def breakdown(times: list[dict[str, tuple[float, float]]], slowest: str) -> dict:
+    """Where the pipeline's own time goes, from the parts' stage timestamps (in part order), in ms p50/p99/mean: the
+    wait between two stages (the hand-off, plus any queueing for a busy stage), and the slowest stage's idle time
+    between two parts, split into `starved` (its next part had not been handed on yet: upstream or admission was
+    late) and `handoff` (it had, and the stage had not started it yet: wake-up, GIL)."""
+
+    def stats(xs: list[float]) -> dict[str, float]:
+        ms = [x * 1e3 for x in xs]
+        return {"p50": pct(ms, 50), "p99": pct(ms, 99), "mean": sum(ms) / len(ms) if ms else float("nan")}
+
+    out = {f"{a}->{b}": stats([t[b][0] - t[a][1] for t in times if a in t and b in t]) for a, b in HOPS}
+    before = dict((b, a) for a, b in HOPS).get(slowest)
+    starved, handoff = [], []
+    for prev, t in itertools.pairwise(times):
+        if slowest not in prev or slowest not in t:
+            continue
+        freed, began = prev[slowest][1], t[slowest][0]
+        arrived = t[before][1] if before in t else freed  # when the part was handed on to the slowest stage
+        starved.append(max(0.0, arrived - freed))
+        handoff.append(max(0.0, began - max(freed, arrived)))
+    out[f"{slowest}_idle_starved"] = stats(starved)
+    out[f"{slowest}_idle_handoff"] = stats(handoff)
+    return out
 
 
 def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
@@ -92,7 +124,8 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
     e2e = [v.latency_ms for v in measured]
     # the pipeline's own share of each part's latency: hand-offs, wake-ups, waiting for the GIL or a stage
     over = [v.latency_ms - sum(v.stage_ms.values()) for v in measured]
-    bound = 1e3 / max(s["p50"] for s in stages.values())
+    slowest = max(stages, key=lambda name: stages[name]["p50"])
+    bound = 1e3 / stages[slowest]["p50"]
     fps = len(measured) / span
     ok = [v for v in measured if v.truth is not None and v.outcome is not Outcome.FAILSAFE]
     acc = sum((v.outcome.value == v.truth) for v in ok) / len(ok) if ok else None
@@ -107,6 +140,7 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
         # CPU time of the whole process (every thread, inference included) per part, warm-up parts included:
         # on a shared machine it moves far less than latency does, so it compares pipeline changes best
         "cpu_ms_per_part": cpu * 1e3 / max(1, len(col.verdicts)),
+        "overhead_breakdown_ms": breakdown([col.stage_t[v.seq] for v in measured if v.seq in col.stage_t], slowest),
         "failsafes": sum(v.outcome is Outcome.FAILSAFE for v in measured),
         "accuracy_vs_truth": acc,
         "parts": len(measured),

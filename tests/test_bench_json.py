@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from inspectd.bench import breakdown
 from tests.conftest import write_station
 
 
@@ -36,6 +39,27 @@ def test_bench_reports_the_pipelines_own_overhead(tmp_path: Path) -> None:
     over = report["overhead_ms"]
     assert 0 <= over["p50"] <= over["p99"] < report["e2e_ms"]["max"]
     assert report["cpu_ms_per_part"] > 0
+    b = report["overhead_breakdown_ms"]
+    assert {"grab->preprocess", "preprocess->infer", "infer->decide"} <= set(b)
+    slowest = max(report["stages"], key=lambda s: report["stages"][s]["p50"])
+    assert b[f"{slowest}_idle_starved"]["mean"] >= 0 and b[f"{slowest}_idle_handoff"]["mean"] >= 0
+
+
+def test_breakdown_splits_the_slowest_stages_idle_time() -> None:
+    """Part 2 reaches infer 0.3 ms after part 1 left it (starved 0.3 ms), and infer starts it 0.1 ms later (hand-off);
+    part 3 was waiting when part 2 left (starved 0), infer started it 0.05 ms later."""
+    ms = 1e-3
+
+    def part(pre_end: float, inf: tuple[float, float]) -> dict[str, tuple[float, float]]:
+        return {"grab": (0.0, 0.0), "preprocess": (0.0, pre_end * ms), "infer": (inf[0] * ms, inf[1] * ms),
+                "decide": (inf[1] * ms + 0.02 * ms, inf[1] * ms + 0.05 * ms)}
+
+    times = [part(0.1, (0.2, 1.0)), part(1.3, (1.4, 2.2)), part(1.9, (2.25, 3.0))]
+    b = breakdown(times, "infer")
+    assert b["infer_idle_starved"]["mean"] == pytest.approx(0.15)  # (0.3 + 0) / 2
+    assert b["infer_idle_handoff"]["mean"] == pytest.approx(0.075)  # (0.1 + 0.05) / 2
+    assert b["preprocess->infer"]["p50"] == pytest.approx(0.1)
+    assert b["infer->decide"]["mean"] == pytest.approx(0.02)
 
 
 def test_bench_overhead_tool_compares_checkouts(tmp_path: Path) -> None:
@@ -49,3 +73,4 @@ def test_bench_overhead_tool_compares_checkouts(tmp_path: Path) -> None:
     [(tree, rounds)] = runs.items()
     assert tree == str(root) and len(rounds) == 1
     assert rounds[0]["eff"] > 0 and rounds[0]["over_p50"] >= 0 and rounds[0]["cpu_part"] > 0
+    assert rounds[0]["idle_starv"] >= 0 and rounds[0]["idle_hand"] >= 0

@@ -52,6 +52,14 @@ def variant_station(model: Path, folder: Path, variant: str, cpu_threads: int) -
     return path
 
 
+def idle(r: dict) -> str:
+    """The slowest stage's mean idle time per part: waiting for its next part, and for its own wake-up."""
+    b = r.get("overhead_breakdown_ms", {})
+    starved = next((v["mean"] for k, v in b.items() if k.endswith("_idle_starved")), float("nan"))
+    handoff = next((v["mean"] for k, v in b.items() if k.endswith("_idle_handoff")), float("nan"))
+    return f"{starved * 1e3:.0f}/{handoff * 1e3:.0f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", type=int, default=2000)
@@ -65,7 +73,7 @@ def main() -> int:
              **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
     rows = []
     head = (f"{'model':18} {'variant':16} {'infer p50/p99':>14} {'e2e p50/p99/p99.9':>20} {'fps':>7} {'eff':>5} "
-            f"{'add p99':>7} {'first 5 parts (ms)':>24} {'fs':>3}")
+            f"{'add p99':>7} {'first 5 parts (ms)':>24} {'fs':>3} {'idle starved/handoff us':>23}")
     print(head, flush=True)
     for name in args.models:
         path = paths.get(name)
@@ -88,7 +96,7 @@ def main() -> int:
             print(f"{name:18} {variant:16} {inf['p50']:6.2f}/{inf['p99']:6.2f} "
                   f"{e2e['p50']:6.2f}/{e2e['p99']:6.2f}/{e2e['p999']:6.2f} {r['throughput_fps']:7.0f} "
                   f"{r['efficiency']:5.2f} {r['added_latency_p99_ms']:7.2f} {first:>24} "
-                  f"{r['first_parts_failsafes']:3d}", flush=True)
+                  f"{r['first_parts_failsafes']:3d} {idle(r):>23}", flush=True)
     if args.out:
         (args.out / "bench_gpu_models.json").write_text(json.dumps(rows, indent=2))
     return 0

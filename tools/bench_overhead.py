@@ -123,14 +123,22 @@ def row(r: dict) -> dict:
     return {"eff": r["efficiency"], "add_p99": r["added_latency_p99_ms"], "e2e_p50": r["e2e_ms"]["p50"],
             "e2e_p99": r["e2e_ms"]["p99"], "infer_p50": r["stages"]["infer"]["p50"], "fps": r["throughput_fps"],
             "over_p50": over.get("p50", float("nan")), "over_p99": over.get("p99", float("nan")),
-            "cpu_part": r.get("cpu_ms_per_part", float("nan"))}
+            "cpu_part": r.get("cpu_ms_per_part", float("nan")),
+            "idle_starv": idle(r, "_idle_starved"), "idle_hand": idle(r, "_idle_handoff")}
 
 
-COLS = ("eff", "fps", "infer_p50", "e2e_p50", "e2e_p99", "add_p99", "over_p50", "over_p99", "cpu_part")
+def idle(r: dict, kind: str) -> float:
+    """Mean ms per part the slowest stage waited for its next part (starved) or for its own wake-up (hand)."""
+    return next((v["mean"] for k, v in r.get("overhead_breakdown_ms", {}).items() if k.endswith(kind)),
+                float("nan"))
+
+
+COLS = ("eff", "fps", "infer_p50", "e2e_p50", "e2e_p99", "add_p99", "over_p50", "over_p99", "cpu_part",
+        "idle_starv", "idle_hand")
 
 
 def show(label: str, r: dict) -> str:
-    return f"{label:28} " + " ".join(f"{r[c]:9.3f}" if c != "fps" else f"{r[c]:9.0f}" for c in COLS)
+    return f"{label:24} " + " ".join(f"{r[c]:10.3f}" if c != "fps" else f"{r[c]:10.0f}" for c in COLS)
 
 
 def main() -> int:
@@ -152,7 +160,7 @@ def main() -> int:
             model, took = calibrated_model(Path(tmp), args.size, args.infer_us)
             station = write_station(Path(tmp), model, args.size)
             print(f"model: {args.size}x{args.size}, inference {took:.0f} us alone", flush=True)
-        print(f"{'run':28} " + " ".join(f"{c:>9}" for c in COLS), flush=True)
+        print(f"{'run':24} " + " ".join(f"{c:>10}" for c in COLS), flush=True)
         runs: dict[Path, list[dict]] = {t: [] for t in trees}
         for i in range(args.rounds):
             for t in trees:
