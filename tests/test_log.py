@@ -29,6 +29,11 @@ def logged(request):
 
     yield lines
     writer.close()
+    _undo_setup_logging(root_level)
+
+
+def _undo_setup_logging(root_level: int) -> None:
+    """What setup_logging changed in this process, back as it was (the writer already closed)."""
     logging.getLogger().handlers.clear()
     logging.getLogger().setLevel(root_level)
     logging.captureWarnings(False)
@@ -164,10 +169,7 @@ def test_lines_to_journald_carry_their_syslog_priority(tmp_path, monkeypatch):
     finally:
         writer.close()
         out.close()
-        logging.getLogger().handlers.clear()
-        logging.getLogger().setLevel(root_level)
-        logging.captureWarnings(False)
-        structlog.reset_defaults()
+        _undo_setup_logging(root_level)
     lines = (tmp_path / "stream").read_text().splitlines()
     assert [line[:3] for line in lines] == ["<3>", "<4>", "<6>", "<7>", "<2>"]
     assert json.loads(lines[0][3:])["event"] == "reload_rejected"
