@@ -14,11 +14,12 @@ long as any of them, and its slot goes back to the free list when the lease is c
 
 from __future__ import annotations
 
+import mmap
 from collections import deque
 
 import numpy as np
 
-ALIGN = 4096  # slots start on page boundaries: DMA-friendly, and rows stay 16-byte aligned for the vec16 kernel
+ALIGN = mmap.PAGESIZE  # slots start on page boundaries: DMA-friendly, rows stay 16-byte aligned for the vec16 kernel
 
 
 class _Lease:
@@ -56,9 +57,9 @@ class FramePool:
         if self.slots == 0 or nbytes <= self.slot_bytes:
             return False
         slot = -(-nbytes // ALIGN) * ALIGN
-        raw = np.empty(slot * self.slots + ALIGN, np.uint8)
-        start = -raw.ctypes.data % ALIGN
-        self._block = raw[start:start + slot * self.slots]
+        # its own anonymous mapping, not the heap: page-aligned, and given back to the system when the last frame
+        # of a replaced block goes (a heap block this size stays resident in the allocator's arena)
+        self._block = np.frombuffer(mmap.mmap(-1, slot * self.slots), np.uint8)
         self._free = deque(range(self.slots))
         self.slot_bytes = slot
         return True
