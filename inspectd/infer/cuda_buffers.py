@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from inspectd.cuda_context import release_primary
 from inspectd.errors import BackendUnavailable
 from inspectd.types import ModelInput
 
@@ -91,7 +92,7 @@ class CudaDevice:
         self.cuda.Context.pop()
 
     def close(self) -> None:
-        self.context.detach()  # releases our retain of the primary context
+        release_primary(self.cuda, self.context)  # our retain; pycuda's detach() alone leaves it pushed
 
 
 class HostDeviceBuffer:

@@ -9,11 +9,14 @@ CPU run is acceptable.
 
 from __future__ import annotations
 
+import traceback
+import weakref
 from collections.abc import Mapping
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import structlog
 
 from inspectd.errors import BackendUnavailable, ModelError
 from inspectd.infer.base import TensorInfo, check_io, sha256_file
@@ -23,6 +26,8 @@ from inspectd.types import ModelInput
 
 if TYPE_CHECKING:
     from inspectd.config.schema import ProductConfig
+
+log = structlog.get_logger("inspectd.onnxruntime")
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
               "tensor(int8)": "int8", "tensor(int64)": "int64", "tensor(double)": "float64"}
@@ -81,6 +86,7 @@ class OnnxRuntimeBackend:
         self._run_options: Any = None
         self._outputs: list[str] = []
         self._device: Any = None  # DeviceRunner when a GPU provider runs: IO binding, device input
+        self._stream: Any = None  # ort_device.UserStream the session computes on (pycuda present, GPU provider)
 
     @property
     def accepts_device_input(self) -> bool:
@@ -93,6 +99,16 @@ class OnnxRuntimeBackend:
         return gpu.device_id if gpu is not None else 0
 
     def load(self) -> None:
+        try:
+            self._load()
+        except BaseException as e:
+            # A refused model must not keep a stream, a context retain or pinned buffers. The finished frames in
+            # the traceback still hold the session as a local: cleared, so close() sees it gone.
+            traceback.clear_frames(e.__traceback__)
+            self.close()
+            raise
+
+    def _load(self) -> None:
         import onnxruntime as ort
 
         path = self.product.model.path
@@ -109,7 +125,7 @@ class OnnxRuntimeBackend:
         if gpu is not None and not missing:
             from inspectd.infer.ort_device import user_stream
 
-            stream = user_stream(gpu.device_id)  # None without pycuda: ONNX Runtime then uses its own stream
+            stream = self._stream = user_stream(gpu.device_id)  # None without pycuda: ORT then uses its own
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.cfg.intra_op_threads
         opts.inter_op_num_threads = self.cfg.inter_op_threads
@@ -161,10 +177,25 @@ class OnnxRuntimeBackend:
         return dict(zip(self._outputs, values, strict=True))
 
     def close(self) -> None:
-        if self._device is not None:
-            self._device.close()
-        self._device = None
-        self._session = None
+        """Release the session and what it computes with, in order: the device runner's pinned buffers and
+        binding, the session (ONNX Runtime frees its CUDA arena, cuDNN/cuBLAS handles and CUDA graphs when the
+        InferenceSession goes), then our stream. Idempotent."""
+        device, session = self._device, self._session
+        self._device = self._session = None
+        if device is not None:
+            device.close()
+        gone = weakref.ref(session) if session is not None else None
+        del device, session
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        if gone is not None and gone() is not None:
+            # Still referred to elsewhere: destroying the stream under a live session would break its next run or
+            # its teardown. Leave both to the garbage collector and say so (it would be a leak to chase).
+            log.warning("ort_session_still_referenced", product=self.product.name,
+                        model=self.product.model.path.name)
+            return
+        stream.close()
 
     def describe(self) -> Mapping[str, str]:
         device = "cpu" if not self.providers or self.providers[0] == "CPUExecutionProvider" else \

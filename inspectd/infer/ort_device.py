@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inspectd.cuda_context import release_primary
 from inspectd.types import ModelInput
 
 if TYPE_CHECKING:
@@ -54,6 +55,16 @@ class UserStream:
         finally:
             self.cuda.Context.pop()
 
+    def close(self) -> None:
+        """Destroy the stream and release the context, once the session computing on it is gone (ONNX Runtime
+        does not own a user stream, and may still use it while it tears down: CUDA graphs, its arena)."""
+        if self.stream is None:
+            return
+        with self.current():
+            self.stream.synchronize()
+            self.stream = None  # pycuda has no Stream.free: the last reference goes with the context current
+        release_primary(self.cuda, self.ctx)  # pycuda's detach() alone would leave it on this thread's stack
+
 
 def user_stream(device_id: int) -> UserStream | None:
     """Our stream for ONNX Runtime to compute on; None where pycuda is not installed (it then uses its own)."""
@@ -80,6 +91,18 @@ class DeviceRunner:
         import onnxruntime as ort
 
         self._session, self._stream = session, stream
+        self._outputs: list[tuple[str, Any, np.ndarray | None]] = []  # (name, device OrtValue, pinned host)
+        self._binding: Any = None
+        self._input: Any = None
+        try:
+            self._bind(ort, session, product, device_id, stream, cuda_graph)
+            self.warm_up()
+        except BaseException:
+            self.close()  # pinned outputs already allocated would outlive the refused runtime
+            raise
+
+    def _bind(self, ort: Any, session: Any, product: ProductConfig, device_id: int, stream: UserStream | None,
+              cuda_graph: bool) -> None:
         self._run_options = quiet_runs(ort)
         if stream is not None:  # run() ends with its own sync of our stream, after the output copies are queued
             self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
@@ -90,7 +113,6 @@ class DeviceRunner:
         self._binding = session.io_binding()
         self._input = ort.OrtValue.ortvalue_from_shape_and_type(in_shape, self._in_dtype, "cuda", device_id)
         self._binding.bind_ortvalue_input(spec.name, self._input)
-        self._outputs: list[tuple[str, Any, np.ndarray | None]] = []  # (name, device OrtValue, pinned host)
         for o in session.get_outputs():
             shape = _static(o.shape)
             if shape is None:
@@ -109,7 +131,6 @@ class DeviceRunner:
             self._outputs.append((o.name, ov, host))
         self.takes_device_input = stream is not None
         self.input_ptr = int(self._input.data_ptr())
-        self.warm_up()
 
     def warm_up(self, runs: int = 3) -> None:
         """Run the model on zeros: cuDNN's algorithm search and the CUDA graph capture happen here, at load, while
@@ -148,13 +169,19 @@ class DeviceRunner:
         return {n: result[n] for n, _, _ in self._outputs}
 
     def close(self) -> None:
-        """Free the pinned buffers with their context current (pycuda cannot free them from a GC elsewhere)."""
-        if self._stream is None:
-            self._outputs.clear()
-            return
-        with self._stream.current():
-            self._stream.stream.synchronize()
-            for _, _, host in self._outputs:
-                if host is not None:
-                    host.base.free()  # type: ignore[union-attr]  # pycuda PagelockedHostAllocation
-            self._outputs.clear()
+        """Free the pinned buffers with their context current (pycuda cannot free them from a GC elsewhere), then
+        drop the binding, the bound device buffers and our reference to the session, in that order: the binding
+        holds the bound OrtValues and refers to the session, the session must go before the stream it computes on
+        (the backend closes that once the session is gone). Idempotent."""
+        s = self._stream
+        if s is not None and self._outputs:
+            with s.current():
+                s.stream.synchronize()
+                for _, _, host in self._outputs:
+                    if host is not None:
+                        host.base.free()  # type: ignore[union-attr]  # pycuda PagelockedHostAllocation
+        self._outputs.clear()
+        if self._binding is not None:
+            self._binding.clear_binding_inputs()
+            self._binding.clear_binding_outputs()
+        self._binding = self._input = self._session = None

@@ -40,6 +40,7 @@ import numpy as np
 import structlog
 
 from inspectd.config.schema import InputSpec, Preprocess, ProductConfig
+from inspectd.cuda_context import release_primary
 from inspectd.errors import BackendUnavailable
 from inspectd.preprocess import gpu_kernels as gk
 from inspectd.preprocess.plan import Plan, make_plan
@@ -173,6 +174,12 @@ class Kernel:
         self.out_dtype = np.dtype(np.float16 if plan.dtype == "float16" else np.float32)
         self.out_shape = (1, plan.channels, plan.out_h, plan.out_w)
         self.out_nbytes = int(np.prod(self.out_shape)) * self.out_dtype.itemsize
+
+    def free(self) -> None:
+        """The tap tables' device memory, now (the caller has the context current)."""
+        for t in self._tables:
+            t.free()
+        self._tables = []
 
     def launch(self, src_ptr: int, pitch_elems: int, dst_ptr: int, stream: Any = None) -> None:
         """src_ptr: first ROI row of the frame (any column); writes the NCHW tensor at dst_ptr."""
@@ -419,7 +426,15 @@ class GpuPreprocessor:
         return out
 
     def close(self) -> None:
-        """Idempotent: ProductRuntime.close closes its preprocessor, which a test may have closed already (a second
+        """Free everything on the device and every page-locked buffer now, then release the primary context.
+
+        Explicitly, not by dropping references: a DeviceInput still referred to (a stage's last part of a retired
+        runtime, until its next part) keeps its slot and kernel alive past this call, and pycuda frees an
+        allocation whose context object it has detached by skipping the free silently (it takes the context for
+        destroyed; the primary context lives on in ONNX Runtime and the other runtimes), so that device and
+        page-locked memory would stay allocated until the process exits, a little more at every reload.
+
+        Idempotent: ProductRuntime.close closes its preprocessor, which a test may have closed already (a second
         push of the released primary context fails once nothing else in the process retains it)."""
         if self._closed:
             return
@@ -434,8 +449,22 @@ class GpuPreprocessor:
                 for addr, n, _ in self._pinned:
                     _PINS.release(addr, n)  # unpinned when no other product's preprocessor uses it
                 self._pinned.clear()
+            for slot in self._slots:
+                slot.host.base.free()  # type: ignore[union-attr]  # pycuda PagelockedHostAllocation
+                if slot.dev is not None:
+                    slot.dev.free()
+            for kernel in self._kernels.values():
+                kernel.free()
+            for out in self._out_ring:
+                out.base.free()  # type: ignore[union-attr]  # pycuda PagelockedHostAllocation
+            if self._out_dev is not None:
+                self._out_dev.free()
+            # Streams, events and modules have no free() in pycuda: the last reference goes here, with the
+            # context current, so cuStreamDestroy / cuEventDestroy / cuModuleUnload run now (a stale DeviceInput
+            # may keep a module and two events, a few KB, until it goes).
             self._slots, self._kernels, self._out_ring, self._out_dev = [], {}, [], None
-        self._ctx.detach()
+            self._copy_stream = self._stream = None
+        release_primary(_cuda, self._ctx)  # pycuda's detach() alone would leave it on this thread's stack
 
 
 def make_gpu_preprocessor(product: ProductConfig, backend: Any, ring: int) -> GpuPreprocessor:
