@@ -4,7 +4,6 @@ with a model that fails or is too slow, and the GenICam TLSimu camera behind the
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from inspectd.plc.config import LayoutConfig
 from inspectd.plc.layout import ErrorCode
 from tests.genicam import provision
 from tests.onnx_models import slow_model
+from tests.plc.faults import scanning
 from tests.test_plc_contract import WatchedIO, daemon_serving, journal, plc_station, run_daemon
 from tests.waiting import wait_until
 from tools.plc_sim import ModbusPlcIO, PlcSim
@@ -72,27 +72,19 @@ def test_camera_lost_raises_error_code_1_and_drops_ready_until_it_is_back(tmp_pa
     path, port = plc_station(tmp_path, budget_ms=2000, model=slow_model(tmp_path / "m.onnx", matmuls=1),
                              camera=camera, pipeline={"grab_timeout_ms": 300})
     d, t = run_daemon(path, port)
-    sim: PlcSim | None = None
-    runner: threading.Thread | None = None
     try:
         io = WatchedIO(ModbusPlcIO("127.0.0.1", port, LayoutConfig()))
-        sim = PlcSim(io, seed=8, period_s=0.04)  # TLSimu merges software triggers closer than a few ms
-        runner = threading.Thread(target=sim.run, args=(1_000_000,), kwargs={"timeout_s": 120}, daemon=True)
-        runner.start()
-        report = sim.report
-        wait_until(lambda: len(report.results) >= 5, 60, "5 results with the camera plugged")
-        control.set(provision.ShimControl.CABLE_PULLED)
-        wait_until(lambda: ErrorCode.CAMERA in io.seen.error_codes, 30, "ERROR_CODE 1 at the PLC")
-        pulled_at = len(report.triggered)
-        time.sleep(1.0)  # READY stays low while the camera is away: the PLC triggers nothing
-        assert len(report.triggered) <= pulled_at + 1
-        control.clear()  # replugged
-        wait_until(lambda: len(report.results) >= pulled_at + 5, 60, "5 more results after the replug")
+        # TLSimu merges software triggers closer than a few ms
+        with scanning(PlcSim(io, seed=8, period_s=0.04)) as report:
+            wait_until(lambda: len(report.results) >= 5, 60, "5 results with the camera plugged")
+            control.set(provision.ShimControl.CABLE_PULLED)
+            wait_until(lambda: ErrorCode.CAMERA in io.seen.error_codes, 30, "ERROR_CODE 1 at the PLC")
+            pulled_at = len(report.triggered)
+            time.sleep(1.0)  # READY stays low while the camera is away: the PLC triggers nothing
+            assert len(report.triggered) <= pulled_at + 1
+            control.clear()  # replugged
+            wait_until(lambda: len(report.results) >= pulled_at + 5, 60, "5 more results after the replug")
     finally:
-        if sim is not None:
-            sim.stop.set()
-        if runner is not None:
-            runner.join(10)
         d.request_stop()
         t.join(60)
         control.clear()

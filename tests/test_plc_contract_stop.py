@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import pytest
 from inspectd.plc.config import LayoutConfig
 from inspectd.plc.layout import ErrorCode, Layout, VisionOutputs
 from tests.onnx_models import slow_model
+from tests.plc.faults import scanning
 from tests.plc.peers import Peer, free_port, lmb_server, s7_server, wait_port
 from tests.test_plc_contract import WatchedIO, plc_station
 from tests.waiting import wait_until
@@ -93,25 +93,16 @@ def test_sigterm_under_load_owes_no_result(tmp_path: Path, kind: str,
                                            station: Callable[[str, int], Station]) -> None:
     st = station(kind, 10)
     daemon, log = st.daemon, st.log
-    sim: PlcSim | None = None
-    runner: threading.Thread | None = None
-    try:
-        if kind == "modbus_server":
-            wait_port(st.port, 60)
-        io = WatchedIO(st.make_io(), st.layout)
-        sim = PlcSim(io, st.layout, seed=11)
-        runner = threading.Thread(target=sim.run, args=(1_000_000,), kwargs={"timeout_s": 120}, daemon=True)
-        runner.start()
+    if kind == "modbus_server":
+        wait_port(st.port, 60)
+    io = WatchedIO(st.make_io(), st.layout)
+    sim = PlcSim(io, st.layout, seed=11)
+    with scanning(sim):
         wait_until(lambda: len(sim.report.results) >= 30, 90, "30 results at the PLC",
                    detail=lambda: log.read_text()[-3000:])
         daemon.send_signal(signal.SIGTERM)  # under load: parts in flight, triggers queued, results buffered
         assert daemon.wait(30) == 0, log.read_text()[-3000:]
         time.sleep(0.5)  # the PLC's scans after the daemon went away change nothing
-    finally:
-        if sim is not None:
-            sim.stop.set()
-        if runner is not None:
-            runner.join(10)
     rep, seen = sim.report, io.seen
     assert len(seen.acked) >= 30
     owed = [pid for pid in seen.acked if pid not in rep.results]

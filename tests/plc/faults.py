@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tools.plc_sim import PlcSim, SimReport
 
@@ -20,3 +21,16 @@ def run_through(sim: PlcSim, parts: int, fault: Callable[[], None], *closers: Ca
         t.join(join_s)
         for close in closers:
             close()
+
+
+@contextlib.contextmanager
+def scanning(sim: PlcSim, timeout_s: float = 120.0) -> Iterator[SimReport]:
+    """The simulated PLC running parts without end on its own thread for the `with` block (its report yielded);
+    then stopped and its thread joined (up to 10 s)."""
+    runner = threading.Thread(target=sim.run, args=(1_000_000,), kwargs={"timeout_s": timeout_s}, daemon=True)
+    runner.start()
+    try:
+        yield sim.report
+    finally:
+        sim.stop.set()
+        runner.join(10)
