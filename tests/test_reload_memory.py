@@ -37,7 +37,7 @@ def test_the_tool_runs_the_daemon_through_reloads_and_finds_rss_flat(tmp_path: P
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((out / "gpu_reload_memory_cpu.json").read_text())
     assert (out / "gpu_reload_memory_cpu.png").stat().st_size > 0
-    assert doc["problems"] == [] and doc["exit_code"] == 0
+    assert doc["problems"] == [] and doc["leaks"] == [] and doc["rejected"] == [] and doc["exit_code"] == 0
     samples = doc["samples"]
     assert [s["reload"] for s in samples] == list(range(9))
     # device memory: unavailable, said so, and not judged

@@ -39,6 +39,7 @@ def test_gpu_memory_stays_flat_across_reloads(tmp_path: Path) -> None:
     print(proc.stdout)
     doc = json.loads((out / "gpu_reload_memory_gpu.json").read_text())
     assert doc["problems"] == [] and doc["rejected"] == [], proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert doc["leaks"] == []  # pycuda skipped no free, no session outlived its backend
     judged = {j["metric"]: j for j in doc["judgements"]}
     assert judged["device_mib"]["ok"] is not None, doc["device_source"]  # measured, not unavailable
     assert all(j["ok"] is not False for j in judged.values()), proc.stdout[-3000:]
