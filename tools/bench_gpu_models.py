@@ -4,6 +4,7 @@ CUDA provider (GPU preprocessing launched into the bound input), FP32 and FP16, 
 
     python tools/bench_gpu_models.py [--parts 2000] [--models demo_disc light_resnet50 ...] [--out DIR]
 
+demo_anomaly is the anomaly recipe (configs/demo-anomaly: PatchCore score + anomaly map, 320x320 input).
 One table row per (model, variant): infer p50/p99, e2e p50/p99/p99.9, efficiency against the slowest stage,
 added p99 latency, the first parts' latency after start; the rows also go to DIR/bench_gpu_models.json.
 Needs onnxruntime-gpu and pycuda (tests/gpu/device_ort.sh sets them up on the GPU machine).
@@ -38,11 +39,29 @@ VARIANTS = {  # name -> (providers, preprocess, fp16)
 }
 
 
+ANOMALY = ROOT / "configs/demo-anomaly"
+
+
+def anomaly_station(model: Path, folder: Path) -> Path:
+    """The anomaly recipe (configs/demo-anomaly, PatchCore graph with its anomaly map) as bench_models sets
+    stations up: own journal, no archive or metrics, a budget no variant misses."""
+    station = yaml.safe_load((ANOMALY / "station.yaml").read_text())
+    product = yaml.safe_load((ANOMALY / "products/disc-anomaly.yaml").read_text())
+    station.update(journal={"path": str(folder / "j.sqlite")}, archive={"enabled": False}, metrics={"enabled": False},
+                   products_dir=str(folder / "products"), cycle_budget_ms=10_000)
+    product["model"]["path"] = str(model)
+    (folder / "products").mkdir(exist_ok=True)
+    (folder / "products/disc-anomaly.yaml").write_text(yaml.safe_dump(product))
+    path = folder / "station.yaml"
+    path.write_text(yaml.safe_dump(station))
+    return path
+
+
 def variant_station(model: Path, folder: Path, variant: str, cpu_threads: int) -> Path:
     providers, preprocess, fp16 = VARIANTS[variant]
     if fp16:
         model = convert_fp16(model, folder / f"{model.stem}.fp16.onnx").out
-    path = station_for(model, folder)
+    path = anomaly_station(model, folder) if model.stem.startswith("disc-anomaly") else station_for(model, folder)
     station = yaml.safe_load(path.read_text())
     station["backend"] = {"type": "onnxruntime", "providers": providers,
                           "intra_op_threads": cpu_threads if variant == "cpu" else 1}
@@ -63,12 +82,13 @@ def idle(r: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", type=int, default=2000)
-    ap.add_argument("--models", nargs="*", default=["demo_disc", "efficientnet_lite0", "light_resnet50"])
+    ap.add_argument("--models", nargs="*",
+                    default=["demo_disc", "demo_anomaly", "efficientnet_lite0", "light_resnet50"])
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--cpu-threads", type=int, default=8, help="intra-op threads of the CPU provider rows")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    paths = {"demo_disc": ROOT / "engines/demo_disc.onnx",
+    paths = {"demo_disc": ROOT / "engines/demo_disc.onnx", "demo_anomaly": ROOT / "engines/disc-anomaly.onnx",
              "efficientnet_lite0": ROOT / "engines/bench/efficientnet_lite0.onnx",
              **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
     rows = []
