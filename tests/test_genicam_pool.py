@@ -196,3 +196,61 @@ def test_the_pool_outlives_a_cable_pull_and_reconnect() -> None:
     finally:
         s.close()
         control.clear()
+
+
+class PinRecorder:
+    """Stands in for GpuPreprocessor's pinning, which needs CUDA: CPU preprocessing, each pin recorded."""
+
+    def __init__(self, inner: CpuPreprocessor) -> None:
+        self.inner, self.pinned = inner, []
+
+    def __call__(self, frame: Frame):
+        return self.inner(frame)
+
+    def pin_host_buffers(self, buffers) -> None:
+        self.pinned.append([b.ctypes.data for b in buffers])
+
+
+def test_a_product_switch_hands_the_grown_pool_to_the_next_products_preprocessing(tmp_path: Path) -> None:
+    """The daemon with viky free-running: disc-b's larger frames grow the pool at the switch, and the daemon pins
+    the new block for disc-b's preprocessing before its first part (GPU preprocessing then DMAs from it)."""
+    import threading
+    import time
+
+    import yaml
+
+    from inspectd.config.load import load_config
+    from inspectd.daemon import Daemon, Options
+    from tests.conftest import write_station
+
+    provision.harvesters_importable()
+    camera = {"type": "genicam", "producers": [str(provision.viky())], "use_env_path": False, "serial": "0",
+              "trigger": "free_run", "frame_pool": 8,
+              "features": {"AcquisitionFrameRate": 20.0, "PixelFormat": "Mono8"}}
+    path = write_station(tmp_path, {"camera": camera}, {"camera_features": {"Width": 448, "Height": 448}})
+    recipe = yaml.safe_load((tmp_path / "products" / "disc-a.yaml").read_text())
+    recipe.update(name="disc-b", plc_id=2, camera_features={"Width": 640, "Height": 480})
+    (tmp_path / "products" / "disc-b.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    d = Daemon(load_config(path), Options(handle_signals=False))
+    t = threading.Thread(target=d.run)
+    t.start()
+    try:
+        end = time.monotonic() + 30
+        while (d.pipeline is None or d.pipeline.stats.verdicts_total < 2) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert d.pipeline is not None and d.source is not None and d.pipeline.stats.verdicts_total >= 2
+        (small,) = d.source.host_buffers()
+        rt = d.runtimes["disc-b"]
+        recorder = rt.preprocess = PinRecorder(rt.preprocess)
+        assert d.switch_by_plc_id(2)  # applied now, between parts, as on the PLC's LOAD_RECIPE
+        (grown,) = d.source.host_buffers()
+        assert grown.ctypes.data != small.ctypes.data and grown.nbytes >= 8 * 640 * 480
+        assert recorder.pinned == [[grown.ctypes.data]]
+        switched_at = d.pipeline.stats.verdicts_total
+        while d.pipeline.stats.verdicts_total < switched_at + 3 and time.monotonic() < end:
+            time.sleep(0.02)
+        assert d.pipeline.stats.verdicts_total >= switched_at + 3  # disc-b's parts flow from the grown pool
+        assert d.source.stats.pool_misfit == 0
+    finally:
+        d.request_stop()
+        t.join(30)

@@ -222,17 +222,16 @@ class GenICamSource:
 
     def _size_pool(self, ia: Any) -> None:
         """Stream stopped: make the frame pool's slots hold the frames the camera is now set to deliver."""
+        # From the image geometry, not PayloadSize: producers may report far more (viky: 10 MB for 448 x 448 Mono8)
         try:
-            nm = ia.remote_device.node_map
-            need = int(nm.PayloadSize.value) if hasattr(nm, "PayloadSize") else 0
-            geometry = _geometry(nm)
+            geometry = _geometry(ia.remote_device.node_map)
         except Exception as e:  # frames then go to fresh memory, counted as pool_misfit
             log.warning("camera_frame_pool_not_sized", error=f"{type(e).__name__}: {e}")
             return
-        if geometry is not None:
-            shape, dtype, _ = geometry
-            need = max(need, int(np.prod(shape)) * np.dtype(dtype).itemsize)
-        if self._pool.reserve(need):
+        if geometry is None:  # a format inspectd does not take (refused at configuration)
+            return
+        shape, dtype, _ = geometry
+        if self._pool.reserve(int(np.prod(shape)) * np.dtype(dtype).itemsize):
             log.info("camera_frame_pool", slots=self._pool.slots, slot_bytes=self._pool.slot_bytes,
                      mb=round(self._pool.slots * self._pool.slot_bytes / 2**20, 1))
 
