@@ -202,7 +202,7 @@ def test_eval_reports_auroc_recall_specificity(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     r = subprocess.run([sys.executable, "-m", "inspectd.cli", "eval", "--product",
                         str(st.parent / "products" / "widget.yaml"), "--images", str(images), "--repeat", "1",
-                        "--json", str(out), "--png", str(tmp_path / "eval.png")],
+                        "--json", str(out), "--png", str(tmp_path / "eval.png"), "--errors", str(tmp_path / "errors")],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     (res,) = json.loads(out.read_text())
@@ -235,7 +235,7 @@ def test_demo_anomaly_recipe_separates_fresh_discs(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     r = subprocess.run([sys.executable, "-m", "inspectd.cli", "eval", "--product",
                         str(DEMO_ANOMALY / "products" / "disc-anomaly.yaml"), "--images", str(folder),
-                        "--repeat", "1", "--json", str(out), "--png", ""],
+                        "--repeat", "1", "--json", str(out), "--png", "", "--errors", str(tmp_path / "errors")],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     (res,) = json.loads(out.read_text())

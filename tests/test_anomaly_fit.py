@@ -112,7 +112,7 @@ def test_small_fit_exports_a_graph_that_matches_torch(tmp_path: Path) -> None:
 
     out = tmp_path / "eval.json"
     e = inspectd("eval", "--product", str(recipe), "--images", str(mixed), "--repeat", "1", "--json", str(out),
-                 "--png", "")
+                 "--png", "", "--errors", str(tmp_path / "errors"))
     assert e.returncode == 0, e.stderr[-2000:]
     (res,) = json.loads(out.read_text())
     assert res["auroc"] >= 0.85, res  # 28 parts at 224: a smoke figure; the README's fit reaches 0.98+
@@ -143,7 +143,7 @@ def test_full_fit_reaches_the_readme_figures(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "eval.json"
     e = inspectd("eval", "--product", str(tmp_path / "station/products/disc.yaml"), "--images", str(test),
-                 "--repeat", "1", "--json", str(out), "--png", "")
+                 "--repeat", "1", "--json", str(out), "--png", "", "--errors", str(tmp_path / "errors"))
     assert e.returncode == 0, e.stderr[-2000:]
     (res,) = json.loads(out.read_text())
     assert res["auroc"] >= 0.98, res

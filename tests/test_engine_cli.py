@@ -31,7 +31,7 @@ def test_quantize_then_eval_then_compare(data, tmp_path, capsys):
 
     png, js = tmp_path / "eval.png", tmp_path / "eval.json"
     assert _run("eval", "--product", product, "--images", str(data["test"]), "--repeat", "1",
-                "--png", str(png), "--json", str(js)) == 0
+                "--png", str(png), "--json", str(js), "--errors", str(tmp_path / "errors")) == 0
     out = capsys.readouterr().out
     rows = json.loads(js.read_text())
     assert [(r["model"], r["precision"]) for r in rows] == [("parts.onnx", "fp32"), ("parts.int8.onnx", "int8")]
