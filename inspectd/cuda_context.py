@@ -1,5 +1,7 @@
-"""Releasing our retain of a CUDA device's primary context (pycuda) without leaving it on the thread's stack.
+"""CUDA context hygiene shared by GPU preprocessing and the GPU backends: releasing our retain of a device's
+primary context without leaving it on the thread's stack, and keeping graph captures apart from other GPU work.
 
+Releasing (pycuda):
 GPU preprocessing, ONNX Runtime's user stream and the TensorRT backend each retain the primary context through
 pycuda (`Device(n).retain_primary_context()`) and release it when their runtime closes, at every reload. pycuda's
 `Context.detach()` does that release with `cuDevicePrimaryCtxRelease` after pushing the context onto the driver's
@@ -13,7 +15,10 @@ Only ctypes and the pycuda objects handed in: pycuda stays an optional dependenc
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -53,3 +58,57 @@ def release_primary(cuda: Any, ctx: Any) -> None:
         ours = True
     if ours:
         _driver_pop()
+
+
+class CaptureGate:
+    """Keeps a CUDA graph capture and every other thread's GPU work apart.
+
+    ONNX Runtime captures its CUDA graph (`cuda_graph: true`) in cudaStreamCaptureModeGlobal: while any stream of
+    the process is capturing, a copy, synchronisation or allocation on another thread fails -- that thread's call
+    (a part fail-safes with `stage_error`) and the capture (the reload is refused). Per-part GPU work (the
+    preprocess and infer stages) holds `work()`, shared; a capture holds `capture()`, exclusive, for its few
+    milliseconds (the model's warm-up runs after the first, which already ran with the pipeline). A capture
+    waiting stops new work from starting, so the pipeline pauses for it rather than starving it.
+
+    One per process, like the capture mode it guards (`CAPTURES`). Not reentrant: a thread holding `work()` must
+    not enter `work()` or `capture()` again (each entry point takes it once)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._working = 0
+        self._capturing = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def work(self) -> Iterator[None]:
+        with self._cond:
+            while self._capturing or self._waiting:
+                self._cond.wait()
+            self._working += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._working -= 1
+                if not self._working:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._capturing or self._working:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._capturing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._capturing = False
+                self._cond.notify_all()
+
+
+CAPTURES = CaptureGate()

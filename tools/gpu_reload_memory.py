@@ -456,8 +456,8 @@ def summary(r: Report) -> str:
     for rej in r.rejected:
         lines.append(f"REJECTED reload {rej['reload']} ({rej['step']}): {rej['problem'][:200]}")
     if any("capture" in rej["problem"] for rej in r.rejected):
-        lines.append("  (a CUDA graph captured by a reload while the pipeline runs: README 'ONNX Runtime on the GPU', "
-                     "known limit; --no-graph leaves cuda_graph off)")
+        lines.append("  (a CUDA graph capture broke while the pipeline ran: the capture gate should prevent it, "
+                     "README 'ONNX Runtime on the GPU'; --no-graph leaves cuda_graph off)")
     lines += [f"LEAK: {leak}" for leak in r.leaks]
     lines += [f"PROBLEM: {p}" for p in r.problems]
     lines.append({0: "memory flat", 1: "memory GREW beyond the rule", 2: "run failed"}[r.exit_code])

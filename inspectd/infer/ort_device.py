@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inspectd.cuda_context import release_primary
+from inspectd.cuda_context import CAPTURES, release_primary
 from inspectd.types import ModelInput
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class DeviceRunner:
                  cuda_graph: bool = False) -> None:
         import onnxruntime as ort
 
-        self._session, self._stream = session, stream
+        self._session, self._stream, self._graph = session, stream, cuda_graph
         self._outputs: list[tuple[str, Any, np.ndarray | None]] = []  # (name, device OrtValue, pinned host)
         self._binding: Any = None
         self._input: Any = None
@@ -133,13 +133,22 @@ class DeviceRunner:
         self.input_ptr = int(self._input.data_ptr())
 
     def warm_up(self, runs: int = 3) -> None:
-        """Run the model on zeros: cuDNN's algorithm search and the CUDA graph capture happen here, at load, while
-        no other thread uses the GPU (a capture breaks on another thread's copy), not on the first parts."""
+        """Run the model on zeros: cuDNN's algorithm search and the CUDA graph capture happen here, at load, not on
+        the first parts. With a graph, the runs after the first (where ONNX Runtime captures and first replays)
+        hold the GPU to themselves: a reload builds this while the pipeline inspects parts, and a capture
+        breaks on another thread's copy (CAPTURES)."""
         zeros = np.zeros(self._input.shape(), self._in_dtype)
-        for _ in range(runs):
-            self.run(zeros)
+        with CAPTURES.work():
+            self._run(zeros)  # cuDNN's algorithm search: alongside the parts
+        with CAPTURES.capture() if self._graph else contextlib.nullcontext():
+            for _ in range(runs - 1):
+                self._run(zeros)
 
     def run(self, tensor: ModelInput) -> dict[str, np.ndarray]:
+        with CAPTURES.work():
+            return self._run(tensor)
+
+    def _run(self, tensor: ModelInput) -> dict[str, np.ndarray]:
         s = self._stream
         if not isinstance(tensor, np.ndarray):  # DeviceTensor: the preprocessing kernel writes our input buffer
             if s is None:  # no pycuda here, so no shared stream: take it through the host

@@ -40,7 +40,7 @@ import numpy as np
 import structlog
 
 from inspectd.config.schema import InputSpec, Preprocess, ProductConfig
-from inspectd.cuda_context import release_primary
+from inspectd.cuda_context import CAPTURES, release_primary
 from inspectd.errors import BackendUnavailable
 from inspectd.preprocess import gpu_kernels as gk
 from inspectd.preprocess.plan import Plan, make_plan
@@ -406,10 +406,11 @@ class GpuPreprocessor:
             return DeviceInput(self, kernel, slot, slot.generation, slot.src_ptr, pitch)
 
     def __call__(self, frame: Frame) -> np.ndarray | DeviceInput:
-        staged = self.stage(frame)
-        if self.deliver == "device":
-            return staged
-        return self._run_to_host(staged)
+        with CAPTURES.work():  # never while a reload captures a CUDA graph (its kernel: inside the backend's run)
+            staged = self.stage(frame)
+            if self.deliver == "device":
+                return staged
+            return self._run_to_host(staged)
 
     def _run_to_host(self, staged: DeviceInput) -> np.ndarray:
         k = staged.kernel
