@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     tune_interpreter()
     try:
         daemon = Daemon(cfg, Options(journal_path=args.journal, max_parts=args.max_parts,
-                                     signals=getattr(args, "signals", None)))
+                                     signals=getattr(args, "signals", None), freeze_heap=True))
         return daemon.run()
     finally:
         writer.close()

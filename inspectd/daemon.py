@@ -5,6 +5,7 @@ Signal handlers only set flags; the main loop does the work (gunicorn's arbiter,
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import threading
@@ -57,6 +58,16 @@ class Options:
     handle_signals: bool = True
     extra_sinks: list = field(default_factory=list)
     signals: SignalFlags | None = None  # installed early by `inspectd run`; the daemon makes its own otherwise
+    freeze_heap: bool = False  # `inspectd run`: what start made leaves the cyclic GC's reach (see Daemon.start)
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (modules, configs, models: tens of thousands) out of the cyclic GC's reach, so
+    a full collection, which stops every thread, scans only what was made since: measured 30-60 ms with them, more
+    than a cycle budget, for parts that were on time. Once per process, before READY: a runtime a reload retires
+    later is freed by reference counting like any other; only reference cycles among these first objects stay."""
+    gc.collect()  # what is garbage now is freed, not kept forever
+    gc.freeze()
 
 
 def free_mb(path: Path) -> float:
@@ -187,6 +198,8 @@ class Daemon:
         # No keep-alive while a stage holds one part longer than a cycle (at least 1 s): parts are not flowing.
         self.watchdog = Watchdog(self.pipeline.stamps, st.watchdog.stall_s, self.notifier, self._on_stall,
                                  flow_s=CycleTiming.of(st).flow_s)
+        if self.options.freeze_heap:
+            freeze_heap()
         self.pipeline.start()
         self.watchdog.start()
         self.plc.set_ready(True)
