@@ -12,6 +12,7 @@ by ONNX Runtime) but cannot take DeviceInput and copies outputs through ONNX Run
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,18 @@ def user_stream(device_id: int) -> UserStream | None:
     return UserStream(cuda, device_id)
 
 
+CAPTURE_RUNS = 3  # a thread's first run is regular, ONNX Runtime captures its graph on the second, replays after
+
+
+def _probe_output_shapes(ort: Any, product: ProductConfig, in_shape: list[int], dtype: Any) -> dict[str, list[int]]:
+    """Output shapes for the fixed input, from one CPU run of the model: a graph needs every output bound at a
+    fixed address, and outputs declared with symbolic dimensions (a Resize's, say) have a fixed shape once the
+    input's is fixed."""
+    cpu = ort.InferenceSession(str(product.model.path), providers=["CPUExecutionProvider"])
+    values = cpu.run(None, {product.model.input.name: np.zeros(in_shape, dtype)})
+    return {o.name: list(v.shape) for o, v in zip(cpu.get_outputs(), values, strict=True)}
+
+
 def _static(shape: Any) -> list[int] | None:
     """The shape with a dynamic batch dimension fixed to 1; None if another dimension is dynamic."""
     dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
@@ -91,6 +104,7 @@ class DeviceRunner:
         import onnxruntime as ort
 
         self._session, self._stream, self._graph = session, stream, cuda_graph
+        self._thread_runs = threading.local()  # runs per calling thread: its graph is captured on its second
         self._outputs: list[tuple[str, Any, np.ndarray | None]] = []  # (name, device OrtValue, pinned host)
         self._binding: Any = None
         self._input: Any = None
@@ -113,11 +127,11 @@ class DeviceRunner:
         self._binding = session.io_binding()
         self._input = ort.OrtValue.ortvalue_from_shape_and_type(in_shape, self._in_dtype, "cuda", device_id)
         self._binding.bind_ortvalue_input(spec.name, self._input)
+        probed = _probe_output_shapes(ort, product, in_shape, self._in_dtype) if cuda_graph and any(
+            _static(o.shape) is None for o in session.get_outputs()) else {}
         for o in session.get_outputs():
-            shape = _static(o.shape)
+            shape = probed.get(o.name) or _static(o.shape)
             if shape is None:
-                if cuda_graph:
-                    raise ValueError(f"cuda_graph needs static output shapes; {o.name!r} is {o.shape}")
                 self._binding.bind_output(o.name, "cuda", device_id)  # allocated by ONNX Runtime per run
                 self._outputs.append((o.name, None, None))
                 continue
@@ -132,20 +146,27 @@ class DeviceRunner:
         self.takes_device_input = stream is not None
         self.input_ptr = int(self._input.data_ptr())
 
-    def warm_up(self, runs: int = 3) -> None:
-        """Run the model on zeros: cuDNN's algorithm search and the CUDA graph capture happen here, at load, not on
-        the first parts. With a graph, the runs after the first (where ONNX Runtime captures and first replays)
-        hold the GPU to themselves: a reload builds this while the pipeline inspects parts, and a capture
-        breaks on another thread's copy (CAPTURES)."""
+    def warm_up(self, runs: int = CAPTURE_RUNS) -> None:
+        """Run the model on zeros: cuDNN's algorithm search and this thread's CUDA graph capture happen here, at
+        load, not on the first parts."""
         zeros = np.zeros(self._input.shape(), self._in_dtype)
-        with CAPTURES.work():
-            self._run(zeros)  # cuDNN's algorithm search: alongside the parts
-        with CAPTURES.capture() if self._graph else contextlib.nullcontext():
-            for _ in range(runs - 1):
-                self._run(zeros)
+        for _ in range(runs):
+            self.run(zeros)
 
     def run(self, tensor: ModelInput) -> dict[str, np.ndarray]:
-        with CAPTURES.work():
+        # ONNX Runtime keeps a CUDA graph per calling thread (its CUDA provider's per-thread context) and captures
+        # it on that thread's second run, in the global capture mode: the pipeline's infer thread captures its own
+        # on its first parts, whatever the warm-up did. A thread's runs after its first hold the GPU to
+        # themselves (CAPTURES): seen on the H200, a capture broken by the preprocess thread's copy failed
+        # cublasCreate on every later part (all fail-safe).
+        gate = CAPTURES.work
+        if self._graph:
+            runs = getattr(self._thread_runs, "n", 0)
+            if runs < CAPTURE_RUNS:
+                self._thread_runs.n = runs + 1
+                if runs:
+                    gate = CAPTURES.capture
+        with gate():
             return self._run(tensor)
 
     def _run(self, tensor: ModelInput) -> dict[str, np.ndarray]:
