@@ -285,29 +285,6 @@ extern "C" __global__ void __launch_bounds__(SEP_T)
             for (int c = 0; c < NC; ++c) cols[c][i] = col[c];
         }}
     }}
-    __syncthreads();
-    const int plane = OUT_W * OUT_H;
-    for (int j = threadIdx.x; j < CW; j += SEP_T) {{
-        const int ox = ox0 + j;
-        if (ox >= OUT_W) break;
-        const int fx = ox - PAD_X;
-        const bool inside = rows_in && fx >= fx0 && fx < fx1;
-        float acc[NC];
-        #pragma unroll
-        for (int c = 0; c < NC; ++c) acc[c] = 0.f;
-        if (inside) {{
-            #pragma unroll
-            for (int kx = 0; kx < KX; ++kx) {{
-                const float w = __ldg(wx + fx * KX + kx);
-                const int s = __ldg(ix + fx * KX + kx) - x_lo;
-                #pragma unroll
-                for (int c = 0; c < NC; ++c) acc[c] += w * cols[c][s];
-            }}
-        }}
-        const int o = oy * OUT_W + ox;
-{store}
-    }}
-}}
 """
 
 # 8-bit mono only: one block per output row; each thread reads 16 consecutive bytes of a row per load
@@ -492,23 +469,29 @@ extern "C" __global__ void __launch_bounds__(BAY_T)
             }}
         }}
     }}
+"""
+
+
+# The horizontal pass shared by the separable and bayer layouts: each output column combines KX of the column sums
+# the block left in cols[] (COLS_FIRST: the ROI column of cols[0]); padding outside the fit gets the bias.
+_HORIZONTAL = r"""
     __syncthreads();
     const int plane = OUT_W * OUT_H;
-    for (int j = threadIdx.x; j < BAY_CW; j += BAY_T) {{
+    for (int j = threadIdx.x; j < COLS_CW; j += COLS_T) {{
         const int ox = ox0 + j;
         if (ox >= OUT_W) break;
         const int fx = ox - PAD_X;
         const bool inside = rows_in && fx >= fx0 && fx < fx1;
         float acc[NC];
         #pragma unroll
-        for (int ch = 0; ch < NC; ++ch) acc[ch] = 0.f;
+        for (int c = 0; c < NC; ++c) acc[c] = 0.f;
         if (inside) {{
             #pragma unroll
             for (int kx = 0; kx < KX; ++kx) {{
-                const float wt = __ldg(wx + fx * KX + kx);
-                const int s = __ldg(ix + fx * KX + kx) - c_first;
+                const float w = __ldg(wx + fx * KX + kx);
+                const int s = __ldg(ix + fx * KX + kx) - COLS_FIRST;
                 #pragma unroll
-                for (int ch = 0; ch < NC; ++ch) acc[ch] += wt * cols[ch][s];
+                for (int c = 0; c < NC; ++c) acc[c] += w * cols[c][s];
             }}
         }}
         const int o = oy * OUT_W + ox;
@@ -516,7 +499,8 @@ extern "C" __global__ void __launch_bounds__(BAY_T)
     }}
 }}
 """
-
+_SEPARABLE += _HORIZONTAL.replace("COLS_CW", "CW").replace("COLS_T", "SEP_T").replace("COLS_FIRST", "x_lo")
+_BAYER += _HORIZONTAL.replace("COLS_CW", "BAY_CW").replace("COLS_T", "BAY_T").replace("COLS_FIRST", "c_first")
 
 SEP_COLUMNS, SEP_THREADS = 32, 128
 BAY_COLUMNS = 32
