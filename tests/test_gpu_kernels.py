@@ -8,6 +8,9 @@ that the real kernel computes the same as the OpenCV path.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -343,3 +346,21 @@ def test_bayer_lane_arithmetic_is_opencvs_integer_rounding() -> None:
             assert lane(avg2(c[2], c[1]), i) == (b[1, xe - 1] + b[1, xe + 1] + 1) >> 1  # hz at an even site
             assert lane(avg2(c[0], c[3]), i) == (b[1, xo - 1] + b[1, xo + 1] + 1) >> 1  # hz at an odd site
             assert lane(avg2(n[0], s[0]), i) == (b[0, xe] + b[2, xe] + 1) >> 1  # vt
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH (CUDA toolkit): the GPU tests compile them")
+@pytest.mark.parametrize("arch", ["sm_87", "sm_75"])  # Jetson Orin, T4: where the station runs
+def test_kernel_sources_compile_for_the_station_gpus(arch: str, tmp_path) -> None:
+    """Every layout's generated source compiles with nvcc, with no GPU needed: a CUDA syntax or type error in a
+    template shows in CI, not first on a station."""
+    chosen = {"vec16": CASES[1], "bayer": CASES[7], "separable": CASES[12], "gather": CASES[8]}
+    for variant, case in chosen.items():
+        for dtype in ("float32", "float16"):
+            pp, spec, frame = chain(case, dtype)
+            plan = make_plan(pp, spec, frame.image.shape[1], frame.image.shape[0], frame.pixel_format)
+            tx, ty = gk.taps_for(plan, variant)
+            src = tmp_path / f"{variant}_{dtype}.cu"
+            src.write_text(gk.kernel_source(plan, tx, ty, variant=variant))
+            r = subprocess.run(["nvcc", f"-arch={arch}", "-O3", "-cubin", "-o", str(src.with_suffix(".cubin")),
+                                str(src)], capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, f"{variant} {dtype}: {r.stderr[-2000:]}"
