@@ -14,18 +14,22 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
+from inspectd.camera.base import Source
 from inspectd.camera.registry import make_source
 from inspectd.config.load import Config, load_config
 from inspectd.decide import decide
 from inspectd.pipeline.pipeline import Pipeline
-from inspectd.pipeline.runtime import build_runtime
+from inspectd.pipeline.runtime import ProductRuntime, build_runtime
+from inspectd.pipeline.verdicts import VerdictSink
 from inspectd.pipeline.warmup import prepare
 from inspectd.types import STAGE_TIMES, Outcome, Part, Verdict
 
@@ -97,14 +101,59 @@ def breakdown(times: list[dict[str, tuple[float, float]]], slowest: str) -> dict
     return out
 
 
-def run_pipeline(cfg: Config, parts: int, warmup: int = 50) -> dict:
+OUTPUTS = ("journal", "metrics", "log")
+
+
+@contextlib.contextmanager
+def daemon_outputs(names: Sequence[str], budget_s: float) -> Iterator[tuple[list[VerdictSink],
+                                                                          Callable[[Part], None] | None]]:
+    """The daemon's own verdict outputs, started as `inspectd run` starts them, in its order: (sinks, the
+    on_accept hook). The journal writes into a temporary folder."""
+    unknown = set(names) - set(OUTPUTS)
+    if unknown:
+        raise ValueError(f"unknown outputs {sorted(unknown)}: choose from {', '.join(OUTPUTS)}")
+    sinks: list[VerdictSink] = []
+    accept: Callable[[Part], None] | None = None
+    with contextlib.ExitStack() as stack:
+        if "journal" in names:
+            from inspectd.journal import Journal
+
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inspectd-bench-")))
+            journal = Journal(folder / "journal.sqlite")
+            journal.start()
+            stack.callback(journal.close)
+            sinks.append(journal)
+            accept = journal.accept
+        if "metrics" in names:
+            from inspectd.metrics import Metrics
+
+            metrics = Metrics(budget_s)
+            metrics.start()
+            stack.callback(metrics.close)
+            sinks.append(metrics)
+        if "log" in names:  # rendered as configured: `inspectd bench --outputs log` logs at info into /dev/null
+            from inspectd.log import VerdictLogger
+
+            sinks.append(VerdictLogger())
+        yield sinks, accept
+
+
+def run_pipeline(cfg: Config, parts: int, warmup: int = 50, outputs: Sequence[str] = ()) -> dict:
     st = cfg.station
     rt = build_runtime(st, cfg.products[st.product])
     source = make_source(st.camera)
     source.open()
     prepare(rt, source, source.sample())  # as the daemon does before READY
+    with daemon_outputs(outputs, st.cycle_budget_ms / 1e3) as (sinks, accept):
+        return _timed(cfg, rt, source, parts, warmup, sinks, accept)
+
+
+def _timed(cfg: Config, rt: ProductRuntime, source: Source, parts: int, warmup: int, sinks: list[VerdictSink],
+           accept: Callable[[Part], None] | None) -> dict:
+    st = cfg.station
     col = Collector(parts + warmup)
-    pipe = Pipeline(st, source, rt, sinks=[col])
+    pipe = Pipeline(st, source, rt, sinks=[*sinks, col])
+    pipe.on_accept = accept
     pipe.set_max_parts(parts + warmup)
     gc.collect()  # as `inspectd run` before READY (daemon.freeze_heap); undone below: a tool runs many benches
     gc.freeze()
@@ -245,7 +294,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def measure(args: argparse.Namespace) -> dict:
     cfg = bench_config(load_config(args.config), in_flight=args.in_flight)
     print(f"bench: {args.parts} parts through the pipeline...", file=sys.stderr)
-    out = run_pipeline(cfg, args.parts)
+    out = run_pipeline(cfg, args.parts, outputs=args.outputs)
+    out["outputs"] = args.outputs
     print(f"bench: {args.parts} parts through the naive loop...", file=sys.stderr)
     out["naive_fps"] = run_naive(cfg, args.parts)
     out["speedup_vs_naive"] = out["throughput_fps"] / out["naive_fps"]

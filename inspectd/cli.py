@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -90,16 +92,29 @@ def cmd_camera_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outputs(text: str) -> list[str]:
+    from inspectd.bench import OUTPUTS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if unknown := [n for n in names if n not in OUTPUTS]:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)} (choose from {', '.join(OUTPUTS)})")
+    return names
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from inspectd.bench import run_bench
     from inspectd.log import setup_logging
 
-    writer = setup_logging("warning", out=sys.stderr)  # stdout carries the report alone (one JSON document)
-    tune_interpreter()
-    try:
-        return run_bench(args)
-    finally:
-        writer.close()
+    # With --outputs log the daemon's verdict lines are rendered at info, as `inspectd run` does, into /dev/null
+    # (the bench's own warnings with them); otherwise warnings go to stderr: stdout carries the report alone.
+    lines = "log" in args.outputs
+    with open(os.devnull, "w") if lines else contextlib.nullcontext(sys.stderr) as out:
+        writer = setup_logging("info" if lines else "warning", out=out)
+        tune_interpreter()
+        try:
+            return run_bench(args)
+        finally:
+            writer.close()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -157,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pause", type=float, default=0.0,
                    help="also time the first part after a pause of this many seconds, with and without keep-warm")
     p.add_argument("--pause-repeats", type=int, default=3, help="pauses timed with --pause")
+    p.add_argument("--outputs", type=_outputs, default=[],
+                   help="also feed the daemon's own verdict outputs, comma-separated: "
+                   "journal (with its ahead log, in a temporary folder), metrics (no HTTP server), log (a JSON line "
+                   "per verdict, to /dev/null); their cost shows in the figures")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="shift report from the journal: yield, reject reasons, latency; PNG plot")

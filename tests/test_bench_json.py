@@ -74,3 +74,17 @@ def test_bench_overhead_tool_compares_checkouts(tmp_path: Path) -> None:
     assert tree == str(root) and len(rounds) == 1
     assert rounds[0]["eff"] > 0 and rounds[0]["over_p50"] >= 0 and rounds[0]["cpu_part"] > 0
     assert rounds[0]["idle_starv"] >= 0 and rounds[0]["idle_hand"] >= 0
+
+
+def test_bench_with_the_daemons_outputs(tmp_path: Path) -> None:
+    """--outputs feeds the daemon's journal (ahead log included), metrics and verdict log lines: their cost is in
+    the figures; the verdict lines go to /dev/null, stdout still carries the report alone."""
+    station = write_station(tmp_path, {"camera": {"bank": 4}})
+    cmd = [sys.executable, "-m", "inspectd.cli", "bench", "--config", str(station), "--parts", "60", "--json"]
+    p = subprocess.run([*cmd, "--outputs", "journal,metrics,log"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(p.stdout)
+    assert report["outputs"] == ["journal", "metrics", "log"] and report["parts"] == 60
+    assert '"event": "verdict"' not in p.stdout + p.stderr
+    bad = subprocess.run([*cmd, "--outputs", "journal,plc"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown plc (choose from journal, metrics, log)" in bad.stderr

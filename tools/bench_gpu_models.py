@@ -2,7 +2,7 @@
 """`inspectd bench` on the GPU: each model through the real pipeline on the CPU provider and on ONNX Runtime's
 CUDA provider (GPU preprocessing launched into the bound input), FP32 and FP16, with and without CUDA graphs.
 
-    python tools/bench_gpu_models.py [--parts 2000] [--models demo_disc light_resnet50 ...] [--out DIR]
+    python tools/bench_gpu_models.py [--parts 2000] [--models demo_disc light_resnet50 ...] [--in-flight 2] [--out DIR]
 
 demo_anomaly is the anomaly recipe (configs/demo-anomaly: PatchCore score + anomaly map, 320x320 input).
 One table row per (model, variant): infer p50/p99, e2e p50/p99/p99.9, efficiency against the slowest stage,
@@ -86,6 +86,7 @@ def main() -> int:
                     default=["demo_disc", "demo_anomaly", "efficientnet_lite0", "light_resnet50"])
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--cpu-threads", type=int, default=8, help="intra-op threads of the CPU provider rows")
+    ap.add_argument("--in-flight", type=int, default=2, help="parts admitted at once (inspectd bench --in-flight)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     paths = {"demo_disc": ROOT / "engines/demo_disc.onnx", "demo_anomaly": ROOT / "engines/disc-anomaly.onnx",
@@ -104,7 +105,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 try:
                     cfg = bench_config(load_config(variant_station(path, Path(tmp), variant, args.cpu_threads)),
-                                       in_flight=2)
+                                       in_flight=args.in_flight)
                     r = run_pipeline(cfg, args.parts, warmup=50)
                 except Exception as e:  # one broken variant must not hide the others' figures
                     print(f"{name:18} {variant:16} FAILED: {type(e).__name__}: {e}", flush=True)

@@ -108,10 +108,11 @@ def write_station(folder: Path, model: Path, size: int) -> Path:
     return folder / "station.yaml"
 
 
-def bench(tree: Path, station: Path, parts: int, in_flight: int) -> dict:
+def bench(tree: Path, station: Path, parts: int, in_flight: int, outputs: str = "") -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}  # one interpreter for every tree: only the code differs
     p = subprocess.run([sys.executable, "-m", "inspectd.cli", "bench",
-                        "--config", str(station), "--parts", str(parts), "--in-flight", str(in_flight), "--json"],
+                        "--config", str(station), "--parts", str(parts), "--in-flight", str(in_flight), "--json",
+                        *(["--outputs", outputs] if outputs else [])],
                        cwd=tree, env=env, capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
         raise RuntimeError(f"{tree}: bench exited {p.returncode}: {p.stderr[-2000:]}")
@@ -150,6 +151,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=64, help="frame and model input edge, pixels")
     ap.add_argument("--in-flight", type=int, default=2)
     ap.add_argument("--config", type=Path, help="bench this station instead of the generated one")
+    ap.add_argument("--outputs", default="", help="inspectd bench --outputs: the daemon's journal, metrics, log")
     ap.add_argument("--json", type=Path, help="write every run's figures here")
     args = ap.parse_args()
     trees = [t.resolve() for t in args.trees]
@@ -164,7 +166,7 @@ def main() -> int:
         runs: dict[Path, list[dict]] = {t: [] for t in trees}
         for i in range(args.rounds):
             for t in trees:
-                r = row(bench(t, station, args.parts, args.in_flight))
+                r = row(bench(t, station, args.parts, args.in_flight, args.outputs))
                 runs[t].append(r)
                 print(show(f"{i + 1} {t.name}", r), flush=True)
         print("median over rounds:")
