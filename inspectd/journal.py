@@ -282,6 +282,7 @@ class Journal:
         self.path = path
         self.batch = batch
         self.linger_s = linger_s  # a row waits this long at most for others to share its transaction
+        self._closing = threading.Event()
         self.retention_days = retention_days
         self.max_mb = max_mb
         self.prune_every_s = prune_every_s  # retention runs in the writer thread, never on the hot path
@@ -485,7 +486,10 @@ class Journal:
                 item = self._q.get(timeout=self._wait_s())
             except queue.Empty:
                 item = None
-            gather_until = time.monotonic() + self.linger_s
+            if item is not None and item is not _STOP and self._q.qsize() < self.batch:
+                # Let more gather (one wait per transaction, not per verdict): a transaction per verdict cost more
+                # CPU per part than the inference. close() cuts the wait short.
+                self._closing.wait(self.linger_s)
             while item is not None:
                 if item is _STOP:
                     stop = True
@@ -493,8 +497,8 @@ class Journal:
                 rows.append(self._row(item))
                 if len(rows) >= self.batch:
                     break
-                try:  # wait a little for more: one transaction per verdict cost more CPU than the inference
-                    item = self._q.get(timeout=max(0.0, gather_until - time.monotonic()))
+                try:
+                    item = self._q.get_nowait()
                 except queue.Empty:
                     break
             self._flush(rows, force=stop)
@@ -682,6 +686,7 @@ class Journal:
 
     def close(self, timeout: float = 30.0) -> None:
         if self._thread.is_alive():
+            self._closing.set()
             self._q.put(_STOP)
             self._thread.join(timeout)
 

@@ -281,6 +281,7 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 
 
 _STOP = object()
+GATHER_S = 0.02  # the worker lets verdicts gather this long once its queue is empty
 
 
 class Metrics:
@@ -349,6 +350,8 @@ class Metrics:
                 child = self._stages.get(stage)
                 if child is not None:
                     child.observe(ms / 1e3)
+            if self._q.empty():  # let verdicts gather: one wake-up per batch, not per part (scrapes are seconds apart)
+                time.sleep(GATHER_S)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, address: str | None = None, port: int | None = None, app: HttpApp | None = None) -> None:
