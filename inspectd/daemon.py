@@ -168,7 +168,10 @@ class Daemon:
                                backlog=st.journal.backlog, min_free_mb=st.journal.min_free_mb)
         self.journal.on_health.append(self._on_journal_health)
         self.journal.start()  # journals what a killed predecessor left in the ahead log; DiskFullError: exit 72
-        sinks = [self.plc, self.journal, *self.options.extra_sinks]  # the PLC first: it is the one waiting
+        # The journal first, then the PLC (the one waiting): journal.submit writes the verdict's ahead record (a
+        # memory copy, microseconds) before the PLC link can show it, so a kill -9 never leaves a verdict the PLC
+        # was shown journaled as `interrupted`.
+        sinks = [self.journal, self.plc, *self.options.extra_sinks]
         if self.metrics:
             sinks.append(self.metrics)
         if self.console:
