@@ -232,7 +232,9 @@ class VerdictLogger:
                   "latency_ms": round(verdict.latency_ms, 3),
                   "stage_ms": {k: round(v, 3) for k, v in verdict.stage_ms.items()}, "truth": verdict.truth}
         direct = self._direct
-        if direct is not None and direct in logging.getLogger().handlers and _routed_to_handler():
+        # Only while that handler is the one place lines go: another handler on the root (pytest's caplog, say)
+        # must get the record as before.
+        if direct is not None and logging.getLogger().handlers == [direct] and _routed_to_handler():
             direct.emit_event(self._logger, logging.INFO, "verdict", fields)
         else:
             self._log.info("verdict", **fields)

@@ -72,3 +72,27 @@ def test_a_test_capturing_events_still_sees_the_verdict() -> None:
         writer.close()
         _undo_setup_logging(root_level)
     assert [e["event"] for e in events] == ["verdict"] and events[0]["part_id"] == 70
+
+
+def test_another_root_handler_gets_the_verdict_record() -> None:
+    """The direct line is for setup_logging's handler alone: with another handler on the root, the verdict goes
+    through stdlib logging, so that handler gets its record too."""
+    root_level = logging.getLogger().level
+    buf = io.StringIO()
+    writer = setup_logging("info", out=buf)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    extra = Keep()
+    logging.getLogger().addHandler(extra)
+    try:
+        VerdictLogger().submit(verdict())
+    finally:
+        logging.getLogger().removeHandler(extra)
+        writer.close()
+        _undo_setup_logging(root_level)
+    assert len(records) == 1 and records[0].name == "inspectd.verdict"
+    assert '"event": "verdict"' in buf.getvalue()
