@@ -2,7 +2,8 @@
 """`inspectd bench` on the GPU: each model through the real pipeline on the CPU provider and on ONNX Runtime's
 CUDA provider (GPU preprocessing launched into the bound input), FP32 and FP16, with and without CUDA graphs.
 
-    python tools/bench_gpu_models.py [--parts 2000] [--models demo_disc light_resnet50 ...] [--in-flight 2] [--out DIR]
+    python tools/bench_gpu_models.py [--parts 2000] [--models demo_disc ...] [--in-flight 2]
+                                     [--outputs journal,metrics,log] [--out DIR]
 
 demo_anomaly is the anomaly recipe (configs/demo-anomaly: PatchCore score + anomaly map, 320x320 input).
 One table row per (model, variant): infer p50/p99, e2e p50/p99/p99.9, efficiency against the slowest stage,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +31,7 @@ from bench_models import LIGHT, station_for  # noqa: E402
 from inspectd.bench import bench_config, run_pipeline  # noqa: E402
 from inspectd.config.load import load_config  # noqa: E402
 from inspectd.engines.fp16 import convert_fp16  # noqa: E402
+from inspectd.log import setup_logging  # noqa: E402
 
 VARIANTS = {  # name -> (providers, preprocess, fp16)
     "cpu": (["cpu"], "cpu", False),
@@ -87,8 +90,13 @@ def main() -> int:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--cpu-threads", type=int, default=8, help="intra-op threads of the CPU provider rows")
     ap.add_argument("--in-flight", type=int, default=2, help="parts admitted at once (inspectd bench --in-flight)")
+    ap.add_argument("--outputs", default="", help="the daemon's verdict outputs too (inspectd bench --outputs): "
+                    "journal, metrics, log (comma-separated)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    outputs = [o for o in args.outputs.split(",") if o]
+    if "log" in outputs:  # verdict lines rendered at info as `inspectd run` does, into /dev/null
+        setup_logging("info", out=open(os.devnull, "w"))  # noqa: SIM115  # for the whole run
     paths = {"demo_disc": ROOT / "engines/demo_disc.onnx", "demo_anomaly": ROOT / "engines/disc-anomaly.onnx",
              "efficientnet_lite0": ROOT / "engines/bench/efficientnet_lite0.onnx",
              **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
@@ -106,7 +114,7 @@ def main() -> int:
                 try:
                     cfg = bench_config(load_config(variant_station(path, Path(tmp), variant, args.cpu_threads)),
                                        in_flight=args.in_flight)
-                    r = run_pipeline(cfg, args.parts, warmup=50)
+                    r = run_pipeline(cfg, args.parts, warmup=50, outputs=outputs)
                 except Exception as e:  # one broken variant must not hide the others' figures
                     print(f"{name:18} {variant:16} FAILED: {type(e).__name__}: {e}", flush=True)
                     continue
