@@ -132,6 +132,8 @@ class DeviceRunner:
         for o in session.get_outputs():
             shape = probed.get(o.name) or _static(o.shape)
             if shape is None:
+                if cuda_graph:  # a graph replays at fixed addresses: an output allocated per run cannot be one
+                    raise ValueError(f"cuda_graph needs static output shapes; {o.name!r} is {o.shape}")
                 self._binding.bind_output(o.name, "cuda", device_id)  # allocated by ONNX Runtime per run
                 self._outputs.append((o.name, None, None))
                 continue
