@@ -99,3 +99,23 @@ def test_convert_fp16_keeps_float32_io_and_halves_the_weights(tmp_path: Path) ->
     assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer) > 0
     assert out.stat().st_size < 0.6 * DEMO_MODEL.stat().st_size
     assert out.stat().st_mode & 0o044 == 0o044  # readable by the service user
+
+
+def test_cuda_graph_output_shapes_are_probed_where_the_model_declares_symbolic_ones() -> None:
+    """A CUDA graph binds every output at a fixed address: the anomaly recipe's map is declared with symbolic
+    dimensions (a Resize), so the device runner takes its fixed shape from one CPU run of the model at load."""
+    import numpy as np
+
+    from inspectd.infer.ort_device import _probe_output_shapes
+
+    root = Path(__file__).resolve().parent.parent
+    product = load_config(root / "configs/demo-anomaly/station.yaml").products["disc-anomaly"]
+    spec = product.model.input
+    in_shape = [1, spec.channels, spec.height, spec.width]
+    declared = {o.name: o.shape for o in ort.InferenceSession(str(product.model.path),
+                                                               providers=["CPUExecutionProvider"]).get_outputs()}
+    assert not all(isinstance(d, int) for d in declared["anomaly_map"])  # what made cuda_graph refuse it
+    shapes = _probe_output_shapes(ort, product, in_shape, np.float32)
+    assert set(shapes) == set(declared)
+    assert all(isinstance(d, int) and d > 0 for s in shapes.values() for d in s)
+    assert shapes["anomaly_map"][0] == 1 and shapes["anomaly_map"][-2:] == [spec.height, spec.width]
