@@ -84,3 +84,30 @@ def test_a_failed_capture_lets_work_go_on() -> None:
 
     _thread(worker)
     assert done.wait(WAIT)
+
+
+def test_each_threads_graph_runs_after_its_first_hold_the_gate_alone() -> None:
+    """ONNX Runtime captures a CUDA graph per calling thread on that thread's second run: the device runner holds
+    the gate exclusively for each thread's 2nd and 3rd runs, shared for its 1st and every later one; without a
+    graph, always shared. (The runner's GPU part is replaced by a probe of the gate's state.)"""
+    from inspectd.cuda_context import CAPTURES
+    from inspectd.infer.ort_device import CAPTURE_RUNS, DeviceRunner
+
+    def runner(graph: bool) -> tuple[DeviceRunner, list[bool]]:
+        r = DeviceRunner.__new__(DeviceRunner)  # no session: only run()'s gate choice is under test
+        r._graph, r._thread_runs = graph, threading.local()
+        seen: list[bool] = []
+        r._run = lambda tensor: seen.append(CAPTURES._capturing) or {}  # type: ignore[method-assign]
+        return r, seen
+
+    graphed, seen = runner(True)
+    for _ in range(5):
+        graphed.run(None)  # type: ignore[arg-type]
+    assert CAPTURE_RUNS == 3 and seen == [False, True, True, False, False]
+    t = _thread(lambda: [graphed.run(None) for _ in range(4)])  # type: ignore[arg-type]
+    t.join(WAIT)
+    assert seen[5:] == [False, True, True, False]  # a new thread captures its own
+    plain, seen_plain = runner(False)
+    for _ in range(3):
+        plain.run(None)  # type: ignore[arg-type]
+    assert seen_plain == [False, False, False]
