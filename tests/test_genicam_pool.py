@@ -19,6 +19,7 @@ from inspectd.preprocess.cpu import CpuPreprocessor
 from inspectd.types import Frame
 from tests.genicam import provision
 from tests.test_genicam_source import MONO_SN, pattern, source
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +216,6 @@ def test_a_product_switch_hands_the_grown_pool_to_the_next_products_preprocessin
     """The daemon with viky free-running: disc-b's larger frames grow the pool at the switch, and the daemon pins
     the new block for disc-b's preprocessing before its first part (GPU preprocessing then DMAs from it)."""
     import threading
-    import time
 
     import yaml
 
@@ -235,10 +235,8 @@ def test_a_product_switch_hands_the_grown_pool_to_the_next_products_preprocessin
     t = threading.Thread(target=d.run)
     t.start()
     try:
-        end = time.monotonic() + 30
-        while (d.pipeline is None or d.pipeline.stats.verdicts_total < 2) and time.monotonic() < end:
-            time.sleep(0.02)
-        assert d.pipeline is not None and d.source is not None and d.pipeline.stats.verdicts_total >= 2
+        wait_until(lambda: d.pipeline is not None and d.pipeline.stats.verdicts_total >= 2, 30, "2 verdicts")
+        assert d.pipeline is not None and d.source is not None
         (small,) = d.source.host_buffers()
         rt = d.runtimes["disc-b"]
         recorder = rt.preprocess = PinRecorder(rt.preprocess)
@@ -247,9 +245,8 @@ def test_a_product_switch_hands_the_grown_pool_to_the_next_products_preprocessin
         assert grown.ctypes.data != small.ctypes.data and grown.nbytes >= 8 * 640 * 480
         assert recorder.pinned == [[grown.ctypes.data]]
         switched_at = d.pipeline.stats.verdicts_total
-        while d.pipeline.stats.verdicts_total < switched_at + 3 and time.monotonic() < end:
-            time.sleep(0.02)
-        assert d.pipeline.stats.verdicts_total >= switched_at + 3  # disc-b's parts flow from the grown pool
+        wait_until(lambda: d.pipeline is not None and d.pipeline.stats.verdicts_total >= switched_at + 3, 30,
+                   "disc-b's parts flowing from the grown pool")
         assert d.source.stats.pool_misfit == 0
     finally:
         d.request_stop()

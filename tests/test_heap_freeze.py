@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from pathlib import Path
 
 from inspectd.bench import bench_config, run_pipeline
 from inspectd.config.load import load_config
 from inspectd.daemon import Daemon, Options
 from tests.conftest import write_station
+from tests.waiting import wait_until
 
 
 def test_daemon_freezes_the_startup_heap_before_ready(tmp_path: Path) -> None:
@@ -22,10 +22,8 @@ def test_daemon_freezes_the_startup_heap_before_ready(tmp_path: Path) -> None:
     t = threading.Thread(target=d.run)
     t.start()
     try:
-        end = time.monotonic() + 30
-        while (d.pipeline is None or d.pipeline.stats.verdicts_total < 3) and time.monotonic() < end:
-            time.sleep(0.02)
-        assert d.pipeline is not None and d.pipeline.stats.verdicts_total >= 3
+        wait_until(lambda: d.pipeline is not None and d.pipeline.stats.verdicts_total >= 3, 30, "3 verdicts")
+        assert d.pipeline is not None
         # modules, configs, the model's session, the stage threads: all made before READY, none traced since
         assert gc.get_freeze_count() > 10_000
     finally:
