@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import numpy as np
 import structlog
 
 from inspectd.config.schema import InputSpec, Preprocess, ProductConfig
-from inspectd.cuda_context import CAPTURES, release_primary
+from inspectd.cuda_context import CAPTURES, libcuda, release_primary
 from inspectd.errors import BackendUnavailable
 from inspectd.preprocess import gpu_kernels as gk
 from inspectd.preprocess.plan import Plan, make_plan
@@ -84,13 +83,6 @@ def require_cuda(device: int = 0) -> Any:
 _CU_MEMHOSTREGISTER_PORTABLE, _CU_MEMHOSTREGISTER_DEVICEMAP = 0x01, 0x02
 
 
-@functools.cache
-def _libcuda() -> ctypes.CDLL:
-    """The driver pycuda already loaded (one per process, as the driver is): looked up once, because constructing a
-    CDLL per call cost ~15 us of the per-frame H2D path."""
-    return ctypes.CDLL("libcuda.so.1")
-
-
 def _driver_check(rc: int, what: str) -> None:
     if rc != 0:
         raise RuntimeError(f"{what} failed with CUDA driver error {rc}")
@@ -119,7 +111,7 @@ class _HostPins:
             entry = self._users.get((addr, nbytes))
             if entry is None:
                 flags = _CU_MEMHOSTREGISTER_PORTABLE | _CU_MEMHOSTREGISTER_DEVICEMAP
-                rc = _libcuda().cuMemHostRegister_v2(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes),
+                rc = libcuda().cuMemHostRegister_v2(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes),
                                                      ctypes.c_uint(flags))
                 if rc != _CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED:
                     _driver_check(rc, "cuMemHostRegister")
@@ -134,7 +126,7 @@ class _HostPins:
             if entry[0] == 0:
                 del self._users[(addr, nbytes)]
                 if entry[1]:
-                    _driver_check(_libcuda().cuMemHostUnregister(ctypes.c_void_p(addr)), "cuMemHostUnregister")
+                    _driver_check(libcuda().cuMemHostUnregister(ctypes.c_void_p(addr)), "cuMemHostUnregister")
 
 
 _PINS = _HostPins()
@@ -142,14 +134,14 @@ _PINS = _HostPins()
 
 def _driver_h2d_async(dst: int, src: int, nbytes: int, stream: Any) -> None:
     """cuMemcpyHtoDAsync from a raw host address (the frame may be read-only; pycuda wants a writable buffer)."""
-    _driver_check(_libcuda().cuMemcpyHtoDAsync_v2(ctypes.c_uint64(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes),
+    _driver_check(libcuda().cuMemcpyHtoDAsync_v2(ctypes.c_uint64(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes),
                                                   ctypes.c_void_p(stream.handle)), "cuMemcpyHtoDAsync")
 
 
 def _driver_device_ptr(addr: int) -> int:
     """The device address of registered (DEVICEMAP) host memory at `addr`, in the current context."""
     dptr = ctypes.c_uint64()
-    _driver_check(_libcuda().cuMemHostGetDevicePointer_v2(ctypes.byref(dptr), ctypes.c_void_p(addr), ctypes.c_uint(0)),
+    _driver_check(libcuda().cuMemHostGetDevicePointer_v2(ctypes.byref(dptr), ctypes.c_void_p(addr), ctypes.c_uint(0)),
                   "cuMemHostGetDevicePointer")
     return int(dptr.value)
 
