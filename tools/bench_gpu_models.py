@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_models import LIGHT, station_for  # noqa: E402
+from bench_models import DEMO, LIGHT, station_for  # noqa: E402
 
 from inspectd.bench import bench_config, run_pipeline  # noqa: E402
 from inspectd.config.load import load_config  # noqa: E402
@@ -42,29 +42,14 @@ VARIANTS = {  # name -> (providers, preprocess, fp16)
 }
 
 
-ANOMALY = ROOT / "configs/demo-anomaly"
-
-
-def anomaly_station(model: Path, folder: Path) -> Path:
-    """The anomaly recipe (configs/demo-anomaly, PatchCore graph with its anomaly map) as bench_models sets
-    stations up: own journal, no archive or metrics, a budget no variant misses."""
-    station = yaml.safe_load((ANOMALY / "station.yaml").read_text())
-    product = yaml.safe_load((ANOMALY / "products/disc-anomaly.yaml").read_text())
-    station.update(journal={"path": str(folder / "j.sqlite")}, archive={"enabled": False}, metrics={"enabled": False},
-                   products_dir=str(folder / "products"), cycle_budget_ms=10_000)
-    product["model"]["path"] = str(model)
-    (folder / "products").mkdir(exist_ok=True)
-    (folder / "products/disc-anomaly.yaml").write_text(yaml.safe_dump(product))
-    path = folder / "station.yaml"
-    path.write_text(yaml.safe_dump(station))
-    return path
+ANOMALY = (ROOT / "configs/demo-anomaly", "disc-anomaly")  # PatchCore graph with its anomaly map
 
 
 def variant_station(model: Path, folder: Path, variant: str, cpu_threads: int) -> Path:
     providers, preprocess, fp16 = VARIANTS[variant]
     if fp16:
         model = convert_fp16(model, folder / f"{model.stem}.fp16.onnx").out
-    path = anomaly_station(model, folder) if model.stem.startswith("disc-anomaly") else station_for(model, folder)
+    path = station_for(model, folder, ANOMALY if model.stem.startswith("disc-anomaly") else DEMO)
     station = yaml.safe_load(path.read_text())
     station["backend"] = {"type": "onnxruntime", "providers": providers,
                           "intra_op_threads": cpu_threads if variant == "cpu" else 1}

@@ -39,14 +39,21 @@ def io_names(path: Path) -> tuple[str, str, int, str]:
     return inp.name, out.name, classes, "none" if softmaxed else "softmax"
 
 
-def station_for(model: Path, folder: Path) -> Path:
-    station = yaml.safe_load((ROOT / "configs/demo/station.yaml").read_text())
-    product = yaml.safe_load((ROOT / "configs/demo/products/disc-a.yaml").read_text())
+DEMO = (ROOT / "configs/demo", "disc-a")  # (config folder, product) of the demo station
+
+
+def station_for(model: Path, folder: Path, recipe: tuple[Path, str] = DEMO) -> Path:
+    """`recipe`'s station and product with `model` swapped in, for measuring capacity: own journal, no archive or
+    metrics, a budget no model misses. On the demo recipe, a model other than the demo's own is set up as a generic
+    classifier (input and output names from its graph)."""
+    config, name = recipe
+    station = yaml.safe_load((config / "station.yaml").read_text())
+    product = yaml.safe_load((config / "products" / f"{name}.yaml").read_text())
     # a budget no model misses: this measures capacity (the daemon would fail-safe parts over its 50 ms)
     station.update(journal={"path": str(folder / "j.sqlite")}, archive={"enabled": False}, metrics={"enabled": False},
                    products_dir=str(folder / "products"), cycle_budget_ms=10_000)
     product["model"]["path"] = str(model)
-    if model.name != "demo_disc.onnx":
+    if recipe == DEMO and model.name != "demo_disc.onnx":
         name, output, n, activation = io_names(model)
         classes = ["good", *(f"c{i}" for i in range(1, n))]
         product["model"] = {"path": str(model), "input": {"name": name, "width": 224, "height": 224},
@@ -54,7 +61,7 @@ def station_for(model: Path, folder: Path) -> Path:
         product["classes"] = classes
         product["rules"] = [{"name": "c1", "class": "c1", "min_score": 0.5}]
     (folder / "products").mkdir(parents=True, exist_ok=True)
-    (folder / "products" / "disc-a.yaml").write_text(yaml.safe_dump(product))
+    (folder / "products" / f"{name}.yaml").write_text(yaml.safe_dump(product))
     (folder / "station.yaml").write_text(yaml.safe_dump(station))
     return folder / "station.yaml"
 
