@@ -30,7 +30,7 @@ from inspectd.decide import decide
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
 from inspectd.pipeline.verdicts import VerdictSink
-from inspectd.pipeline.warmup import prepare
+from inspectd.pipeline.warmup import pin
 from inspectd.types import STAGE_TIMES, Outcome, Part, Verdict
 
 
@@ -143,7 +143,7 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50, outputs: Sequence[st
     rt = build_runtime(st, cfg.products[st.product])
     source = make_source(st.camera)
     source.open()
-    prepare(rt, source, source.sample())  # as the daemon does before READY
+    pin(rt, source)  # as the daemon does before READY (and warms it on the stages: _timed)
     with daemon_outputs(outputs, st.cycle_budget_ms / 1e3) as (sinks, accept):
         return _timed(cfg, rt, source, parts, warmup, sinks, accept)
 
@@ -159,7 +159,7 @@ def _timed(cfg: Config, rt: ProductRuntime, source: Source, parts: int, warmup: 
     gc.freeze()
     try:
         cpu0 = cpu_s()
-        pipe.start()
+        pipe.start(warm=[(rt, source.sample())])
         if not col.done.wait(timeout=600):
             print(f"bench: only {len(col.verdicts)} of {parts + warmup} verdicts within 600 s", file=sys.stderr)
         cpu = cpu_s() - cpu0

@@ -29,7 +29,7 @@ from inspectd.outputs.plant import PlantOutputs
 from inspectd.pipeline.health import Fault
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
-from inspectd.pipeline.warmup import prepare
+from inspectd.pipeline.warmup import pin
 from inspectd.plc.layout import ErrorCode
 from inspectd.plc.link import PlcLink
 from inspectd.plc.registry import make_plc_link
@@ -125,8 +125,9 @@ class Daemon:
                 self.liveness.extend(LOAD_STEP_S)
                 rt = build_runtime(config.station, product)
                 runtimes[name] = rt
-                if self.source is not None:  # a reload: warm before the switch (at start: once the camera is up)
-                    prepare(rt, self.source, self._warm_frame)
+                if self.source is not None and self.pipeline is not None:  # a reload: warm before the switch
+                    pin(rt, self.source)  # (at start: once the camera is up, on the started stages)
+                    self.pipeline.warm(rt, self._warm_frame)
                 require_golden(rt, product)  # GoldenCheckError lists every failing reference image
         except Exception:
             for rt in runtimes.values():
@@ -161,8 +162,8 @@ class Daemon:
         self.source.open()
         self.source.apply_features(self.config.products[st.product].camera_features)
         self._warm_frame = self.source.sample()
-        for rt in self.runtimes.values():  # before READY: the first part meets its budget like the thousandth
-            prepare(rt, self.source, self._warm_frame)
+        for rt in self.runtimes.values():
+            pin(rt, self.source)
         self.journal = Journal(journal_path, batch=st.journal.batch, maxsize=st.journal.queue,
                                retention_days=st.journal.retention_days, max_mb=st.journal.max_mb,
                                backlog=st.journal.backlog, min_free_mb=st.journal.min_free_mb)
@@ -203,7 +204,9 @@ class Daemon:
                                  flow_s=CycleTiming.of(st).flow_s)
         if self.options.freeze_heap:
             freeze_heap()
-        self.pipeline.start()
+        # Every product warmed on the stage threads before READY: its first part meets the budget like the
+        # thousandth (pipeline.warmup)
+        self.pipeline.start(warm=[(rt, self._warm_frame) for rt in self.runtimes.values()])
         self.watchdog.start()
         self.plc.set_ready(True)
         self.notifier.ready(self.status_line())

@@ -95,7 +95,7 @@ def test_each_threads_graph_runs_after_its_first_hold_the_gate_alone() -> None:
 
     def runner(graph: bool) -> tuple[DeviceRunner, list[bool]]:
         r = DeviceRunner.__new__(DeviceRunner)  # no session: only run()'s gate choice is under test
-        r._graph, r._thread_runs = graph, threading.local()
+        r._graph, r._thread_runs, r.captured_on = graph, threading.local(), []
         seen: list[bool] = []
         r._run = lambda tensor: seen.append(CAPTURES._capturing) or {}  # type: ignore[method-assign]
         return r, seen
@@ -107,6 +107,7 @@ def test_each_threads_graph_runs_after_its_first_hold_the_gate_alone() -> None:
     t = _thread(lambda: [graphed.run(None) for _ in range(4)])  # type: ignore[arg-type]
     t.join(WAIT)
     assert seen[5:] == [False, True, True, False]  # a new thread captures its own
+    assert graphed.captured_on == ["MainThread", t.name]
     plain, seen_plain = runner(False)
     for _ in range(3):
         plain.run(None)  # type: ignore[arg-type]

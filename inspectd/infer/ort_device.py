@@ -105,12 +105,15 @@ class DeviceRunner:
 
         self._session, self._stream, self._graph = session, stream, cuda_graph
         self._thread_runs = threading.local()  # runs per calling thread: its graph is captured on its second
+        self.captured_on: list[str] = []  # the threads whose CUDA graph was captured, in order (for tests, logs)
         self._outputs: list[tuple[str, Any, np.ndarray | None]] = []  # (name, device OrtValue, pinned host)
         self._binding: Any = None
         self._input: Any = None
         try:
+            # No runs here: the runtime's self-check is the first (lazy initialisation, cuDNN's search, shared by
+            # the session's threads), and the stage warm-up captures the infer thread's graph (Pipeline.warm); a
+            # capture on the loading thread would be one more graph in memory and one more pause of the pipeline.
             self._bind(ort, session, product, device_id, stream, cuda_graph)
-            self.warm_up()
         except BaseException:
             self.close()  # pinned outputs already allocated would outlive the refused runtime
             raise
@@ -148,24 +151,19 @@ class DeviceRunner:
         self.takes_device_input = stream is not None
         self.input_ptr = int(self._input.data_ptr())
 
-    def warm_up(self, runs: int = CAPTURE_RUNS) -> None:
-        """Run the model on zeros: cuDNN's algorithm search and this thread's CUDA graph capture happen here, at
-        load, not on the first parts."""
-        zeros = np.zeros(self._input.shape(), self._in_dtype)
-        for _ in range(runs):
-            self.run(zeros)
-
     def run(self, tensor: ModelInput) -> dict[str, np.ndarray]:
         # ONNX Runtime keeps a CUDA graph per calling thread (its CUDA provider's per-thread context) and captures
-        # it on that thread's second run, in the global capture mode: the pipeline's infer thread captures its own
-        # on its first parts, whatever the warm-up did. A thread's runs after its first hold the GPU to
-        # themselves (CAPTURES): seen on the H200, a capture broken by the preprocess thread's copy failed
-        # cublasCreate on every later part (all fail-safe).
+        # it on that thread's second run, in the global capture mode: the pipeline warms its infer thread's before
+        # the runtime takes parts (Pipeline.warm). A thread's runs after its first hold the GPU to themselves
+        # (CAPTURES): seen on the H200, a capture broken by the preprocess thread's copy failed cublasCreate on
+        # every later part (all fail-safe).
         gate = CAPTURES.work
         if self._graph:
             runs = getattr(self._thread_runs, "n", 0)
             if runs < CAPTURE_RUNS:
                 self._thread_runs.n = runs + 1
+                if runs == 1:
+                    self.captured_on.append(threading.current_thread().name)
                 if runs:
                     gate = CAPTURES.capture
         with gate():

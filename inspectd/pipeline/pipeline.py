@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -15,16 +15,18 @@ from inspectd.pipeline.admission import Admission
 from inspectd.pipeline.handoff import Handoff, Slots
 from inspectd.pipeline.health import FaultMonitor
 from inspectd.pipeline.runtime import ProductRuntime
-from inspectd.pipeline.stages import AcquireStage, DecideStage, InferStage, PreprocessStage
+from inspectd.pipeline.stages import STOP, AcquireStage, Chore, DecideStage, InferStage, PreprocessStage
 from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.stats import PipelineStats
 from inspectd.pipeline.verdicts import DeadlineKeeper, VerdictBus, VerdictSink
+from inspectd.pipeline.warmup import warm_up
 from inspectd.timing import CycleTiming
-from inspectd.types import STAGE_THREADS, Part, Reason, Trigger
+from inspectd.types import STAGE_THREADS, Frame, Part, Reason, Trigger
 
 log = structlog.get_logger("inspectd.pipeline")
 
 STAGES = STAGE_THREADS
+WARM_TIMEOUT_S = 120.0  # one warm-up run on the inference thread: a first CUDA graph capture, cuDNN's search
 
 
 class Pipeline:
@@ -61,9 +63,9 @@ class Pipeline:
         self._slot_parts: set[int] = set()  # id() of parts holding an in-flight slot (refused ones hold none)
         if self.slots is not None:
             self.bus.on_settled = self._release_slot
-        q_pre: Handoff[Part | None] = Handoff(depth)
-        q_inf: Handoff[Part | None] = Handoff(depth)
-        q_dec: Handoff[Part | None] = Handoff(depth)
+        q_pre: Handoff[Part | Chore | None] = Handoff(depth)
+        q_inf: Handoff[Part | Chore | None] = Handoff(depth)
+        q_dec: Handoff[Part | Chore | None] = Handoff(depth)
         self.queues = {"preprocess": q_pre, "infer": q_inf, "decide": q_dec}
         # PipelineConfig.parts_inside counts these queues and the four stage threads: keep them in step
         assert len(self.queues) * depth + 4 == station.pipeline.parts_inside
@@ -165,12 +167,28 @@ class Pipeline:
         self.acquire.max_parts = n
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, warm: Sequence[tuple[ProductRuntime, Frame | None]] = ()) -> None:
+        """Start the stages, warm each (runtime, camera frame) in `warm` on them (see `warm`), then take parts.
+        A warm-up that fails (ModelError: NaN on the frame) stops the stages again and raises: no part taken."""
         self.keeper.start()
         for w in self.workers:
             w.start()
+        try:
+            for rt, frame in warm:
+                self.warm(rt, frame)
+        except BaseException:
+            self.queues["preprocess"].put(STOP)  # passed down stage by stage
+            for w in self.workers:
+                w.join(WARM_TIMEOUT_S)
+            self.keeper.stop()
+            raise
         self.acquire.start()
         self._started = True
+
+    def warm(self, rt: ProductRuntime, frame: Frame | None) -> list[float]:
+        """Warm `rt` before it takes parts (pipeline.warmup), its model on the inference thread: before the first
+        part, or, while parts flow (a reload), between two of them; the parts behind it wait for those runs."""
+        return warm_up(rt, frame, infer=lambda model: self.infer.call(model, WARM_TIMEOUT_S))
 
     def queue_depths(self) -> dict[str, int]:
         return {name: q.qsize() for name, q in self.queues.items()}

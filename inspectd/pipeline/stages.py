@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import numpy as np
 import structlog
@@ -30,11 +31,41 @@ log = structlog.get_logger("inspectd.pipeline")
 STOP = None  # sentinel passed down the queues on shutdown
 POLL_S = 0.1  # how often an idle stage looks up (and beats its stamp)
 
+R = TypeVar("R")
+
+
+class Chore(Generic[R]):
+    """Work for a stage's own thread, queued like a part (so it runs between two parts, in order) while its caller
+    waits: warming a runtime's model on the inference thread itself, because ONNX Runtime's CUDA provider keeps
+    its cuBLAS/cuDNN handles and CUDA graph per calling thread."""
+
+    def __init__(self, fn: Callable[[], R]) -> None:
+        self._fn = fn
+        self._done = threading.Event()
+        self._result: R | None = None
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._result = self._fn()
+        except BaseException as e:  # handed to the waiting caller; the stage thread carries on
+            self._error = e
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float) -> R:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"a stage thread did not run its chore within {timeout:g} s")
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]  # set whenever no error was
+
 
 class Stage(threading.Thread):
     """A worker thread between two bounded queues."""
 
-    def __init__(self, inq: Handoff, outq: Handoff | None, bus: VerdictBus, stamp: StageStamp) -> None:
+    def __init__(self, inq: Handoff[Part | Chore | None], outq: Handoff[Part | Chore | None] | None,
+                 bus: VerdictBus, stamp: StageStamp) -> None:
         super().__init__(name=stamp.name, daemon=True)
         self.inq, self.outq, self.bus, self.stamp = inq, outq, bus, stamp
         self.errors = 0  # parts this stage raised on (logged with their traceback at powers of two)
@@ -44,6 +75,16 @@ class Stage(threading.Thread):
 
     def idle(self) -> None:
         """Called when no part arrived for POLL_S."""
+
+    def call(self, fn: Callable[[], R], timeout: float) -> R:
+        """Run `fn` on this stage's thread, after the parts queued before it, and return what it returned (or raise
+        what it raised). The thread must be running."""
+        chore = Chore(fn)
+        try:
+            self.inq.put(chore, timeout=timeout)
+        except queue.Full:
+            raise TimeoutError(f"stage {self.stamp.name}: no room in its queue within {timeout:g} s") from None
+        return chore.wait(timeout)
 
     def run(self) -> None:
         self.stamp.thread_id = threading.get_ident()
@@ -58,6 +99,10 @@ class Stage(threading.Thread):
                 if self.outq is not None:
                     self.outq.put(STOP)
                 return
+            if isinstance(part, Chore):
+                part.run()
+                self.stamp.idle_beat()
+                continue
             rt = part_runtime(part)
             # Hold the runtime before looking at `settled`: a reload closes a retired runtime only once none of
             # its parts is open and no stage holds it, so a part seen open here keeps its runtime alive.

@@ -200,7 +200,7 @@ class DeviceInput:
                  src_ptr: int, pitch: int, source: np.ndarray | None = None) -> None:
         self._owner, self.kernel, self._slot, self._gen = owner, kernel, slot, generation
         self._src_ptr, self._pitch = src_ptr, pitch
-        self._source = source  # mapped source memory the kernel reads in place: kept until this is dropped
+        self._source = source  # source memory the kernel or its H2D reads in place: kept until this is dropped
         self.shape, self.dtype, self.nbytes = kernel.out_shape, kernel.out_dtype, kernel.out_nbytes
 
     def enqueue_into(self, dst_ptr: int, stream: Any = None) -> None:
@@ -330,6 +330,7 @@ class GpuPreprocessor:
         with self._pin_lock, self.current():  # stage() has no copy from a pinned block in flight outside this lock
             for entry in list(self._pinned):
                 if wanted.pop(entry[:2], None) is None:
+                    self._copy_stream.synchronize()  # no H2D still reading the block (stage() does not wait)
                     _PINS.release(*entry[:2])
                     self._pinned.remove(entry)
             for (addr, n), buf in wanted.items():
@@ -384,11 +385,12 @@ class GpuPreprocessor:
                 if self.staging == "copy" and addr is not None and self._pinned_slab(addr, slab.nbytes):
                     _driver_h2d_async(int(slot.dev), addr, slab.nbytes, self._copy_stream)  # straight from the source
                     slot.h2d_done.record(self._copy_stream)
-                    # Read before returning: the source may refill this memory as soon as the frame is dropped
-                    # (a GenICam frame-pool slot). The preprocess thread waits the H2D (the kernel waits for it
-                    # anyway); the copy still overlaps the previous part's inference on the engine stream.
-                    slot.h2d_done.synchronize()
-                    return DeviceInput(self, kernel, slot, slot.generation, slot.src_ptr, pitch)
+                    # Not waited for here: the DeviceInput holds the frame's rows, and a source refills memory only
+                    # once no array refers to it (GenICam frame-pool leases; synthetic and replay never do), so
+                    # the frame stays put until the kernel, which waits for this copy, has run. The preprocess
+                    # thread goes on at once and the kernel launch queues behind the copy (pin_host_buffers waits
+                    # for copies in flight before it unpins a block).
+                    return DeviceInput(self, kernel, slot, slot.generation, slot.src_ptr, pitch, source=slab)
             self.staging_copies += 1
             dst = slot.host[:slab.nbytes].view(slab.dtype).reshape(slab.shape)
             np.copyto(dst, slab)

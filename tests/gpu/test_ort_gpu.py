@@ -169,3 +169,29 @@ def test_first_parts_after_start_meet_the_budget(tmp_path: Path) -> None:
     r = run_pipeline(bench_config(cfg, in_flight=2), 100, warmup=20)
     assert r["first_parts_failsafes"] == 0, r["first_parts_e2e_ms"]
     assert max(r["first_parts_e2e_ms"]) < cfg.station.cycle_budget_ms
+
+
+def test_graph_station_captures_on_the_infer_thread_before_its_first_part(tmp_path: Path) -> None:
+    """ONNX Runtime keeps a CUDA graph per calling thread: the stage warm-up captures the infer thread's before any
+    part (no part pays a capture, none pauses the GPU for one), and the loading thread captures none."""
+    from inspectd.bench import Collector
+    from inspectd.pipeline.pipeline import Pipeline
+
+    cfg, rt = _runtime(tmp_path, "graph", {"providers": [{"name": "cuda", "cuda_graph": True}]}, "gpu")
+    runner = rt.backend._device  # type: ignore[attr-defined]
+    assert runner is not None and runner.captured_on == []
+    src = make_source(cfg.station.camera)
+    src.open()
+    col = Collector(40)
+    pipe = Pipeline(cfg.station, src, rt, sinks=[col])
+    pipe.set_max_parts(40)
+    try:
+        pipe.start(warm=[(rt, src.sample())])
+        assert runner.captured_on == ["infer"]
+        assert col.done.wait(60)
+    finally:
+        pipe.stop()
+        src.close()
+        rt.close()
+    assert runner.captured_on == ["infer"]  # no part captured again
+    assert [v.outcome.value for v in col.verdicts].count("failsafe") == 0
