@@ -18,6 +18,8 @@ from inspectd.types import Findings
 
 __all__ = ["BadOutput", "Postprocessor", "sigmoid", "softmax"]
 
+FEW_CLASSES = 32  # up to here a score check in Python beats numpy's per-call cost
+
 
 def softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
@@ -68,12 +70,19 @@ class Postprocessor:
         raw = _as_float32(outputs, self.scores_output).reshape(-1)
         if raw.size != len(self.classes):
             raise BadOutput(f"output {self.scores_output!r} has {raw.size} values for {len(self.classes)} classes")
-        values = raw.tolist()  # a few classes: plain floats check faster than a numpy call
-        if not all(map(math.isfinite, values)):
-            _require_finite(self.scores_output, raw)  # raises, counting what was wrong
-        probs = self.activation(raw).tolist()
-        if not all(map(math.isfinite, probs)):  # finite in, finite out; checked, not assumed
-            raise BadOutput(f"output {self.scores_output!r}: {self.activation.__name__} gave {probs}")
+        if raw.size <= FEW_CLASSES:  # plain floats check faster than a numpy call
+            if not all(map(math.isfinite, raw.tolist())):
+                _require_finite(self.scores_output, raw)  # raises, counting what was wrong
+            probs = self.activation(raw).tolist()
+            finite = all(map(math.isfinite, probs))
+            top = max(range(len(probs)), key=probs.__getitem__)
+        else:  # an ImageNet-sized head: one vectorised pass each, ~10x fewer microseconds at 1000 classes
+            _require_finite(self.scores_output, raw)
+            p = self.activation(raw)
+            finite, top, probs = bool(np.isfinite(p).all()), int(np.argmax(p)), p.tolist()
+        if not finite:  # finite in, finite out; checked, not assumed
+            raise BadOutput(f"output {self.scores_output!r}: {self.activation.__name__} gave non-finite "
+                            f"values: {probs[:8]}")
         scores = dict(zip(self.classes, probs, strict=True))
         extra = {}
         if self.heatmap_output and self.heatmap_output in outputs:
@@ -81,4 +90,4 @@ class Postprocessor:
             heat = _as_float32(outputs, self.heatmap_output)
             _require_finite(self.heatmap_output, heat)
             extra["heatmap"] = sigmoid(heat.squeeze())
-        return Findings(scores=scores, top_class=max(scores, key=scores.__getitem__), extra=extra)
+        return Findings(scores=scores, top_class=self.classes[top], extra=extra)
