@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 
 class Pacer:
-    """Releases one frame every 1/rate_hz seconds; never waits longer than the caller's timeout.
-    After a stall it does not burst to catch up by more than one frame (a camera drops, it does not queue)."""
+    """Releases one frame every 1/rate_hz seconds, on a fixed grid like a free-running camera's exposures; never
+    waits longer than the caller's timeout. A caller late by a period or more gets one frame at once (the newest)
+    and the next on the grid: the frames in between are dropped, as a camera's newest-only buffering drops them,
+    never released as a burst (three at once after a start-up's warm-up overflowed a depth-2 queue)."""
 
     def __init__(self, rate_hz: float | None) -> None:
         self.period = 1.0 / rate_hz if rate_hz else 0.0
@@ -23,5 +26,8 @@ class Pacer:
             return False
         if wait > 0:
             time.sleep(wait)
-        self._next = max(self._next + self.period, time.monotonic() - self.period)
+        self._next += self.period
+        late = time.monotonic() - self._next
+        if late >= 0:
+            self._next += self.period * (math.floor(late / self.period) + 1)
         return True
