@@ -54,9 +54,9 @@ def station_for(model: Path, folder: Path, recipe: tuple[Path, str] = DEMO) -> P
                    products_dir=str(folder / "products"), cycle_budget_ms=10_000)
     product["model"]["path"] = str(model)
     if recipe == DEMO and model.name != "demo_disc.onnx":
-        name, output, n, activation = io_names(model)
+        inp, output, n, activation = io_names(model)
         classes = ["good", *(f"c{i}" for i in range(1, n))]
-        product["model"] = {"path": str(model), "input": {"name": name, "width": 224, "height": 224},
+        product["model"] = {"path": str(model), "input": {"name": inp, "width": 224, "height": 224},
                             "scores_output": output, "activation": activation}
         product["classes"] = classes
         product["rules"] = [{"name": "c1", "class": "c1", "min_score": 0.5}]
