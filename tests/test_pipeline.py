@@ -96,6 +96,24 @@ def test_every_part_gets_one_verdict(tmp_path: Path) -> None:
     assert all(tuple(v.stage_ms) == STAGE_TIMES for v in verdicts)  # every stage timed, in data-flow order
 
 
+def test_decide_on_the_inference_thread_gives_the_same_verdicts(tmp_path: Path) -> None:
+    """pipeline.decide_thread false: the same parts (synthetic bank, seed) get the same verdicts, once each, every
+    stage timed; the decide thread takes no part and still stops with the others."""
+    runs = {}
+    for threaded in (True, False):
+        station = {"pipeline": {"max_in_flight": 2, "overflow": "block", "decide_thread": threaded}}
+        _, pipe, col = setup(tmp_path / str(threaded), station)
+        verdicts = run_parts(pipe, col, 40)
+        assert_exactly_once(pipe, verdicts)
+        assert not any(w.is_alive() for w in pipe.workers)
+        assert pipe.stats.late_results == 0 and pipe.stats.stage_errors == 0
+        assert all(tuple(v.stage_ms) == STAGE_TIMES for v in verdicts)
+        runs[threaded] = sorted((v.seq, v.outcome, v.reason, v.score) for v in verdicts)
+        if not threaded:
+            assert pipe.stamps["decide"].done == 0  # its thread never held a part
+    assert runs[True] == runs[False]
+
+
 def test_slow_stage_gets_failsafe_on_time_and_late_result_is_dropped(tmp_path: Path) -> None:
     budget_ms = 80
     _, pipe, col = setup(tmp_path, {"cycle_budget_ms": budget_ms, "pipeline": {"max_in_flight": 1}},

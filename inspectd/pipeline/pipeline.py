@@ -81,13 +81,11 @@ class Pipeline:
             fire=station.trigger.source != "hardware", pace=self.admission_delay if own_pace else None,
             admitted=self.admission.admitted if reserved_triggers else None, before_part=before_part,
             waits=waits)
+        decider = DecideStage(q_dec, None, self.bus, self.stamps["decide"])  # idles when decide is inline
         self.infer = InferStage(q_inf, q_dec, self.bus, self.stamps["infer"],
-                                keep_warm_s=station.watchdog.keep_warm_s, active=lambda: self._active)
-        self.workers = [
-            PreprocessStage(q_pre, q_inf, self.bus, self.stamps["preprocess"]),
-            self.infer,
-            DecideStage(q_dec, None, self.bus, self.stamps["decide"]),
-        ]
+                                keep_warm_s=station.watchdog.keep_warm_s, active=lambda: self._active,
+                                decide=None if station.pipeline.decide_thread else decider.work)
+        self.workers = [PreprocessStage(q_pre, q_inf, self.bus, self.stamps["preprocess"]), self.infer, decider]
         self._started = False
 
     # -- parts ----------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class Stage(threading.Thread):
         super().__init__(name=stamp.name, daemon=True)
         self.inq, self.outq, self.bus, self.stamp = inq, outq, bus, stamp
         self.errors = 0  # parts this stage raised on (logged with their traceback at powers of two)
+        self.ends_parts = False  # its work settles each part (the outq then carries only the STOP)
 
     def work(self, part: Part) -> None:
         raise NotImplementedError
@@ -127,8 +128,9 @@ class Stage(threading.Thread):
                     continue
             finally:
                 rt.release()
-            part.stage_t[self.stamp.name] = (t0, self.stamp.end())
-            if self.outq is None:
+            end = self.stamp.end()
+            part.stage_t.setdefault(self.stamp.name, (t0, end))  # an inline decide recorded the model's own
+            if self.outq is None or self.ends_parts:
                 continue
             if part.settled:  # its fail-safe went out while we worked: the late result is dropped
                 self.bus.stats.late_results += 1
@@ -147,10 +149,14 @@ class PreprocessStage(Stage):
 
 
 class InferStage(Stage):
-    def __init__(self, *args, keep_warm_s: float | None, active: Callable[[], ProductRuntime], **kw) -> None:
+    def __init__(self, *args, keep_warm_s: float | None, active: Callable[[], ProductRuntime],
+                 decide: Callable[[Part], None] | None = None, **kw) -> None:
+        """`decide`: run on this thread right after the model (pipeline.decide_thread false), settling the part."""
         super().__init__(*args, **kw)
         self.keep_warm_s = keep_warm_s
         self.active = active
+        self.decide = decide
+        self.ends_parts = decide is not None
         self.last_infer = time.monotonic()
         self.warmups = 0
 
@@ -158,6 +164,9 @@ class InferStage(Stage):
         assert part.tensor is not None
         part.outputs = part_runtime(part).backend.infer(part.tensor)
         self.last_infer = time.monotonic()
+        if self.decide is not None:  # the model's time apart from the decision's, as in two stages
+            part.stage_t[self.stamp.name] = (self.stamp.busy_since or self.last_infer, self.last_infer)
+            self.decide(part)
 
     def idle(self) -> None:
         # Keep-warm: a dummy inference after a pause, so the next real part does not pay a cold start.
@@ -184,6 +193,7 @@ class DecideStage(Stage):
         self.bad_outputs = 0
 
     def work(self, part: Part) -> None:
+        began = self.stamp.busy_since or time.monotonic()  # not busy: run inline by the inference stage
         rt = part_runtime(part)
         assert part.outputs is not None
         try:
@@ -195,7 +205,7 @@ class DecideStage(Stage):
         decision = decide(part.findings, rt.product)
         if decision.reason == Reason.BAD_OUTPUT.value:
             self._bad_output(part, rt, "a rule's score is missing or not finite")
-        part.stage_t["decide"] = (self.stamp.busy_since or time.monotonic(), time.monotonic())
+        part.stage_t["decide"] = (began, time.monotonic())
         self.bus.settle(part, decision, rt.backend.model_sha256)
 
     def _bad_output(self, part: Part, rt: ProductRuntime, problem: str) -> None:
