@@ -3,7 +3,8 @@
 CUDA provider (GPU preprocessing launched into the bound input), FP32 and FP16, with and without CUDA graphs.
 
     python tools/bench_gpu_models.py [--parts 2000] [--models demo_disc ...] [--in-flight 2]
-                                     [--outputs journal,metrics,log] [--out DIR]
+                                     [--outputs journal,metrics,log] [--pipeline decide_thread=false ...]
+                                     [--out DIR]
 
 demo_anomaly is the anomaly recipe (configs/demo-anomaly: PatchCore score + anomaly map, 320x320 input).
 One table row per (model, variant): infer p50/p99, e2e p50/p99/p99.9, efficiency against the slowest stage,
@@ -45,7 +46,8 @@ VARIANTS = {  # name -> (providers, preprocess, fp16)
 ANOMALY = (ROOT / "configs/demo-anomaly", "disc-anomaly")  # PatchCore graph with its anomaly map
 
 
-def variant_station(model: Path, folder: Path, variant: str, cpu_threads: int) -> Path:
+def variant_station(model: Path, folder: Path, variant: str, cpu_threads: int,
+                    pipeline: dict | None = None) -> Path:
     providers, preprocess, fp16 = VARIANTS[variant]
     if fp16:
         model = convert_fp16(model, folder / f"{model.stem}.fp16.onnx").out
@@ -55,6 +57,7 @@ def variant_station(model: Path, folder: Path, variant: str, cpu_threads: int) -
                           "intra_op_threads": cpu_threads if variant == "cpu" else 1}
     station["preprocess"] = preprocess
     station["cycle_budget_ms"] = 50  # the demo budget: first parts after start must meet it too
+    station["pipeline"] = {**station.get("pipeline", {}), **(pipeline or {})}
     path.write_text(yaml.safe_dump(station))
     return path
 
@@ -77,8 +80,13 @@ def main() -> int:
     ap.add_argument("--in-flight", type=int, default=2, help="parts admitted at once (inspectd bench --in-flight)")
     ap.add_argument("--outputs", default="", help="the daemon's verdict outputs too (inspectd bench --outputs): "
                     "journal, metrics, log (comma-separated)")
+    ap.add_argument("--pipeline", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="station pipeline: settings for every row (YAML values), e.g. decide_thread=false")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    pipeline = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.pipeline)}
+    if pipeline:
+        print(f"pipeline: {pipeline}", flush=True)
     outputs = [o for o in args.outputs.split(",") if o]
     if "log" in outputs:  # verdict lines rendered at info as `inspectd run` does, into /dev/null
         setup_logging("info", out=open(os.devnull, "w"))  # noqa: SIM115  # for the whole run
@@ -97,13 +105,13 @@ def main() -> int:
         for variant in args.variants:
             with tempfile.TemporaryDirectory() as tmp:
                 try:
-                    cfg = bench_config(load_config(variant_station(path, Path(tmp), variant, args.cpu_threads)),
-                                       in_flight=args.in_flight)
+                    station = variant_station(path, Path(tmp), variant, args.cpu_threads, pipeline)
+                    cfg = bench_config(load_config(station), in_flight=args.in_flight)
                     r = run_pipeline(cfg, args.parts, warmup=50, outputs=outputs)
                 except Exception as e:  # one broken variant must not hide the others' figures
                     print(f"{name:18} {variant:16} FAILED: {type(e).__name__}: {e}", flush=True)
                     continue
-            r.update(model=name, variant=variant)
+            r.update(model=name, variant=variant, pipeline=pipeline)
             rows.append(r)
             inf, e2e = r["stages"]["infer"], r["e2e_ms"]
             first = " ".join(f"{x:.1f}" for x in r["first_parts_e2e_ms"])
