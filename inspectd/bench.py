@@ -76,11 +76,12 @@ def bench_config(cfg: Config, in_flight: int) -> Config:
 HOPS = (("grab", "preprocess"), ("preprocess", "infer"), ("infer", "decide"))
 
 
-def breakdown(times: list[dict[str, tuple[float, float]]], slowest: str) -> dict:
+def breakdown(times: list[dict[str, tuple[float, float]]], slowest: str, last: str | None = None) -> dict:
     """Where the pipeline's own time goes, from the parts' stage timestamps (in part order), in ms p50/p99/mean: the
     wait between two stages (the hand-off, plus any queueing for a busy stage), and the slowest stage's idle time
     between two parts, split into `starved` (its next part had not been handed on yet: upstream or admission was
-    late) and `handoff` (it had, and the stage had not started it yet: wake-up, GIL)."""
+    late) and `handoff` (it had, and the stage had not started it yet: wake-up, GIL). `last`: the stage after which
+    the slowest stage's thread is free (an inline decide), when not the slowest stage itself."""
 
     def stats(xs: list[float]) -> dict[str, float]:
         ms = [x * 1e3 for x in xs]
@@ -89,10 +90,11 @@ def breakdown(times: list[dict[str, tuple[float, float]]], slowest: str) -> dict
     out = {f"{a}->{b}": stats([t[b][0] - t[a][1] for t in times if a in t and b in t]) for a, b in HOPS}
     before = dict((b, a) for a, b in HOPS).get(slowest)
     starved, handoff = [], []
+    last = last or slowest
     for prev, t in itertools.pairwise(times):
-        if slowest not in prev or slowest not in t:
+        if last not in prev or slowest not in t:
             continue
-        freed, began = prev[slowest][1], t[slowest][0]
+        freed, began = prev[last][1], t[slowest][0]
         arrived = t[before][1] if before in t else freed  # when the part was handed on to the slowest stage
         starved.append(max(0.0, arrived - freed))
         handoff.append(max(0.0, began - max(freed, arrived)))
@@ -179,8 +181,15 @@ def _timed(cfg: Config, rt: ProductRuntime, source: Source, parts: int, warmup: 
     e2e = [v.latency_ms for v in measured]
     # the pipeline's own share of each part's latency: hand-offs, wake-ups, waiting for the GIL or a stage
     over = [v.latency_ms - sum(v.stage_ms.values()) for v in measured]
-    slowest = max(stages, key=lambda name: stages[name]["p50"])
-    bound = 1e3 / stages[slowest]["p50"]
+    # the bound comes from the busiest thread: with pipeline.decide_thread false the inference thread also decides
+    threads: dict[str, tuple[str, ...]] = {name: (name,) for name in STAGE_TIMES}
+    if not st.pipeline.decide_thread:
+        threads["infer"] = ("infer", "decide")
+        del threads["decide"]
+    busy = {name: pct([sum(v.stage_ms[s] for s in group) for v in measured if all(s in v.stage_ms for s in group)],
+                      50) for name, group in threads.items()}
+    slowest = max(busy, key=lambda name: busy[name])
+    bound = 1e3 / busy[slowest]
     fps = len(measured) / span
     ok = [v for v in measured if v.truth is not None and v.outcome is not Outcome.FAILSAFE]
     acc = sum((v.outcome.value == v.truth) for v in ok) / len(ok) if ok else None
@@ -195,7 +204,8 @@ def _timed(cfg: Config, rt: ProductRuntime, source: Source, parts: int, warmup: 
         # CPU time of the whole process (every thread, inference included) per part, warm-up parts included:
         # on a shared machine it moves far less than latency does, so it compares pipeline changes best
         "cpu_ms_per_part": cpu * 1e3 / max(1, len(col.verdicts)),
-        "overhead_breakdown_ms": breakdown([col.stage_t[v.seq] for v in measured if v.seq in col.stage_t], slowest),
+        "overhead_breakdown_ms": breakdown([col.stage_t[v.seq] for v in measured if v.seq in col.stage_t], slowest,
+                                           threads[slowest][-1]),
         "failsafes": sum(v.outcome is Outcome.FAILSAFE for v in measured),
         "accuracy_vs_truth": acc,
         "parts": len(measured),

@@ -226,3 +226,15 @@ def test_admission_lead_makes_admission_earlier(tmp_path: Path) -> None:
     s = pipe.stamps
     s["infer"].typical_s, s["infer"].busy_since = 0.010, time.monotonic()
     assert 0.007 < pipe.admission_delay() <= 0.008
+
+
+def test_bench_bound_counts_an_inline_decide_on_the_inference_thread(tmp_path: Path) -> None:
+    """The bench's bound (and so its efficiency) comes from the busiest thread: with decide_thread false that is the
+    inference thread's model time plus its decision time, not the model's alone."""
+    from inspectd.bench import bench_config, run_pipeline
+
+    station = {"camera": {"bank": 4}, "pipeline": {"decide_thread": False}}
+    r = run_pipeline(bench_config(load_config(write_station(tmp_path, station)), in_flight=2), 30, warmup=5)
+    assert r["parts"] == 30 and r["failsafes"] == 0
+    assert r["bound_fps"] < 1e3 / r["stages"]["infer"]["p50"]
+    assert "infer_idle_starved" in r["overhead_breakdown_ms"]
