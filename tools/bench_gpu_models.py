@@ -40,6 +40,9 @@ VARIANTS = {  # name -> (providers, preprocess, fp16)
     "cuda_graph": ([{"name": "cuda", "cuda_graph": True}], "gpu", False),
     "cuda_fp16": (["cuda"], "gpu", True),
     "cuda_fp16_graph": ([{"name": "cuda", "cuda_graph": True}], "gpu", True),
+    # TF32 (Ampere+): FP32 weights, convolutions and matmuls at ~1e-3 relative error (PyTorch's default for convs)
+    "cuda_tf32": ([{"name": "cuda", "tf32": True}], "gpu", False),
+    "cuda_tf32_graph": ([{"name": "cuda", "tf32": True, "cuda_graph": True}], "gpu", False),
 }
 
 
