@@ -145,9 +145,12 @@ def run_pipeline(cfg: Config, parts: int, warmup: int = 50, outputs: Sequence[st
     rt = build_runtime(st, cfg.products[st.product])
     source = make_source(st.camera)
     source.open()
-    pin(rt, source)  # as the daemon does before READY (and warms it on the stages: _timed)
-    with daemon_outputs(outputs, st.cycle_budget_ms / 1e3) as (sinks, accept):
-        return _timed(cfg, rt, source, parts, warmup, sinks, accept)
+    try:
+        pin(rt, source)  # as the daemon does before READY (and warms it on the stages: _timed)
+        with daemon_outputs(outputs, st.cycle_budget_ms / 1e3) as (sinks, accept):
+            return _timed(cfg, rt, source, parts, warmup, sinks, accept)
+    finally:  # explicitly, as the daemon does: a tool runs many benches in one process (GPU memory, pinned frames)
+        rt.close()
 
 
 def _timed(cfg: Config, rt: ProductRuntime, source: Source, parts: int, warmup: int, sinks: list[VerdictSink],
@@ -270,6 +273,7 @@ def first_after_pause(cfg: Config, pause_s: float, keep_warm_s: float | None, wa
     col.done.wait(30)
     pipe.stop()
     source.close()
+    rt.close()
     return max(col.verdicts, key=lambda v: v.seq).stage_ms["infer"]
 
 

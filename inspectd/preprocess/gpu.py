@@ -97,16 +97,21 @@ class _HostPins:
     Registration belongs to the process, not to a preprocessor: every product's preprocessor (and those a reload
     builds) pins the same source block. The last one to let go unregisters it, never one that others still copy
     from. Hence one table per process, like the driver's own. A block registered outside inspectd
-    (ALREADY_REGISTERED at first use) is used and never unregistered. Callers hold a reference to the block
-    while they count as its users, so it is never freed while registered.
+    (ALREADY_REGISTERED at first use) is used and never unregistered.
+
+    The table holds the block itself while it is registered: freed while registered, its address range would stay
+    registered in the driver, and every later copy from memory the process puts there fails (`invalid argument`:
+    seen on the H200 when a bench run left its runtimes to the garbage collector, and ONNX Runtime's own
+    initializer copies failed after). A preprocessor never closed then leaks its block, not the registration.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._users: dict[tuple[int, int], list[int]] = {}  # (address, nbytes) -> [users, 1 if we registered it]
+        # (address, nbytes) -> [users, 1 if we registered it, the block]
+        self._users: dict[tuple[int, int], list[Any]] = {}
 
-    def acquire(self, addr: int, nbytes: int) -> None:
-        """Context current."""
+    def acquire(self, addr: int, nbytes: int, block: object) -> None:
+        """Context current; `block` owns the memory at addr."""
         with self._lock:
             entry = self._users.get((addr, nbytes))
             if entry is None:
@@ -115,7 +120,7 @@ class _HostPins:
                                                      ctypes.c_uint(flags))
                 if rc != _CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED:
                     _driver_check(rc, "cuMemHostRegister")
-                entry = self._users[(addr, nbytes)] = [0, int(rc == 0)]
+                entry = self._users[(addr, nbytes)] = [0, int(rc == 0), block]
             entry[0] += 1
 
     def release(self, addr: int, nbytes: int) -> None:
@@ -310,7 +315,7 @@ class GpuPreprocessor:
         if any((addr, n) == key for addr, n, _, _ in self._registered):
             return
         with self.current():
-            _PINS.acquire(*key)
+            _PINS.acquire(*key, buf)
             dptr = _driver_device_ptr(key[0])
         self._registered.append((*key, dptr, buf))
 
@@ -335,7 +340,7 @@ class GpuPreprocessor:
                     self._pinned.remove(entry)
             for (addr, n), buf in wanted.items():
                 try:
-                    _PINS.acquire(addr, n)
+                    _PINS.acquire(addr, n, buf)
                 except RuntimeError as e:  # only slower: its frames take the staging copy
                     log.warning("host_buffer_not_pinned", mb=round(n / 2**20, 1), error=str(e))
                     continue

@@ -97,3 +97,28 @@ def test_close_frees_device_memory_a_stale_device_input_still_refers_to() -> Non
         del kept
     finally:
         probe.close()
+
+
+def test_a_preprocessor_never_closed_keeps_its_pinned_block_alive_not_a_stale_registration() -> None:
+    """A block freed while page-locked would leave its address range registered in the driver, and every later copy
+    from memory put there fails ('invalid argument'; seen on the H200 when a bench left its runtimes to the garbage
+    collector). The registration holds the block: dropping every other reference frees nothing."""
+    import gc
+    import weakref
+
+    from inspectd.preprocess.gpu import _PINS
+
+    block = np.zeros((4, 448, 448), np.uint8)
+    key, alive = (block.ctypes.data, block.nbytes), weakref.ref(block)
+    pre = _pre()
+    pre.pin_host_buffers([block])
+    frame = _frame(block[1])
+    np.testing.assert_array_equal(np.asarray(pre(frame)), np.asarray(pre(_frame(block[1].copy()))))
+    del block, frame, pre  # never closed
+    gc.collect()
+    assert alive() is not None and key in _PINS._users  # still registered, so still allocated
+    probe = _pre()
+    try:  # copies from fresh memory still work
+        np.asarray(probe(_frame(np.full((448, 448), 7, np.uint8))))
+    finally:
+        probe.close()
