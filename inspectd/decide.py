@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import numbers
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from inspectd.types import Findings, Frame, Outcome, Part, Reason, Verdict
@@ -26,6 +29,9 @@ FAILSAFE_CODES: dict[Reason, int] = {
     Reason.INTERRUPTED: 1009,
     Reason.JOURNAL_DOWN: 1010,
 }
+
+
+SCORES_KEPT = 32  # a verdict's scores: every class up to this many; beyond, the rules' classes and the highest
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,8 @@ def make_verdict(part: Part, decision: Decision, product: ProductConfig | None, 
         result_code=decision.result_code,
         plc_ok=plc_ok,
         score=decision.score,
-        scores=dict(part.findings.scores) if part.findings and decision.outcome is not Outcome.FAILSAFE else {},
+        scores=kept_scores(part.findings.scores, product)
+        if part.findings and decision.outcome is not Outcome.FAILSAFE else {},
         t_trigger=part.trigger.t_trigger,
         t_verdict=time.monotonic(),
         truth=frame.truth if frame else None,
@@ -99,6 +106,21 @@ def make_verdict(part: Part, decision: Decision, product: ProductConfig | None, 
         source_ref=source_ref(frame),
         region=_region(part, decision, product),
     )
+
+
+def kept_scores(scores: Mapping[str, float], product: ProductConfig | None) -> dict[str, float]:
+    """The scores a verdict carries to the journal, the PLC's sinks, MQTT and the console. A recipe's few classes all
+    go; an ImageNet-sized head keeps its rule classes and its highest-scoring others, SCORES_KEPT in all: a thousand
+    scores serialised per part cost the journal ~0.7 ms of GIL and 20 kB of disk (held by the inference thread's
+    competitors; measured on the H200 host: EfficientNet-Lite0's p99 13-20 ms with the daemon's outputs)."""
+    if len(scores) <= SCORES_KEPT:
+        return dict(scores)
+    kept = {r.class_name: scores[r.class_name] for r in (product.rules if product else ()) if r.class_name in scores}
+    for name, value in heapq.nlargest(SCORES_KEPT, scores.items(), key=itemgetter(1)):
+        if len(kept) >= SCORES_KEPT:
+            break
+        kept.setdefault(name, value)
+    return kept
 
 
 def _region(part: Part, decision: Decision, product: ProductConfig | None) -> tuple[int, int, int, int] | None:

@@ -57,3 +57,25 @@ def test_postprocess_softmax_and_sigmoid(product) -> None:
     assert f.top_class == "stain"
     with pytest.raises(ValueError, match="3 classes"):
         post({"logits": np.zeros((1, 2), np.float32)})
+
+
+def test_a_verdict_keeps_every_score_of_a_small_head_and_rule_plus_top_classes_of_a_large_one(tmp_path: Path,
+                                                                                             product) -> None:
+    """A 1000-class head: the verdict (journal, MQTT, console) keeps SCORES_KEPT scores, the rules' classes first and
+    then the highest others, so a thousand scores are not serialised per part; the decision still saw them all."""
+    from inspectd.decide import SCORES_KEPT, make_verdict
+    from inspectd.types import Part, Trigger
+
+    classes = ["good", "crack", *(f"c{i}" for i in range(2, 1000))]
+    rules = [{"name": "crack", "class": "crack", "min_score": 0.5, "result_code": 7}]
+    big = load_config(write_station(tmp_path / "big", product={"classes": classes, "rules": rules})).products["disc-a"]
+    probs = np.random.default_rng(1).dirichlet(np.ones(1000))
+    scores = dict(zip(classes, probs.tolist(), strict=True))
+    part = Part(1, Trigger(1, 0.0), "disc-a", deadline=1.0)
+    part.findings = Findings(scores=scores, top_class=classes[int(np.argmax(probs))])
+    v = make_verdict(part, decide(part.findings, big), big, "sha")
+    highest = sorted(scores, key=scores.__getitem__, reverse=True)[:SCORES_KEPT - 1]
+    assert len(v.scores) == SCORES_KEPT and "crack" in v.scores  # a low-scoring rule class is kept
+    assert set(highest) <= set(v.scores) and all(v.scores[k] == scores[k] for k in v.scores)
+    part.findings = findings(good=0.75, crack=0.2, stain=0.05)
+    assert make_verdict(part, decide(part.findings, product), product, "sha").scores == part.findings.scores
