@@ -392,9 +392,10 @@ class GpuPreprocessor:
                     slot.h2d_done.record(self._copy_stream)
                     # Not waited for here: the DeviceInput holds the frame's rows, and a source refills memory only
                     # once no array refers to it (GenICam frame-pool leases; synthetic and replay never do), so
-                    # the frame stays put until the kernel, which waits for this copy, has run. The preprocess
-                    # thread goes on at once and the kernel launch queues behind the copy (pin_host_buffers waits
-                    # for copies in flight before it unpins a block).
+                    # the frame stays put until the kernel, which waits for this copy, has run. (A DeviceInput
+                    # dropped unused -- its part failed before inference -- lets go earlier: only that copy, which
+                    # nothing reads, may then see a refilled frame.) The preprocess thread goes on at once and the
+                    # launch queues behind the copy (pin_host_buffers waits for copies in flight before it unpins).
                     return DeviceInput(self, kernel, slot, slot.generation, slot.src_ptr, pitch, source=slab)
             self.staging_copies += 1
             dst = slot.host[:slab.nbytes].view(slab.dtype).reshape(slab.shape)
