@@ -251,8 +251,9 @@ class GpuPreprocessor:
         self._slots: list[_Slot] = []
         self._slot_bytes = 0
         self._next_slot = 0
-        self._registered: list[tuple[int, int, int, Any]] = []  # (host addr, nbytes, device ptr, keepalive)
-        self._pinned: list[tuple[int, int, Any]] = []  # source memory H2D reads directly: (addr, nbytes, keepalive)
+        # the pin table (_PINS) holds each block while it is registered: these are the blocks' spans only
+        self._registered: list[tuple[int, int, int]] = []  # mapped: (host addr, nbytes, device ptr)
+        self._pinned: list[tuple[int, int]] = []  # source memory H2D reads directly: (addr, nbytes)
         self._pin_lock = threading.Lock()  # a block is let go only between two frames' copies from pinned memory
         self.staging_copies = 0  # frames that went through the host staging copy (not in pinned source memory)
         self._lock = threading.Lock()  # __call__ may come from a preprocess thread and a golden check at once
@@ -312,12 +313,12 @@ class GpuPreprocessor:
         if not buf.flags.c_contiguous:
             raise ValueError("register_host_buffer needs a C-contiguous buffer")
         key = (buf.ctypes.data, buf.nbytes)
-        if any((addr, n) == key for addr, n, _, _ in self._registered):
+        if any((addr, n) == key for addr, n, _ in self._registered):
             return
         with self.current():
             _PINS.acquire(*key, buf)
             dptr = _driver_device_ptr(key[0])
-        self._registered.append((*key, dptr, buf))
+        self._registered.append((*key, dptr))
 
     def pin_host_buffers(self, buffers: Sequence[np.ndarray]) -> None:
         """A source's long-lived memory, as it is now: frames that are views into it skip the staging copy (on a
@@ -333,24 +334,24 @@ class GpuPreprocessor:
                 self.register_host_buffer(buf)
             return
         with self._pin_lock, self.current():  # stage() has no copy from a pinned block in flight outside this lock
-            for entry in list(self._pinned):
-                if wanted.pop(entry[:2], None) is None:
+            for span in list(self._pinned):
+                if wanted.pop(span, None) is None:
                     self._copy_stream.synchronize()  # no H2D still reading the block (stage() does not wait)
-                    _PINS.release(*entry[:2])
-                    self._pinned.remove(entry)
+                    _PINS.release(*span)
+                    self._pinned.remove(span)
             for (addr, n), buf in wanted.items():
                 try:
                     _PINS.acquire(addr, n, buf)
                 except RuntimeError as e:  # only slower: its frames take the staging copy
                     log.warning("host_buffer_not_pinned", mb=round(n / 2**20, 1), error=str(e))
                     continue
-                self._pinned.append((addr, n, buf))
+                self._pinned.append((addr, n))
 
     def _pinned_slab(self, addr: int, nbytes: int) -> bool:
-        return any(base <= addr and addr + nbytes <= base + size for base, size, _ in self._pinned)
+        return any(base <= addr and addr + nbytes <= base + size for base, size in self._pinned)
 
     def _mapped_ptr(self, addr: int, nbytes: int) -> int | None:
-        for base, size, dptr, _ in self._registered:
+        for base, size, dptr in self._registered:
             if base <= addr and addr + nbytes <= base + size:
                 return dptr + (addr - base)
         return None
@@ -443,11 +444,11 @@ class GpuPreprocessor:
         with self.current():
             self._copy_stream.synchronize()
             self._stream.synchronize()
-            for addr, n, *_ in self._registered:
+            for addr, n, _ in self._registered:
                 _PINS.release(addr, n)
             self._registered.clear()
             with self._pin_lock:
-                for addr, n, _ in self._pinned:
+                for addr, n in self._pinned:
                     _PINS.release(addr, n)  # unpinned when no other product's preprocessor uses it
                 self._pinned.clear()
             for slot in self._slots:
