@@ -186,7 +186,7 @@ class Pipeline:
     def warm(self, rt: ProductRuntime, frame: Frame | None) -> list[float]:
         """Warm `rt` before it takes parts (pipeline.warmup), its model on the inference thread: before the first
         part, or, while parts flow (a reload), between two of them; the parts behind it wait for those runs."""
-        return warm_up(rt, frame, infer=lambda model: self.infer.call(model, WARM_TIMEOUT_S))
+        return warm_up(rt, frame, lambda model: self.infer.call(model, WARM_TIMEOUT_S))
 
     def queue_depths(self) -> dict[str, int]:
         return {name: q.qsize() for name, q in self.queues.items()}

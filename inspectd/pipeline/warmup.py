@@ -21,16 +21,12 @@ from inspectd.types import Frame, ModelInput
 Outputs = dict[str, np.ndarray]
 OnInferThread = Callable[[Callable[[], tuple[Outputs, str]]], tuple[Outputs, str]]
 
-
-def _here(fn: Callable[[], tuple[Outputs, str]]) -> tuple[Outputs, str]:
-    return fn()
-
 log = structlog.get_logger("inspectd.warmup")
 
 RUNS = 3  # ONNX Runtime's CUDA graph is captured on an early run; the last run shows the warm time
 
 
-def warm_up(rt: ProductRuntime, frame: Frame | None, runs: int = RUNS, infer: OnInferThread = _here) -> list[float]:
+def warm_up(rt: ProductRuntime, frame: Frame | None, infer: OnInferThread, runs: int = RUNS) -> list[float]:
     """Run `frame` through preprocess -> infer -> postprocess `runs` times, the model through `infer` (which runs
     what it is given on the inference thread); returns each run's ms. Without a frame (geometry not known yet) the
     backend alone was warmed by its load."""
