@@ -159,7 +159,7 @@ class Kernel:
         self.plan = plan
         tx, ty = gk.resize_taps(plan)
         self.variant = variant or gk.pick_variant(plan, tx, ty, pitch_bytes)
-        tx, ty = gk.taps_for(plan, self.variant)
+        tx, ty = gk.taps_for(plan, self.variant, (tx, ty))
         self.rows = rows or gk.row_split(ty)
         self.source = gk.kernel_source(plan, tx, ty, self.rows, self.variant)
         self.module = SourceModule(self.source, no_extern_c=True, options=["-O3"])

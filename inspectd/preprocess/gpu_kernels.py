@@ -548,9 +548,9 @@ def bayer_taps(plan: Plan, taps_x: Taps, taps_y: Taps) -> tuple[Taps, Taps]:
     return Taps(cx.astype(np.int32), taps_x.w), _pack(rows, h)
 
 
-def taps_for(plan: Plan, variant: str) -> tuple[Taps, Taps]:
-    """(x taps, y taps) as the variant's kernel reads them."""
-    tx, ty = resize_taps(plan)
+def taps_for(plan: Plan, variant: str, resized: tuple[Taps, Taps] | None = None) -> tuple[Taps, Taps]:
+    """(x taps, y taps) as the variant's kernel reads them; `resized`: the plan's resize_taps, if already made."""
+    tx, ty = resized or resize_taps(plan)
     return bayer_taps(plan, tx, ty) if variant == "bayer" else (tx, ty)
 
 
