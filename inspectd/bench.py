@@ -239,8 +239,12 @@ def run_naive(cfg: Config, parts: int, warmup: int = 50) -> float:
     return fps
 
 
-def first_after_pause(cfg: Config, pause_s: float, keep_warm_s: float | None, warm: int = 30) -> float:
-    """Infer-stage ms of the first part after `pause_s` without parts, with or without keep-warm."""
+def after_pauses(cfg: Config, pauses: Sequence[float], keep_warm_s: float | None, warm: int = 30,
+                 between: int = 10) -> dict:
+    """The first part after each pause in `pauses` (seconds without parts) on one pipeline, keep-warm every
+    `keep_warm_s` (None: off). `warm` parts first; each pause follows `between` parts, whose medians are the steady
+    state it is compared with. Parts come one at a time, as from a line that is not busy. Returns {"parts":
+    [{pause_s, outcome, e2e_ms, <stage>_ms, steady_e2e_ms, steady_<stage>_ms}, ...], "keep_warm_runs": n}."""
     import queue
 
     from inspectd.types import Trigger
@@ -261,20 +265,37 @@ def first_after_pause(cfg: Config, pause_s: float, keep_warm_s: float | None, wa
         except queue.Empty:
             return None
 
-    col = Collector(warm + 1)
+    col = Collector(warm + len(pauses) * (between + 1))
     pipe = Pipeline(st, source, rt, sinks=[col], triggers=next_trigger)
-    pipe.start()
-    for i in range(warm):
+    seq = itertools.count()
+
+    def one() -> Verdict:
+        i = next(seq)
         triggers.put(Trigger(i, time.monotonic()))
         while len(col.verdicts) <= i:
-            time.sleep(0.001)
-    time.sleep(pause_s)
-    triggers.put(Trigger(warm, time.monotonic()))
-    col.done.wait(30)
-    pipe.stop()
-    source.close()
-    rt.close()
-    return max(col.verdicts, key=lambda v: v.seq).stage_ms["infer"]
+            time.sleep(0.0005)
+        return col.verdicts[i]
+
+    parts = []
+    try:
+        pin(rt, source)
+        pipe.start(warm=[(rt, source.sample())])
+        for _ in range(warm):
+            one()
+        for pause in pauses:
+            steady = [one() for _ in range(between)]
+            time.sleep(pause)
+            v = one()
+            parts.append({"pause_s": pause, "outcome": v.outcome.value, "e2e_ms": v.latency_ms,
+                          **{f"{k}_ms": t for k, t in v.stage_ms.items()},
+                          "steady_e2e_ms": float(np.median([s.latency_ms for s in steady])),
+                          **{f"steady_{k}_ms": float(np.median([s.stage_ms[k] for s in steady]))
+                             for k in v.stage_ms}})
+    finally:
+        pipe.stop()
+        source.close()
+        rt.close()
+    return {"parts": parts, "keep_warm_runs": pipe.infer.warmups}
 
 
 @contextlib.contextmanager
@@ -314,11 +335,13 @@ def measure(args: argparse.Namespace) -> dict:
     out["naive_fps"] = run_naive(cfg, args.parts)
     out["speedup_vs_naive"] = out["throughput_fps"] / out["naive_fps"]
     if args.pause:
-        print(f"bench: first part after a {args.pause} s pause, without and with keep-warm...", file=sys.stderr)
-        cold = [first_after_pause(cfg, args.pause, None) for _ in range(args.pause_repeats)]
-        warm = [first_after_pause(cfg, args.pause, args.pause / 4) for _ in range(args.pause_repeats)]
-        out["after_pause_infer_ms"] = {"pause_s": args.pause, "keep_warm_off": cold, "keep_warm_on": warm,
-                                       "steady_p50": out["stages"]["infer"]["p50"]}
+        every = args.pause / 4
+        print(f"bench: the first part after {args.pause_repeats} pauses of {args.pause} s, without and with "
+              f"keep-warm (every {every} s)...", file=sys.stderr)
+        pauses = [args.pause] * args.pause_repeats
+        out["after_pause_ms"] = {"pause_s": args.pause, "keep_warm_s": every,
+                                 "keep_warm_off": after_pauses(cfg, pauses, None),
+                                 "keep_warm_on": after_pauses(cfg, pauses, every)}
     if cfg.station.camera.type == "genicam" and cfg.station.camera.trigger != "hardware":
         from inspectd.camera.genicam import GenICamSource
         from inspectd.camera.genicam_bench import acquisition_overhead

@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--in-flight", type=int, default=2, help="parts admitted at once (admission control)")
     p.add_argument("--pause", type=float, default=0.0,
-                   help="also time the first part after a pause of this many seconds, with and without keep-warm")
+                   help="also time the first part after a pause of this many seconds (e2e and stages), with and "
+                   "without keep-warm (watchdog.keep_warm_s = pause / 4)")
     p.add_argument("--pause-repeats", type=int, default=3, help="pauses timed with --pause")
     p.add_argument("--outputs", type=_outputs, default=[],
                    help="also feed the daemon's own verdict outputs, comma-separated: "

@@ -88,3 +88,25 @@ def test_bench_with_the_daemons_outputs(tmp_path: Path) -> None:
     assert '"event": "verdict"' not in p.stdout + p.stderr
     bad = subprocess.run([*cmd, "--outputs", "journal,plc"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown plc (choose from journal, metrics, log)" in bad.stderr
+
+
+def test_bench_pause_times_the_first_part_after_each_pause_with_and_without_keep_warm(tmp_path: Path) -> None:
+    """--pause S: the first part after each of --pause-repeats pauses, on one pipeline per keep-warm setting; its
+    e2e and stage times against the steady parts just before the pause, and how many dummy inferences keep-warm
+    (every S/4) ran meanwhile: none when off."""
+    station = write_station(tmp_path, {"camera": {"bank": 4}})
+    p = subprocess.run([sys.executable, "-m", "inspectd.cli", "bench", "--config", str(station), "--parts", "30",
+                        "--json", "--pause", "0.6", "--pause-repeats", "2"], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    after = json.loads(p.stdout)["after_pause_ms"]
+    assert after["pause_s"] == 0.6 and after["keep_warm_s"] == 0.15
+    assert after["keep_warm_off"]["keep_warm_runs"] == 0
+    assert after["keep_warm_on"]["keep_warm_runs"] >= 2  # each 0.6 s pause holds one (idle stages poll at 0.1 s)
+    for mode in ("keep_warm_off", "keep_warm_on"):
+        parts = after[mode]["parts"]
+        assert [x["pause_s"] for x in parts] == [0.6, 0.6]
+        for x in parts:
+            assert x["outcome"] in ("pass", "reject")  # judged, not a fail-safe
+            assert x["e2e_ms"] >= x["infer_ms"] + x["preprocess_ms"] > 0
+            assert x["steady_e2e_ms"] >= x["steady_infer_ms"] > 0

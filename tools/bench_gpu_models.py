@@ -65,6 +65,13 @@ def variant_station(model: Path, folder: Path, variant: str, cpu_threads: int,
     return path
 
 
+def model_paths() -> dict[str, Path]:
+    """The benched models by name (EfficientNet-Lite0 once tools/export_efficientnet.py has built it)."""
+    return {"demo_disc": ROOT / "engines/demo_disc.onnx", "demo_anomaly": ROOT / "engines/disc-anomaly.onnx",
+            "efficientnet_lite0": ROOT / "engines/bench/efficientnet_lite0.onnx",
+            **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
+
+
 def idle(r: dict) -> str:
     """The slowest stage's mean idle time per part: waiting for its next part, and for its own wake-up."""
     b = r.get("overhead_breakdown_ms", {})
@@ -93,9 +100,7 @@ def main() -> int:
     outputs = [o for o in args.outputs.split(",") if o]
     if "log" in outputs:  # verdict lines rendered at info as `inspectd run` does, into /dev/null
         setup_logging("info", out=open(os.devnull, "w"))  # noqa: SIM115  # for the whole run
-    paths = {"demo_disc": ROOT / "engines/demo_disc.onnx", "demo_anomaly": ROOT / "engines/disc-anomaly.onnx",
-             "efficientnet_lite0": ROOT / "engines/bench/efficientnet_lite0.onnx",
-             **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
+    paths = model_paths()
     rows = []
     head = (f"{'model':18} {'variant':16} {'infer p50/p99':>14} {'e2e p50/p99/p99.9':>20} {'fps':>7} {'eff':>5} "
             f"{'add p99':>7} {'first 5 parts (ms)':>24} {'fs':>3} {'idle starved/handoff us':>23}")
