@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_gpu_models import VARIANTS, model_paths, variant_station  # noqa: E402
+from bench_gpu_models import VARIANTS, available, variant_station  # noqa: E402
 
 from inspectd.bench import after_pauses  # noqa: E402
 from inspectd.config.load import load_config  # noqa: E402
@@ -120,16 +120,11 @@ def main() -> int:
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
-    paths = model_paths()
     pauses = [p for _ in range(args.repeats) for p in args.pauses]
     rows = []
     print(f"{'model':16} {'variant':16} {'keep-warm':>9} {'pause s':>7} {'e2e med/max':>13} "
           f"{'pre med':>7} {'infer med/max':>13} {'steady e2e/pre/infer':>22} {'fs':>3}", flush=True)
-    for name in args.models:
-        path = paths.get(name)
-        if path is None or not path.exists():
-            print(f"{name:16} (not available: {path})", flush=True)
-            continue
+    for name, path in available(args.models, width=16):
         for variant in args.variants:
             for mode, every in (("off", None), ("on", args.keep_warm)):
                 with tempfile.TemporaryDirectory() as tmp:

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -72,6 +73,17 @@ def model_paths() -> dict[str, Path]:
             **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
 
 
+def available(names: list[str], width: int = 18) -> Iterator[tuple[str, Path]]:
+    """(name, model file) of each named model that is here; a line for each that is not."""
+    paths = model_paths()
+    for name in names:
+        path = paths.get(name)
+        if path is None or not path.exists():
+            print(f"{name:{width}} (not available: {path})", flush=True)
+            continue
+        yield name, path
+
+
 def idle(r: dict) -> str:
     """The slowest stage's mean idle time per part: waiting for its next part, and for its own wake-up."""
     b = r.get("overhead_breakdown_ms", {})
@@ -100,16 +112,11 @@ def main() -> int:
     outputs = [o for o in args.outputs.split(",") if o]
     if "log" in outputs:  # verdict lines rendered at info as `inspectd run` does, into /dev/null
         setup_logging("info", out=open(os.devnull, "w"))  # noqa: SIM115  # for the whole run
-    paths = model_paths()
     rows = []
     head = (f"{'model':18} {'variant':16} {'infer p50/p99':>14} {'e2e p50/p99/p99.9':>20} {'fps':>7} {'eff':>5} "
             f"{'add p99':>7} {'first 5 parts (ms)':>24} {'fs':>3} {'idle starved/handoff us':>23}")
     print(head, flush=True)
-    for name in args.models:
-        path = paths.get(name)
-        if path is None or not path.exists():
-            print(f"{name:18} (not available: {path})", flush=True)
-            continue
+    for name, path in available(args.models):
         for variant in args.variants:
             with tempfile.TemporaryDirectory() as tmp:
                 try:
