@@ -217,6 +217,10 @@ class DaemonCollector(Collector):
         yield _counter("inspectd_stage_errors", "exceptions raised by a stage (part failed safe)", s.stage_errors)
         yield _counter("inspectd_sink_errors", "exceptions raised by a verdict sink", s.sink_errors)
         yield _counter("inspectd_parts_in", "parts admitted into the pipeline", s.parts_in)
+        yield _counter("inspectd_keep_warm_runs", "dummy inferences run after a pause (watchdog.keep_warm_s)",
+                       p.infer.warmups)
+        yield _counter("inspectd_keep_warm_failures", "keep-warm inferences that raised: the model or its device "
+                       "failed with no part at stake", p.infer.warmup_failures)
         depths = GaugeMetricFamily("inspectd_queue_depth", "parts waiting in front of a stage", labels=["queue"])
         for name, n in p.queue_depths().items():
             depths.add_metric([name], n)

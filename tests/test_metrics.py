@@ -216,3 +216,34 @@ def test_deadline_misses_match_the_journal(tmp_path: Path) -> None:
     for le in ("0.00095", "0.001", "0.0015", "0.002"):
         assert s[("inspectd_cycle_seconds_bucket", (("le", le), ("product", "disc-a")))] == sum(
             x <= float(le) for x in latencies)
+
+
+def test_keep_warm_runs_and_failures_are_counted_and_parts_still_judged(tmp_path: Path) -> None:
+    """A line at 4 parts/s with keep-warm after 0.05 s: dummy inferences run in the gaps and are counted. One that
+    raises (injected: the backend fails on keep-warm's all-zero input, as a lost GPU would) is counted as a
+    failure and logged; the parts around it are judged as before."""
+    path = write_station(tmp_path, {"camera": {"bank": 4, "rate_hz": 4}, "archive": {"enabled": False},
+                                    "metrics": {"enabled": True, "port": 0}, "log": {"every_part": False},
+                                    "watchdog": {"keep_warm_s": 0.05}})
+    d = Daemon(load_config(path), Options(handle_signals=False, max_parts=6))
+    try:
+        d.start()
+        assert d.pipeline is not None
+        backend = d.pipeline.active.backend
+        real = backend.infer
+
+        def infer(tensor):  # type: ignore[no-untyped-def]
+            if not tensor.any():
+                raise RuntimeError("injected: device lost")
+            return real(tensor)
+
+        wait_until(lambda: d.pipeline.infer.warmups >= 1, 30)
+        backend.infer = infer  # type: ignore[method-assign]
+        wait_until(lambda: d.pipeline.infer.warmup_failures >= 1 and d.journal.written == 6, 30)
+        s = samples(get(f"http://127.0.0.1:{d.metrics.server.port}/metrics")[1].decode())
+    finally:
+        d.shutdown()
+    assert s[("inspectd_keep_warm_runs_total", ())] >= 1
+    assert s[("inspectd_keep_warm_failures_total", ())] >= 1
+    db = sqlite3.connect(str(d.journal.path))
+    assert db.execute("SELECT COUNT(*) FROM verdicts WHERE verdict != 'failsafe'").fetchone()[0] == 6

@@ -158,7 +158,8 @@ class InferStage(Stage):
         self.decide = decide
         self.ends_parts = decide is not None
         self.last_infer = time.monotonic()
-        self.warmups = 0
+        self.warmups = 0  # keep-warm's dummy inferences run, and those that raised (metrics)
+        self.warmup_failures = 0
 
     def work(self, part: Part) -> None:
         assert part.tensor is not None
@@ -181,6 +182,7 @@ class InferStage(Stage):
             rt.backend.infer(dummy)
             self.warmups += 1
         except Exception:  # keep-warm is an optimisation: it must never take the inference thread down
+            self.warmup_failures += 1
             log.exception("keep_warm_failed", product=rt.name)
         finally:
             rt.release()
