@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -232,13 +233,13 @@ def test_keep_warm_runs_and_failures_are_counted_and_parts_still_judged(tmp_path
         backend = d.pipeline.active.backend
         real = backend.infer
 
-        def infer(tensor):  # type: ignore[no-untyped-def]
+        def infer(tensor: Any) -> dict[str, Any]:
             if not tensor.any():
                 raise RuntimeError("injected: device lost")
             return real(tensor)
 
         wait_until(lambda: d.pipeline.infer.warmups >= 1, 30)
-        backend.infer = infer  # type: ignore[method-assign]
+        backend.infer = infer  # fault injection: what keep-warm meets when the device is gone
         wait_until(lambda: d.pipeline.infer.warmup_failures >= 1 and d.journal.written == 6, 30)
         s = samples(get(f"http://127.0.0.1:{d.metrics.server.port}/metrics")[1].decode())
     finally:
