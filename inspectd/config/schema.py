@@ -275,7 +275,7 @@ class LogConfig(Model):
 class WatchdogConfig(Model):
     stall_s: float = Field(5.0, gt=0, description="a stage busy with one part longer than this is stalled")
     keep_warm_s: float | None = Field(
-        None, gt=0, description="run a dummy inference after this long without parts (null: off)"
+        None, gt=0, description="run a dummy inference after this long without parts, none on its way (null: off)"
     )
 
 

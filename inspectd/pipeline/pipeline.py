@@ -84,6 +84,7 @@ class Pipeline:
         decider = DecideStage(q_dec, None, self.bus, self.stamps["decide"])  # idles when decide is inline
         self.infer = InferStage(q_inf, q_dec, self.bus, self.stamps["infer"],
                                 keep_warm_s=station.watchdog.keep_warm_s, active=lambda: self._active,
+                                no_parts=lambda: self.idle,
                                 decide=None if station.pipeline.decide_thread else decider.work)
         self.workers = [PreprocessStage(q_pre, q_inf, self.bus, self.stamps["preprocess"]), self.infer, decider]
         self._started = False

@@ -150,11 +150,14 @@ class PreprocessStage(Stage):
 
 class InferStage(Stage):
     def __init__(self, *args, keep_warm_s: float | None, active: Callable[[], ProductRuntime],
-                 decide: Callable[[Part], None] | None = None, **kw) -> None:
-        """`decide`: run on this thread right after the model (pipeline.decide_thread false), settling the part."""
+                 no_parts: Callable[[], bool], decide: Callable[[Part], None] | None = None,
+                 **kw) -> None:
+        """`no_parts`: true while no part is inside the pipeline (keep-warm waits for that). `decide`: run on this
+        thread right after the model (pipeline.decide_thread false), settling the part."""
         super().__init__(*args, **kw)
         self.keep_warm_s = keep_warm_s
         self.active = active
+        self.no_parts = no_parts
         self.decide = decide
         self.ends_parts = decide is not None
         self.last_infer = time.monotonic()
@@ -172,6 +175,8 @@ class InferStage(Stage):
     def idle(self) -> None:
         # Keep-warm: a dummy inference after a pause, so the next real part does not pay a cold start.
         if self.keep_warm_s is None or time.monotonic() - self.last_infer < self.keep_warm_s:
+            return
+        if not self.no_parts():  # a part on its way (exposure, transfer, preprocessing) must not wait behind a dummy
             return
         rt = self.active()
         if not rt.hold():
