@@ -11,12 +11,7 @@ from pathlib import Path
 
 from inspectd.errors import ConfigError, ExitCode, InspectdError
 from inspectd.supervise.signals import SignalFlags
-
-
-def tune_interpreter() -> None:
-    """Stage hand-offs wait for the GIL: CPython's default 5 ms switch interval would show up directly in p99.
-    Process-wide, so only the entry points that run a pipeline set it."""
-    sys.setswitchinterval(2e-4)
+from inspectd.timing import tune_interpreter
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -7,11 +7,21 @@ metrics agreeing on what "a cycle" is.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from inspectd.config.schema import StationConfig
+
+
+GIL_SWITCH_S = 2e-4  # CPython's default, 5 ms, would show up directly in p99: stage hand-offs wait for the GIL
+
+
+def tune_interpreter(switch_s: float = GIL_SWITCH_S) -> None:
+    """How long a thread holding the GIL runs before one waiting for it gets a turn. Process-wide, so only the
+    entry points that run a pipeline set it: `inspectd run` and `bench`, and the tools that time a pipeline."""
+    sys.setswitchinterval(switch_s)
 
 
 def guard_s(budget_s: float) -> float:
