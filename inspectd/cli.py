@@ -11,7 +11,6 @@ from pathlib import Path
 
 from inspectd.errors import ConfigError, ExitCode, InspectdError
 from inspectd.supervise.signals import SignalFlags
-from inspectd.timing import tune_interpreter
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -43,7 +42,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     writer = setup_logging(cfg.station.log.level, cfg.station.log.format)
-    tune_interpreter()
     try:
         daemon = Daemon(cfg, Options(journal_path=args.journal, max_parts=args.max_parts,
                                      signals=getattr(args, "signals", None), freeze_heap=True))
@@ -105,7 +103,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     lines = "log" in args.outputs
     with open(os.devnull, "w") if lines else contextlib.nullcontext(sys.stderr) as out:
         writer = setup_logging("info" if lines else "warning", out=out)
-        tune_interpreter()
         try:
             return run_bench(args)
         finally:

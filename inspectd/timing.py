@@ -15,12 +15,9 @@ if TYPE_CHECKING:
     from inspectd.config.schema import StationConfig
 
 
-GIL_SWITCH_S = 2e-4  # CPython's default, 5 ms, would show up directly in p99: stage hand-offs wait for the GIL
-
-
-def tune_interpreter(switch_s: float = GIL_SWITCH_S) -> None:
-    """How long a thread holding the GIL runs before one waiting for it gets a turn. Process-wide, so only the
-    entry points that run a pipeline set it: `inspectd run` and `bench`, and the tools that time a pipeline."""
+def tune_interpreter(switch_s: float) -> None:
+    """How long a thread holding the GIL runs before one waiting for it gets a turn (`pipeline.gil_switch_ms`).
+    Process-wide: set as a pipeline starts (one pipeline per process in the daemon)."""
     sys.setswitchinterval(switch_s)
 
 

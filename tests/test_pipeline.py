@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter
@@ -238,3 +239,17 @@ def test_bench_bound_counts_an_inline_decide_on_the_inference_thread(tmp_path: P
     assert r["parts"] == 30 and r["failsafes"] == 0
     assert r["bound_fps"] < 1e3 / r["stages"]["infer"]["p50"]
     assert "infer_idle_starved" in r["overhead_breakdown_ms"]
+
+
+def test_the_pipeline_runs_at_its_stations_interpreter_switch_interval(tmp_path: Path) -> None:
+    """pipeline.gil_switch_ms is applied as the pipeline starts (`inspectd run`, `bench` and the tools alike): 0.2 ms
+    by default, what the station says otherwise."""
+    before = sys.getswitchinterval()
+    try:
+        for station, want in (({}, 2e-4), ({"pipeline": {"gil_switch_ms": 5}}, 5e-3)):
+            sys.setswitchinterval(1e-3)
+            _, pipe, col = setup(tmp_path, station)
+            run_parts(pipe, col, 3)
+            assert sys.getswitchinterval() == pytest.approx(want)
+    finally:
+        sys.setswitchinterval(before)

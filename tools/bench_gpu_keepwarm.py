@@ -34,7 +34,6 @@ from bench_gpu_models import VARIANTS, available, variant_station  # noqa: E402
 
 from inspectd.bench import after_pauses  # noqa: E402
 from inspectd.config.load import load_config  # noqa: E402
-from inspectd.timing import tune_interpreter  # noqa: E402
 
 
 def summary(parts: list[dict], pause: float) -> dict:
@@ -109,7 +108,6 @@ def main() -> int:
                     help="hold this PM QoS request (microseconds; root) while measuring")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    tune_interpreter()  # as `inspectd run` and `inspectd bench` run the pipeline
     with cpu_dma_latency(args.cpu_dma_latency):
         rows = measure(args)
     if args.out:

@@ -34,7 +34,6 @@ from inspectd.bench import bench_config, run_pipeline  # noqa: E402
 from inspectd.config.load import load_config  # noqa: E402
 from inspectd.engines.fp16 import convert_fp16  # noqa: E402
 from inspectd.log import setup_logging  # noqa: E402
-from inspectd.timing import GIL_SWITCH_S, tune_interpreter  # noqa: E402
 
 VARIANTS = {  # name -> (providers, preprocess, fp16)
     "cpu": (["cpu"], "cpu", False),
@@ -105,11 +104,8 @@ def main() -> int:
                     "journal, metrics, log (comma-separated)")
     ap.add_argument("--pipeline", nargs="*", default=[], metavar="KEY=VALUE",
                     help="station pipeline: settings for every row (YAML values), e.g. decide_thread=false")
-    ap.add_argument("--gil-switch-ms", type=float, default=GIL_SWITCH_S * 1e3,
-                    help="the interpreter's switch interval (default: as `inspectd run` sets it; CPython's own is 5)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    tune_interpreter(args.gil_switch_ms / 1e3)
     pipeline = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.pipeline)}
     if pipeline:
         print(f"pipeline: {pipeline}", flush=True)

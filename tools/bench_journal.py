@@ -23,7 +23,7 @@ def main() -> int:
     ap.add_argument("--code", type=Path, default=ROOT)
     args = ap.parse_args()
     sys.path.insert(0, str(args.code.resolve()))
-    sys.setswitchinterval(0.0002)  # as the daemon runs (timing.GIL_SWITCH_S; --code may be a tree without it)
+    sys.setswitchinterval(0.0002)  # as the daemon runs (pipeline.gil_switch_ms default; --code may predate it)
     import numpy as np
 
     from inspectd.journal import Journal

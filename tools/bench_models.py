@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 from inspectd.bench import bench_config, run_naive, run_pipeline  # noqa: E402
 from inspectd.config.load import load_config  # noqa: E402
-from inspectd.timing import tune_interpreter  # noqa: E402
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -74,7 +73,6 @@ def main() -> int:
                                                     "light_resnet50", "efficientnet_lite0"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    tune_interpreter()  # as `inspectd run` and `inspectd bench` run the pipeline
     paths = {"demo_disc": ROOT / "engines/demo_disc.onnx",
              "efficientnet_lite0": ROOT / "engines/bench/efficientnet_lite0.onnx",
              **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}

@@ -38,7 +38,6 @@ from inspectd.daemon import Daemon, Options  # noqa: E402
 from inspectd.journal import Journal  # noqa: E402
 from inspectd.outputs.config import MqttConfig  # noqa: E402
 from inspectd.outputs.mqtt import MqttPublisher  # noqa: E402
-from inspectd.timing import tune_interpreter  # noqa: E402
 from inspectd.types import Outcome, Verdict  # noqa: E402
 from tests.conftest import write_station  # noqa: E402
 from tests.mqtt_peers import Mosquitto  # noqa: E402
@@ -159,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-parts", type=int, default=1000)
     ap.add_argument("--backlog", type=int, default=20000, help="rows in the drain run")
     a = ap.parse_args(argv)
-    tune_interpreter()  # as `inspectd run` runs the daemon
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
         base = Path(tmp)
         broker = Mosquitto(base / "broker").start()

@@ -39,12 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     from inspectd.config.load import load_config
     from inspectd.daemon import Daemon, Options
     from inspectd.plc.config import LayoutConfig
-    from inspectd.timing import tune_interpreter
     from tests.onnx_models import slow_model
     from tests.plc.peers import free_port, wait_port
     from tools.plc_sim import ModbusPlcIO, PlcSim, pct
-
-    tune_interpreter()  # as `inspectd run` runs the daemon
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     from tests.conftest import write_station

@@ -195,6 +195,11 @@ class PipelineConfig(Model):
         description="postprocess and rules on their own thread; false: on the inference thread right after the "
         "model, one thread hand-off less per part (a wake-up, ~0.15 ms on a 16-core GPU host) for the "
         "inference stage's time (parts/s), where latency matters more than throughput")
+    gil_switch_ms: float = Field(
+        0.2, ge=0.05, le=100,
+        description="CPython's switch interval while the pipeline runs (process-wide): how long a thread holding "
+        "the interpreter runs before a waiting one gets it. 0.2 suits CPU inference (a hand-off waits at most "
+        "that); GPU stations with sub-ms models ran faster at CPython's own 5 (README 'ONNX Runtime on the GPU')")
 
     @property
     def parts_inside(self) -> int:

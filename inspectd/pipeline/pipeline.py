@@ -20,7 +20,7 @@ from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.stats import PipelineStats
 from inspectd.pipeline.verdicts import DeadlineKeeper, VerdictBus, VerdictSink
 from inspectd.pipeline.warmup import warm_up
-from inspectd.timing import CycleTiming
+from inspectd.timing import CycleTiming, tune_interpreter
 from inspectd.types import STAGE_THREADS, Frame, Part, Reason, Trigger
 
 log = structlog.get_logger("inspectd.pipeline")
@@ -169,6 +169,7 @@ class Pipeline:
     def start(self, warm: Sequence[tuple[ProductRuntime, Frame | None]] = ()) -> None:
         """Start the stages, warm each (runtime, camera frame) in `warm` on them (see `warm`), then take parts.
         A warm-up that fails (ModelError: NaN on the frame) stops the stages again and raises: no part taken."""
+        tune_interpreter(self.station.pipeline.gil_switch_ms / 1e3)  # stage hand-offs wait for the interpreter
         self.keeper.start()
         for w in self.workers:
             w.start()
