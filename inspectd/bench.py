@@ -12,6 +12,7 @@ import gc
 import itertools
 import json
 import os
+import queue
 import resource
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import ProductRuntime, build_runtime
 from inspectd.pipeline.verdicts import VerdictSink
 from inspectd.pipeline.warmup import pin
-from inspectd.types import STAGE_TIMES, Outcome, Part, Verdict
+from inspectd.types import STAGE_TIMES, Outcome, Part, Trigger, Verdict
 
 
 class Collector:
@@ -49,6 +50,22 @@ class Collector:
             self.stage_t[verdict.seq] = dict(part.stage_t)  # not the part: its frame would stay alive
         if len(self.verdicts) >= self.n:
             self.done.set()
+
+
+class Triggers:
+    """Software triggers for a pipeline (its `triggers` argument): `fire(i)` sends part i now, as a PLC would."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[Trigger] = queue.Queue()
+
+    def fire(self, part_id: int) -> None:
+        self._q.put(Trigger(part_id, time.monotonic()))
+
+    def __call__(self, timeout: float) -> Trigger | None:
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
 
 def cpu_s() -> float:
@@ -245,10 +262,6 @@ def after_pauses(cfg: Config, pauses: Sequence[float], keep_warm_s: float | None
     `keep_warm_s` (None: off). `warm` parts first; each pause follows `between` parts, whose medians are the steady
     state it is compared with. Parts come one at a time, as from a line that is not busy. Returns {"parts":
     [{pause_s, outcome, e2e_ms, <stage>_ms, steady_e2e_ms, steady_<stage>_ms}, ...], "keep_warm_runs": n}."""
-    import queue
-
-    from inspectd.types import Trigger
-
     st = cfg.station
     camera = st.camera.model_copy(update={"software_trigger": True}) if st.camera.type == "synthetic" else st.camera
     watchdog = st.watchdog.model_copy(update={"keep_warm_s": keep_warm_s})
@@ -257,21 +270,14 @@ def after_pauses(cfg: Config, pauses: Sequence[float], keep_warm_s: float | None
     rt = build_runtime(st, cfg.products[st.product])
     source = make_source(st.camera)
     source.open()
-    triggers: queue.Queue[Trigger] = queue.Queue()
-
-    def next_trigger(timeout: float) -> Trigger | None:
-        try:
-            return triggers.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
+    triggers = Triggers()
     col = Collector(warm + len(pauses) * (between + 1))
-    pipe = Pipeline(st, source, rt, sinks=[col], triggers=next_trigger)
+    pipe = Pipeline(st, source, rt, sinks=[col], triggers=triggers)
     seq = itertools.count()
 
     def one() -> Verdict:
         i = next(seq)
-        triggers.put(Trigger(i, time.monotonic()))
+        triggers.fire(i)
         while len(col.verdicts) <= i:
             time.sleep(0.0005)
         return col.verdicts[i]

@@ -3,18 +3,17 @@ while a part is on its way (triggered, exposing, transferring, preprocessing): t
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from inspectd.bench import Collector
+from inspectd.bench import Collector, Triggers
 from inspectd.camera.registry import make_source
 from inspectd.config.load import load_config
 from inspectd.pipeline.pipeline import Pipeline
 from inspectd.pipeline.runtime import build_runtime
-from inspectd.types import Frame, Outcome, Trigger
+from inspectd.types import Frame, Outcome
 from tests.conftest import write_station
 from tests.waiting import wait_until
 
@@ -44,25 +43,18 @@ def test_keep_warm_runs_when_idle_and_waits_while_a_part_is_on_its_way(tmp_path:
 
     rt.backend.infer = infer  # to see keep-warm's runs
     source.grab = grab  # a camera whose exposure and transfer take as long as the test says
-    triggers: queue.Queue[Trigger] = queue.Queue()
-
-    def next_trigger(timeout: float) -> Trigger | None:
-        try:
-            return triggers.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
+    triggers = Triggers()
     col = Collector(4)
-    pipe = Pipeline(st, source, rt, sinks=[col], triggers=next_trigger)
+    pipe = Pipeline(st, source, rt, sinks=[col], triggers=triggers)
     pipe.start()
     try:
         for i in range(3):
-            triggers.put(Trigger(i, time.monotonic()))
+            triggers.fire(i)
         wait_until(lambda: len(col.verdicts) == 3, 30)
         wait_until(lambda: pipe.infer.warmups >= 2, 30)  # idle: keep-warm runs
 
         exposing.set()
-        triggers.put(Trigger(3, time.monotonic()))
+        triggers.fire(3)
         wait_until(lambda: not pipe.idle, 30)  # the part is in: triggered, its frame not yet transferred
         t_open = time.monotonic()
         time.sleep(0.6)  # twelve keep-warm periods, six idle polls of the inference thread
