@@ -198,8 +198,8 @@ class PipelineConfig(Model):
     gil_switch_ms: float = Field(
         0.2, ge=0.05, le=100,
         description="CPython's switch interval while the pipeline runs (process-wide): how long a thread holding "
-        "the interpreter runs before a waiting one gets it. 0.2 suits CPU inference (a hand-off waits at most "
-        "that); GPU stations with sub-ms models ran faster at CPython's own 5 (README 'ONNX Runtime on the GPU')")
+        "the interpreter runs before a waiting one gets it. 0.2 bounds how long a stage hand-off can wait; GPU "
+        "stations with sub-ms models ran faster at CPython's own 5 (README 'ONNX Runtime on the GPU')")
 
     @property
     def parts_inside(self) -> int:
