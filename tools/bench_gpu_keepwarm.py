@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_gpu_models import VARIANTS, available, variant_station  # noqa: E402
+from bench_gpu_models import VARIANTS, variant_station  # noqa: E402
+from bench_models import available  # noqa: E402
 
 from inspectd.bench import after_pauses  # noqa: E402
 from inspectd.config.load import load_config  # noqa: E402

@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_models import DEMO, LIGHT, station_for  # noqa: E402
+from bench_models import available, recipe_for, station_for  # noqa: E402
 
 from inspectd.bench import bench_config, run_pipeline  # noqa: E402
 from inspectd.config.load import load_config  # noqa: E402
@@ -47,15 +46,12 @@ VARIANTS = {  # name -> (providers, preprocess, fp16)
 }
 
 
-ANOMALY = (ROOT / "configs/demo-anomaly", "disc-anomaly")  # PatchCore graph with its anomaly map
-
-
 def variant_station(model: Path, folder: Path, variant: str, cpu_threads: int,
                     pipeline: dict | None = None) -> Path:
     providers, preprocess, fp16 = VARIANTS[variant]
     if fp16:
         model = convert_fp16(model, folder / f"{model.stem}.fp16.onnx").out
-    path = station_for(model, folder, ANOMALY if model.stem.startswith("disc-anomaly") else DEMO)
+    path = station_for(model, folder, recipe_for(model))
     station = yaml.safe_load(path.read_text())
     station["backend"] = {"type": "onnxruntime", "providers": providers,
                           "intra_op_threads": cpu_threads if variant == "cpu" else 1}
@@ -64,24 +60,6 @@ def variant_station(model: Path, folder: Path, variant: str, cpu_threads: int,
     station["pipeline"] = {**station.get("pipeline", {}), **(pipeline or {})}
     path.write_text(yaml.safe_dump(station))
     return path
-
-
-def model_paths() -> dict[str, Path]:
-    """The benched models by name (EfficientNet-Lite0 once tools/export_efficientnet.py has built it)."""
-    return {"demo_disc": ROOT / "engines/demo_disc.onnx", "demo_anomaly": ROOT / "engines/disc-anomaly.onnx",
-            "efficientnet_lite0": ROOT / "engines/bench/efficientnet_lite0.onnx",
-            **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
-
-
-def available(names: list[str], width: int = 18) -> Iterator[tuple[str, Path]]:
-    """(name, model file) of each named model that is here; a line for each that is not."""
-    paths = model_paths()
-    for name in names:
-        path = paths.get(name)
-        if path is None or not path.exists():
-            print(f"{name:{width}} (not available: {path})", flush=True)
-            continue
-        yield name, path
 
 
 def idle(r: dict) -> str:
@@ -116,7 +94,7 @@ def main() -> int:
     head = (f"{'model':18} {'variant':16} {'infer p50/p99':>14} {'e2e p50/p99/p99.9':>20} {'fps':>7} {'eff':>5} "
             f"{'add p99':>7} {'first 5 parts (ms)':>24} {'fs':>3} {'idle starved/handoff us':>23}")
     print(head, flush=True)
-    for name, path in available(args.models):
+    for name, path in available(args.models, width=18):
         for variant in args.variants:
             with tempfile.TemporaryDirectory() as tmp:
                 try:

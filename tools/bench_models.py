@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -40,6 +41,30 @@ def io_names(path: Path) -> tuple[str, str, int, str]:
 
 
 DEMO = (ROOT / "configs/demo", "disc-a")  # (config folder, product) of the demo station
+ANOMALY = (ROOT / "configs/demo-anomaly", "disc-anomaly")  # PatchCore graph with its anomaly map
+
+
+def model_paths() -> dict[str, Path]:
+    """The benched models by name (EfficientNet-Lite0 once tools/export_efficientnet.py has built it)."""
+    return {"demo_disc": ROOT / "engines/demo_disc.onnx", "demo_anomaly": ROOT / "engines/disc-anomaly.onnx",
+            "efficientnet_lite0": ROOT / "engines/bench/efficientnet_lite0.onnx",
+            **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
+
+
+def available(names: list[str], width: int) -> Iterator[tuple[str, Path]]:
+    """(name, model file) of each named model that is here; a line for each that is not."""
+    paths = model_paths()
+    for name in names:
+        path = paths.get(name)
+        if path is None or not path.exists():
+            print(f"{name:{width}} (not available: {path})", flush=True)
+            continue
+        yield name, path
+
+
+def recipe_for(model: Path) -> tuple[Path, str]:
+    """The recipe a model is benched in: the anomaly graph in its own, any other in the demo's."""
+    return ANOMALY if model.stem.startswith("disc-anomaly") else DEMO
 
 
 def station_for(model: Path, folder: Path, recipe: tuple[Path, str] = DEMO) -> Path:
@@ -73,19 +98,12 @@ def main() -> int:
                                                     "light_resnet50", "efficientnet_lite0"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    paths = {"demo_disc": ROOT / "engines/demo_disc.onnx",
-             "efficientnet_lite0": ROOT / "engines/bench/efficientnet_lite0.onnx",
-             **{p.stem: p for p in LIGHT.glob("light_*.onnx")}}
     rows = []
     print(f"{'model':22} {'MB':>6} {'infer p50':>9} {'pipe fps':>8} {'bound':>7} {'eff':>5} {'naive':>7} "
           f"{'speedup':>7} {'e2e p99':>8}")
-    for name in args.models:
-        path = paths.get(name)
-        if path is None or not path.exists():
-            print(f"{name:22} (not available: {path})")
-            continue
+    for name, path in available(args.models, width=22):
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = bench_config(load_config(station_for(path, Path(tmp))), in_flight=2)
+            cfg = bench_config(load_config(station_for(path, Path(tmp), recipe_for(path))), in_flight=2)
             r = run_pipeline(cfg, args.parts, warmup=20)
             r["naive_fps"] = run_naive(cfg, args.parts, warmup=20)
         r.update(model=name, mb=path.stat().st_size / 2**20)
