@@ -7,18 +7,11 @@ metrics agreeing on what "a cycle" is.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from inspectd.config.schema import StationConfig
-
-
-def tune_interpreter(switch_s: float) -> None:
-    """How long a thread holding the GIL runs before one waiting for it gets a turn (`pipeline.gil_switch_ms`).
-    Process-wide: set as a pipeline starts (one pipeline per process in the daemon)."""
-    sys.setswitchinterval(switch_s)
 
 
 def guard_s(budget_s: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from inspectd.pipeline.stamps import StageStamp
 from inspectd.pipeline.stats import PipelineStats
 from inspectd.pipeline.verdicts import DeadlineKeeper, VerdictBus, VerdictSink
 from inspectd.pipeline.warmup import warm_up
-from inspectd.timing import CycleTiming, tune_interpreter
+from inspectd.timing import CycleTiming
 from inspectd.types import STAGE_THREADS, Frame, Part, Reason, Trigger
 
 log = structlog.get_logger("inspectd.pipeline")
@@ -169,7 +170,9 @@ class Pipeline:
     def start(self, warm: Sequence[tuple[ProductRuntime, Frame | None]] = ()) -> None:
         """Start the stages, warm each (runtime, camera frame) in `warm` on them (see `warm`), then take parts.
         A warm-up that fails (ModelError: NaN on the frame) stops the stages again and raises: no part taken."""
-        tune_interpreter(self.station.pipeline.gil_switch_ms / 1e3)  # stage hand-offs wait for the interpreter
+        # How long a thread holding the GIL runs before a waiting one (a stage hand-off) gets it. Process-wide: the
+        # daemon runs one pipeline per process.
+        sys.setswitchinterval(self.station.pipeline.gil_switch_ms / 1e3)
         self.keeper.start()
         for w in self.workers:
             w.start()
