@@ -26,12 +26,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench_gpu_models import variant_station  # noqa: E402
-from bench_models import LIGHT  # noqa: E402
+from bench_models import available  # noqa: E402
 
 from inspectd.config.load import load_config  # noqa: E402
 from inspectd.pipeline.runtime import build_runtime  # noqa: E402
-
-MODELS = {"demo_disc": ROOT / "engines/demo_disc.onnx", "light_resnet50": LIGHT / "light_resnet50.onnx"}
 
 
 def first_runs(model: Path, algo: str, graph: bool, runs: int = 4) -> tuple[float, list[float]]:
@@ -64,12 +62,12 @@ def first_runs(model: Path, algo: str, graph: bool, runs: int = 4) -> tuple[floa
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="*", default=["demo_disc", "light_resnet50"])
     args = ap.parse_args()
-    for name in args.models:
+    for name, path in available(args.models, width=15):
         for algo in ("exhaustive", "heuristic", "default"):
             for graph in (False, True):
-                load, times = first_runs(MODELS[name], algo, graph)
+                load, times = first_runs(path, algo, graph)
                 print(f"{name:15} {algo:10} graph={graph!s:5} load+selfcheck {load:7.1f} ms; second thread runs ms "
                       f"{[round(t, 2) for t in times]}", flush=True)
     return 0
